@@ -1,0 +1,56 @@
+"""rainbow-aio: an asyncio client for the rainbow multi-cluster scheduler.
+
+    async with RainbowClient("localhost:50051") as client:
+        reg = await client.register("keebler", "chocolate-cookies")
+        await client.submit_job("keebler", reg.token, "echo hello")
+        async with client.poller("keebler", reg.secret) as poller:
+            async for job in poller:
+                if await job.accept():
+                    ...  # this process owns the job: run it
+
+See README.md for the delivery guarantees and the retry table.
+"""
+
+from __future__ import annotations
+
+from ._exceptions import (
+    ClientClosedError,
+    ClusterExistsError,
+    DeadlineExceededError,
+    DeniedError,
+    InvalidArgumentError,
+    MissingCredentialError,
+    ProtocolError,
+    RainbowError,
+    RPCError,
+    ServerBusyError,
+    ServerError,
+    TLSError,
+    UnavailableError,
+)
+from ._models import AcceptResult, AcceptStatus, Job, Registration
+
+__version__ = "0.1.0"
+
+__all__ = [
+    # results
+    "AcceptResult",
+    "AcceptStatus",
+    "Job",
+    "Registration",
+    # errors
+    "ClientClosedError",
+    "ClusterExistsError",
+    "DeadlineExceededError",
+    "DeniedError",
+    "InvalidArgumentError",
+    "MissingCredentialError",
+    "ProtocolError",
+    "RPCError",
+    "RainbowError",
+    "ServerBusyError",
+    "ServerError",
+    "TLSError",
+    "UnavailableError",
+    "__version__",
+]

@@ -1,0 +1,188 @@
+"""The errors rainbow-aio raises.
+
+Every error derives from :class:`RainbowError` and carries what a caller needs to act on
+it: the RPC, the cluster (where there is one), the gRPC status code and the details
+string. ``retryable`` says whether repeating the same call can succeed; the client's retry
+policy (``_retry.py``) reads it, and so can an application.
+
+    RainbowError
+    ├── InvalidArgumentError      bad input, refused before any RPC (also a ValueError)
+    ├── ClientClosedError         the client was closed, or never connected
+    ├── ClusterExistsError        register(): the name is taken; credentials are not shown again
+    ├── ProtocolError             the server answered something the contract does not allow
+    └── RPCError                  the server (or the transport) answered with an error status
+        ├── DeniedError           wrong token or secret, unknown cluster, wrong registration secret
+        ├── MissingCredentialError  an empty token or secret reached the server
+        ├── ServerBusyError       "database is locked" (retryable)
+        ├── UnavailableError      no connection to the server, after retries (retryable)
+        │   └── TLSError          the TLS handshake failed (plaintext against TLS, wrong CA...)
+        ├── DeadlineExceededError the call's deadline passed (also a TimeoutError)
+        └── ServerError           any other error status or details string
+
+Secrets and tokens never appear in these messages: the client never puts them there,
+and the server never sends them in details.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from . import _protocol as P
+
+__all__ = [
+    "ClientClosedError",
+    "ClusterExistsError",
+    "DeadlineExceededError",
+    "DeniedError",
+    "InvalidArgumentError",
+    "MissingCredentialError",
+    "ProtocolError",
+    "RPCError",
+    "RainbowError",
+    "ServerBusyError",
+    "ServerError",
+    "TLSError",
+    "UnavailableError",
+    "error_from_status",
+]
+
+
+class RainbowError(Exception):
+    """Root of every rainbow-aio error."""
+
+    retryable: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        rpc: str | None = None,
+        cluster: str | None = None,
+        code: grpc.StatusCode | None = None,
+        details: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.rpc = rpc
+        self.cluster = cluster
+        self.code = code
+        self.details = details
+
+    def __str__(self) -> str:
+        where = []
+        if self.rpc:
+            where.append(self.rpc)
+        if self.cluster is not None:
+            where.append(f"cluster={self.cluster!r}")
+        prefix = f"[{' '.join(where)}] " if where else ""
+        return f"{prefix}{self.message}"
+
+    def __repr__(self) -> str:
+        code = self.code.name if self.code is not None else None
+        return (
+            f"{type(self).__name__}({self.message!r}, rpc={self.rpc!r}, "
+            f"cluster={self.cluster!r}, code={code}, details={self.details!r})"
+        )
+
+
+class InvalidArgumentError(RainbowError, ValueError):
+    """An argument cannot be sent: empty name, empty command, no job ids, int32 overflow."""
+
+
+class ClientClosedError(RainbowError):
+    """The client is closed (or was never connected), so no call can be made."""
+
+
+class ClusterExistsError(RainbowError):
+    """The cluster is already registered. Its token and secret cannot be shown again."""
+
+
+class ProtocolError(RainbowError):
+    """The server's answer breaks the wire contract (bad job JSON, unknown status)."""
+
+
+class RPCError(RainbowError):
+    """The server or the transport answered the call with an error status."""
+
+
+class DeniedError(RPCError):
+    """Wrong token or secret, unknown cluster, or wrong registration secret."""
+
+
+class MissingCredentialError(RPCError):
+    """The server says a token or secret is required (an empty one was sent)."""
+
+
+class ServerBusyError(RPCError):
+    """The server's database was locked; nothing was written, so the call can be repeated."""
+
+    retryable = True
+
+
+class UnavailableError(RPCError):
+    """The server could not be reached (refused, reset, not listening), after retries."""
+
+    retryable = True
+
+
+class TLSError(UnavailableError):
+    """The TLS handshake failed: plaintext against TLS, an untrusted certificate, no client cert."""
+
+    retryable = False
+
+
+class DeadlineExceededError(RPCError, TimeoutError):
+    """The call did not finish within its deadline."""
+
+    retryable = True
+
+
+class ServerError(RPCError):
+    """Any other error status or details string."""
+
+
+_UNKNOWN_DETAILS: dict[str, type[RPCError]] = {
+    P.DETAILS_DENIED: DeniedError,
+    P.DETAILS_TOKEN_REQUIRED: MissingCredentialError,
+    P.DETAILS_SECRET_REQUIRED: MissingCredentialError,
+    P.DETAILS_DB_LOCKED: ServerBusyError,
+}
+
+_TLS_HINTS = ("ssl", "tls", "handshake", "certificate")
+
+
+def error_from_status(
+    code: grpc.StatusCode,
+    details: str | None,
+    *,
+    rpc: str,
+    cluster: str | None = None,
+    host: str | None = None,
+) -> RainbowError:
+    """Map one gRPC status (code and details) to the rainbow-aio error that describes it.
+
+    This is the only place where wire statuses become exceptions.
+    """
+    details = details or ""
+    kw = {"rpc": rpc, "cluster": cluster, "code": code, "details": details}
+    if code == grpc.StatusCode.UNKNOWN:
+        if details in (P.DETAILS_NO_JOBS, P.DETAILS_CLUSTER_REQUIRED):
+            return InvalidArgumentError(f"the server refused the call: {details}", **kw)
+        cls = _UNKNOWN_DETAILS.get(details, ServerError)
+        return cls(f"the server answered: {details or 'unknown error'}", **kw)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        where = f" at {host}" if host else ""
+        if any(h in details.lower() for h in _TLS_HINTS):
+            return TLSError(
+                f"TLS handshake with the server{where} failed ({details}); check that "
+                "client and server agree on TLS and that the CA and certificates match",
+                **kw,
+            )
+        return UnavailableError(f"the server{where} is unavailable: {details}", **kw)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceededError(f"deadline exceeded: {details}", **kw)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgumentError(f"the server refused the call: {details}", **kw)
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
+        return DeniedError(f"the server denied the call: {details}", **kw)
+    return ServerError(f"the server answered {code.name}: {details}", **kw)

@@ -1,0 +1,93 @@
+"""Typed results returned by the client."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._exceptions import ProtocolError
+
+__all__ = ["AcceptResult", "AcceptStatus", "Job", "Registration"]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job waiting for a cluster, as RequestJobs lists it."""
+
+    id: int
+    cluster: str
+    name: str
+    nodes: int
+    tasks: int
+    command: str
+
+    @classmethod
+    def from_json(cls, job_id: int, text: str, *, cluster: str | None = None) -> Job:
+        """Parse the JSON string the server sends for one job.
+
+        ``job_id`` is the map key the server sent it under; it wins over the JSON's
+        ``id`` if the two disagree (they never do on a conforming server). Raises
+        :class:`ProtocolError` when the text is not a job object.
+        """
+        try:
+            raw: Any = json.loads(text)
+            if not isinstance(raw, dict):
+                raise TypeError("not an object")
+            return cls(
+                id=int(job_id),
+                cluster=str(raw.get("cluster", cluster or "")),
+                name=str(raw.get("name", "")),
+                nodes=int(raw.get("nodes", 0)),
+                tasks=int(raw.get("tasks", 0)),
+                command=str(raw.get("command", "")),
+            )
+        except (ValueError, TypeError) as exc:
+            raise ProtocolError(
+                f"job {job_id} is not valid job JSON: {exc}",
+                rpc="RequestJobs",
+                cluster=cluster,
+            ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Registration:
+    """The credentials of a newly registered cluster.
+
+    ``token`` is what submitters need; ``secret`` is what the cluster itself needs to
+    request and accept its jobs. Neither appears in ``repr()``; keep them somewhere safe,
+    the server never shows them again.
+    """
+
+    cluster: str
+    token: str = field(repr=False)
+    secret: str = field(repr=False)
+
+
+class AcceptStatus(enum.Enum):
+    """How an AcceptJobs call ended."""
+
+    SUCCESS = "success"
+    """Every id was deleted on the server by this call: the cluster owns them all."""
+    PARTIAL = "partial"
+    """At least one id was not deleted by this call (someone else took it, or it never
+    existed); the others were. The server does not say which."""
+    UNCERTAIN = "uncertain"
+    """The call was retried after a lost answer and then came back PARTIAL: an earlier
+    attempt may have taken some or all of the ids. Nobody else took those, unless another
+    process accepts for the same cluster."""
+
+
+@dataclass(frozen=True, slots=True)
+class AcceptResult:
+    """The outcome of ``RainbowClient.accept_jobs``."""
+
+    job_ids: tuple[int, ...]
+    status: AcceptStatus
+    attempts: int = 1
+
+    @property
+    def all_accepted(self) -> bool:
+        """True when the server confirmed that every id was taken by this call."""
+        return self.status is AcceptStatus.SUCCESS
