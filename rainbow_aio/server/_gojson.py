@@ -1,0 +1,67 @@
+"""Job JSON exactly as Go's ``encoding/json`` writes it.
+
+The Go server marshals each waiting job with ``json.Marshal``, and clients may compare
+those strings byte for byte, so this module reproduces Go's string escaping rather than
+Python's ``json.dumps`` (which escapes differently and puts spaces after separators).
+
+Go's rules for a string value, as implemented here:
+
+- ``"`` and ``\\`` get a backslash; ``\\n``, ``\\r`` and ``\\t`` use their short forms;
+- every other control character below U+0020 is written ``\\u00XX`` (lower-case hex),
+  including U+0008 and U+000C (the form Go used before 1.22; see ``SHORT_BF``);
+- ``&``, ``<`` and ``>`` are written ``\\u0026``, ``\\u003c``, ``\\u003e`` (HTML-safe mode,
+  which ``json.Marshal`` always uses);
+- U+2028 and U+2029 are written ``\\u2028`` and ``\\u2029``;
+- a lone surrogate (Python's stand-in for invalid UTF-8) becomes ``\\ufffd``;
+- everything else, including U+007F and all other non-ASCII text, is written raw.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+__all__ = ["SHORT_BF", "encode_job", "encode_string"]
+
+SHORT_BF: Final = False
+"""Whether U+0008/U+000C are written ``\\b``/``\\f`` (Go >= 1.22) instead of ``\\u0008``/
+``\\u000c``. See the module docstring and the server README section for the choice."""
+
+_ESCAPES: dict[str, str] = {chr(c): f"\\u{c:04x}" for c in range(0x20)}
+_ESCAPES.update(
+    {
+        "\n": "\\n",
+        "\r": "\\r",
+        "\t": "\\t",
+        '"': '\\"',
+        "\\": "\\\\",
+        "&": "\\u0026",
+        "<": "\\u003c",
+        ">": "\\u003e",
+        "\u2028": "\\u2028",
+        "\u2029": "\\u2029",
+    }
+)
+if SHORT_BF:  # pragma: no cover - the other Go flavour, kept for reference
+    _ESCAPES.update({"\b": "\\b", "\f": "\\f"})
+for _c in range(0xD800, 0xE000):
+    _ESCAPES[chr(_c)] = "\\ufffd"
+
+_NEEDS_ESCAPE: Final = re.compile('[\x00-\x1f"\\\\&<>\u2028\u2029\ud800-\udfff]')
+
+
+def _replace(match: re.Match[str]) -> str:
+    return _ESCAPES[match.group()]
+
+
+def encode_string(text: str) -> str:
+    """Return ``text`` as a quoted JSON string, escaped the way Go escapes it."""
+    return '"' + _NEEDS_ESCAPE.sub(_replace, text) + '"'
+
+
+def encode_job(job_id: int, cluster: str, name: str, nodes: int, tasks: int, command: str) -> str:
+    """Return the JSON of one job: keys ``id, cluster, name, nodes, tasks, command``."""
+    return (
+        f'{{"id":{job_id:d},"cluster":{encode_string(cluster)},"name":{encode_string(name)},'
+        f'"nodes":{nodes:d},"tasks":{tasks:d},"command":{encode_string(command)}}}'
+    )

@@ -1,0 +1,165 @@
+"""The RainbowScheduler servicer: the Go server's wire behaviour, without its defects.
+
+Every refusal is gRPC status UNKNOWN with one of the details strings of
+``rainbow_aio._protocol``, exactly as the Go server answers, so clients see the real wire
+shapes. The checks run in the Go server's order (for example AcceptJobs checks for an
+empty secret before an empty id list, and both before the credentials).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from typing import NoReturn
+
+import grpc
+
+from .. import _protocol as P
+from .._proto import rainbow_pb2 as pb
+from ._store import ClusterCredentials, Store, StoreError
+
+__all__ = ["Servicer", "digest"]
+
+_Context = grpc.aio.ServicerContext
+
+
+def digest(value: str) -> bytes:
+    """SHA-256 of a credential; only digests are stored and compared."""
+    return hashlib.sha256(value.encode("utf-8", "surrogatepass")).digest()
+
+
+class Servicer:
+    """Implements the six RPCs on top of a :class:`Store`.
+
+    Cluster credentials never change once registered, so their digests are kept in
+    memory (loaded at start, added on registration) and authorisation costs no query.
+    """
+
+    def __init__(self, store: Store, secret: str, clusters: dict[str, ClusterCredentials]) -> None:
+        self._store = store
+        self._secret_hash = digest(secret)
+        self._clusters = clusters
+        self.counts: Counter[str] = Counter()
+        self.stream_counter = 0
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _authorised(self, cluster: str, value: str, *, token: bool) -> bool:
+        creds = self._clusters.get(cluster)
+        given = digest(value)
+        if creds is None:
+            # compare anyway so an unknown cluster costs the same as a wrong credential
+            hmac.compare_digest(given, self._secret_hash)
+            return False
+        return hmac.compare_digest(given, creds.token_hash if token else creds.secret_hash)
+
+    @staticmethod
+    async def _fail(context: _Context[object, object], details: str) -> NoReturn:
+        await context.abort(grpc.StatusCode.UNKNOWN, details)
+
+    # -- RPCs --------------------------------------------------------------------------
+
+    async def Register(
+        self, request: pb.RegisterRequest, context: _Context[object, object]
+    ) -> pb.RegisterResponse:
+        self.counts["Register"] += 1
+        if not hmac.compare_digest(digest(request.secret), self._secret_hash):
+            await self._fail(context, P.DETAILS_DENIED)
+        name = request.name
+        if not name:
+            await self._fail(context, P.DETAILS_CLUSTER_REQUIRED)
+        if name in self._clusters:
+            return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
+        token, secret = str(uuid.uuid4()), str(uuid.uuid4())
+        creds = ClusterCredentials(digest(token), digest(secret))
+        try:
+            created = await self._store.register(name, creds)
+        except StoreError as exc:
+            await self._fail(context, str(exc))
+        if not created:
+            return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
+        self._clusters[name] = creds
+        return pb.RegisterResponse(
+            token=token, secret=secret, status=pb.RegisterResponse.REGISTER_SUCCESS
+        )
+
+    async def SubmitJob(
+        self, request: pb.SubmitJobRequest, context: _Context[object, object]
+    ) -> pb.SubmitJobResponse:
+        self.counts["SubmitJob"] += 1
+        if not request.token:
+            await self._fail(context, P.DETAILS_TOKEN_REQUIRED)
+        if not self._authorised(request.cluster, request.token, token=True):
+            await self._fail(context, P.DETAILS_DENIED)
+        try:
+            job_id = await self._store.submit(
+                request.cluster, request.name, request.nodes, request.tasks, request.command
+            )
+        except StoreError as exc:
+            await self._fail(context, str(exc))
+        return pb.SubmitJobResponse(jobid=job_id, status=pb.SubmitJobResponse.SUBMIT_SUCCESS)
+
+    async def RequestJobs(
+        self, request: pb.RequestJobsRequest, context: _Context[object, object]
+    ) -> pb.RequestJobsResponse:
+        self.counts["RequestJobs"] += 1
+        if not request.secret:
+            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+        if not self._authorised(request.cluster, request.secret, token=False):
+            await self._fail(context, P.DETAILS_DENIED)
+        try:
+            jobs = await self._store.list_jobs(request.cluster, request.maxJobs)
+        except StoreError as exc:
+            await self._fail(context, str(exc))
+        if not jobs:
+            return pb.RequestJobsResponse(status=pb.RequestJobsResponse.REQUEST_JOBS_NORESULTS)
+        return pb.RequestJobsResponse(jobs=jobs, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS)
+
+    async def AcceptJobs(
+        self, request: pb.AcceptJobsRequest, context: _Context[object, object]
+    ) -> pb.AcceptJobsResponse:
+        self.counts["AcceptJobs"] += 1
+        if not request.secret:
+            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+        ids = list(request.jobids)
+        if not ids:
+            await self._fail(context, P.DETAILS_NO_JOBS)
+        if not self._authorised(request.cluster, request.secret, token=False):
+            await self._fail(context, P.DETAILS_DENIED)
+        try:
+            deleted = await self._store.accept(request.cluster, ids)
+        except StoreError as exc:
+            await self._fail(context, str(exc))
+        status = (
+            pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
+            if deleted == len(ids)
+            else pb.AcceptJobsResponse.RESULT_TYPE_PARTIAL
+        )
+        return pb.AcceptJobsResponse(status=status)
+
+    async def Serial(self, request: pb.Request, context: _Context[object, object]) -> pb.Response:
+        self.counts["Serial"] += 1
+        return pb.Response(
+            request_id=request.content.id,
+            message_count=self.stream_counter,
+            messages_processed=self.stream_counter,
+            processing_details=P.SERIAL_PROCESSED,
+        )
+
+    async def Stream(
+        self, requests: AsyncIterator[pb.Request], context: _Context[object, object]
+    ) -> AsyncIterator[pb.Response]:
+        self.counts["Stream"] += 1
+        async for request in requests:
+            self.stream_counter += 1
+            yield pb.Response(
+                request_id=request.content.id,
+                message_count=self.stream_counter,
+                messages_processed=self.stream_counter,
+                processing_details=P.SERIAL_PROCESSED,
+            )
+        # The Go server treats the client's half-close as a receive error.
+        await self._fail(context, P.DETAILS_STREAM_EOF)

@@ -1,0 +1,294 @@
+"""``ServerProcess``: a real ``rainbow-aio serve`` child process for tests and benchmarks.
+
+The child runs ``sys.executable -m rainbow_aio serve --address 127.0.0.1:PORT --db FILE``.
+A daemon thread reads its combined stdout/stderr line by line (so the pipe never fills
+up and blocks the server) and wakes :meth:`ServerProcess.start` when the
+``server listening: ADDRESS`` line appears. The first start asks for port 0 and reads
+the real port from that line (no race for a free port); later starts reuse that port, so
+clients can reconnect to the same address after a restart.
+
+Every method has a blocking form (``start_sync``, ``stop_sync``, ...) for code outside
+an event loop; the async forms run those in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Final
+
+from .. import _protocol as P
+
+__all__ = ["ServerProcess", "ServerProcessError"]
+
+_LISTENING: Final = re.compile(r"server listening: (\S+)\s*$")
+_KEEP_LINES: Final = 2000
+
+
+class ServerProcessError(RuntimeError):
+    """The server process failed to start (or to stop) in time; ``output`` has its log."""
+
+    def __init__(self, message: str, output: str = "") -> None:
+        super().__init__(message)
+        self.output = output
+
+
+class ServerProcess:
+    """Runs the embedded server as a child process, on loopback, on one database file.
+
+    ``start()`` waits until the server listens; ``kill()`` sends SIGKILL, ``terminate()``
+    SIGTERM, and both wait for the exit and return the exit status; ``start()`` again
+    restarts it on the same port and database file. As an (async) context manager it
+    starts the server and always stops whatever it started.
+    """
+
+    def __init__(
+        self,
+        db: str | Path,
+        *,
+        port: int = 0,
+        host: str = "127.0.0.1",
+        secret: str = P.DEFAULT_REGISTRATION_SECRET,
+        cleanup: bool = False,
+        args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        startup_timeout: float = 30.0,
+        python: str = sys.executable,
+    ) -> None:
+        self.db = Path(db)
+        self.host = host
+        self.port = port
+        self.secret = secret
+        self.cleanup = cleanup
+        self.args = list(args)
+        self.env = env
+        self.startup_timeout = startup_timeout
+        self.python = python
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._lines: collections.deque[str] = collections.deque(maxlen=_KEEP_LINES)
+        self._lock = threading.Lock()
+        self._listening = threading.Event()
+        self._listen_address: str | None = None
+        self.starts = 0
+
+    def __repr__(self) -> str:
+        state = f"pid={self.pid}" if self.running else "stopped"
+        return f"<ServerProcess {self.address} db={str(self.db)!r} {state}>"
+
+    # -- state ---------------------------------------------------------------------------
+
+    @property
+    def address(self) -> str:
+        """``HOST:PORT`` the server listens on (the real port after the first start)."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
+    def output(self) -> str:
+        """The process's log so far (the last lines, newest last)."""
+        with self._lock:
+            return "\n".join(self._lines)
+
+    def command(self, *, cleanup: bool | None = None) -> list[str]:
+        """The command line the next start runs."""
+        argv = [
+            self.python,
+            "-m",
+            "rainbow_aio",
+            "serve",
+            "--address",
+            self.address,
+            "--db",
+            str(self.db),
+            "--secret",
+            self.secret,
+        ]
+        if self.cleanup if cleanup is None else cleanup:
+            argv.append("--cleanup")
+        return argv + self.args
+
+    # -- blocking API --------------------------------------------------------------------
+
+    def start_sync(self, *, cleanup: bool | None = None, timeout: float | None = None) -> None:
+        """Start the process and block until it listens.
+
+        ``cleanup`` overrides the constructor's value for this start only (the default
+        cleans up only on the first start, so a restart keeps the data). Raises
+        :class:`ServerProcessError` with the process output if it exits or does not
+        listen within ``timeout`` (default ``startup_timeout``).
+        """
+        if self.running:
+            raise ServerProcessError(f"server process already running (pid {self.pid})")
+        self._reap()
+        if cleanup is None:
+            cleanup = self.cleanup and self.starts == 0
+        env = dict(os.environ if self.env is None else self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        self._listening.clear()
+        self._listen_address = None
+        with self._lock:
+            self._lines.clear()
+        proc = subprocess.Popen(
+            self.command(cleanup=cleanup),
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # a ^C in the terminal does not reach the child
+        )
+        self._proc = proc
+        self.starts += 1
+        self._reader = threading.Thread(
+            target=self._read, args=(proc,), name=f"rainbow-serve-{proc.pid}", daemon=True
+        )
+        self._reader.start()
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        while not self._listening.wait(0.05):
+            if proc.poll() is not None:
+                self._join_reader()
+                raise ServerProcessError(
+                    f"server process exited with status {proc.returncode} before listening:"
+                    f"\n{self.output}",
+                    self.output,
+                )
+            if time.monotonic() > deadline:
+                self.kill_sync()
+                raise ServerProcessError(
+                    f"server process did not listen within the timeout:\n{self.output}",
+                    self.output,
+                )
+        address = self._listen_address
+        if address is not None:
+            self.port = int(address.rpartition(":")[2])
+
+    def send_signal(self, sig: int) -> None:
+        """Send a signal without waiting (no-op when the process is not running)."""
+        if self.running:
+            assert self._proc is not None
+            self._proc.send_signal(sig)
+
+    def wait_sync(self, timeout: float | None = None) -> int | None:
+        """Wait for the process to exit; its status (``-N`` for signal N), or None."""
+        if self._proc is None:
+            return None
+        try:
+            code = self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+        self._join_reader()
+        return code
+
+    def kill_sync(self) -> int | None:
+        """SIGKILL the process and wait for it; returns the exit status."""
+        self.send_signal(signal.SIGKILL)
+        return self._finish(self.wait_sync(30.0))
+
+    def terminate_sync(self, timeout: float = 15.0) -> int | None:
+        """SIGTERM the process and wait up to ``timeout`` (then SIGKILL)."""
+        self.send_signal(signal.SIGTERM)
+        code = self.wait_sync(timeout)
+        if code is None:
+            self.kill_sync()
+            raise ServerProcessError(
+                f"server process ignored SIGTERM for {timeout} s and was killed:\n{self.output}",
+                self.output,
+            )
+        return self._finish(code)
+
+    def stop_sync(self, timeout: float = 15.0) -> int | None:
+        """Stop the process if it runs (SIGTERM, then SIGKILL after ``timeout``)."""
+        if not self.running:
+            return self._finish(self.wait_sync(0))
+        self.send_signal(signal.SIGTERM)
+        code = self.wait_sync(timeout)
+        if code is None:
+            code = self.kill_sync()
+        return self._finish(code)
+
+    # -- async API -----------------------------------------------------------------------
+    # (the timeouts bound waits on a child process in a worker thread, hence ASYNC109)
+
+    async def start(self, *, cleanup: bool | None = None, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        await asyncio.to_thread(self.start_sync, cleanup=cleanup, timeout=timeout)
+
+    async def kill(self) -> int | None:
+        return await asyncio.to_thread(self.kill_sync)
+
+    async def terminate(self, timeout: float = 15.0) -> int | None:  # noqa: ASYNC109
+        return await asyncio.to_thread(self.terminate_sync, timeout)
+
+    async def stop(self, timeout: float = 15.0) -> int | None:  # noqa: ASYNC109
+        return await asyncio.to_thread(self.stop_sync, timeout)
+
+    async def wait(self, timeout: float | None = None) -> int | None:  # noqa: ASYNC109
+        return await asyncio.to_thread(self.wait_sync, timeout)
+
+    async def restart(self) -> None:
+        """Stop (SIGTERM) and start again on the same port and database."""
+        await self.stop()
+        await self.start()
+
+    async def __aenter__(self) -> ServerProcess:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    def __enter__(self) -> ServerProcess:
+        self.start_sync()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop_sync()
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _read(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        with proc.stdout:
+            for raw in proc.stdout:
+                line = raw.decode("utf-8", "replace").rstrip("\r\n")
+                with self._lock:
+                    self._lines.append(line)
+                if not self._listening.is_set():
+                    match = _LISTENING.search(line)
+                    if match:
+                        self._listen_address = match.group(1)
+                        self._listening.set()
+
+    def _join_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.join(10.0)
+            self._reader = None
+
+    def _finish(self, code: int | None) -> int | None:
+        if code is not None:
+            self._join_reader()
+        return code
+
+    def _reap(self) -> None:
+        if self._proc is not None and self._proc.poll() is not None:
+            self._join_reader()
