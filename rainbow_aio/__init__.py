@@ -29,6 +29,7 @@ from ._exceptions import (
     UnavailableError,
 )
 from ._models import AcceptResult, AcceptStatus, Job, Registration
+from .server import RainbowServer, ServerTLSConfig
 
 __version__ = "0.1.0"
 
@@ -52,5 +53,8 @@ __all__ = [
     "ServerError",
     "TLSError",
     "UnavailableError",
+    # server
+    "RainbowServer",
+    "ServerTLSConfig",
     "__version__",
 ]
