@@ -13,6 +13,8 @@ See README.md for the delivery guarantees and the retry table.
 
 from __future__ import annotations
 
+from ._client import RainbowClient
+from ._config import KeepAliveConfig, RetryPolicy, SubmitRetry, TLSConfig
 from ._exceptions import (
     ClientClosedError,
     ClusterExistsError,
@@ -34,6 +36,13 @@ from .server import RainbowServer, ServerTLSConfig
 __version__ = "0.1.0"
 
 __all__ = [
+    # client
+    "RainbowClient",
+    # client options
+    "KeepAliveConfig",
+    "RetryPolicy",
+    "SubmitRetry",
+    "TLSConfig",
     # results
     "AcceptResult",
     "AcceptStatus",

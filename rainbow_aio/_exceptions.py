@@ -60,6 +60,7 @@ class RainbowError(Exception):
         cluster: str | None = None,
         code: grpc.StatusCode | None = None,
         details: str | None = None,
+        attempts: int | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -67,6 +68,8 @@ class RainbowError(Exception):
         self.cluster = cluster
         self.code = code
         self.details = details
+        #: how many times the client sent the call before giving up (None: not a call)
+        self.attempts = attempts
 
     def __str__(self) -> str:
         where = []
@@ -150,6 +153,16 @@ _UNKNOWN_DETAILS: dict[str, type[RPCError]] = {
 
 _TLS_HINTS = ("ssl", "tls", "handshake", "certificate")
 
+# grpc core says this when no connection could be set up for the call, so the call itself
+# never left the client (see _retry.py, which relies on it for unsafe RPCs).
+_NOT_CONNECTED_MARK = "failed to connect to all addresses"
+
+
+def _attempts_text(attempts: int | None) -> str:
+    if attempts is None:
+        return ""
+    return f" after {attempts} attempt{'s' if attempts != 1 else ''}"
+
 
 def error_from_status(
     code: grpc.StatusCode,
@@ -158,31 +171,50 @@ def error_from_status(
     rpc: str,
     cluster: str | None = None,
     host: str | None = None,
+    attempts: int | None = None,
+    tls: bool | None = None,
 ) -> RainbowError:
     """Map one gRPC status (code and details) to the rainbow-aio error that describes it.
 
-    This is the only place where wire statuses become exceptions.
+    This is the only place where wire statuses become exceptions. ``attempts`` (how many
+    times the call was sent) and ``tls`` (whether the client uses TLS) only shape the
+    message, so that an :class:`UnavailableError` names the host, the attempts, and a
+    hint when a server closed the connection before gRPC could start.
     """
     details = details or ""
-    kw = {"rpc": rpc, "cluster": cluster, "code": code, "details": details}
+    tried = _attempts_text(attempts)
+
+    def make(cls: type[RainbowError], message: str) -> RainbowError:
+        return cls(message, rpc=rpc, cluster=cluster, code=code, details=details, attempts=attempts)
+
     if code == grpc.StatusCode.UNKNOWN:
         if details in (P.DETAILS_NO_JOBS, P.DETAILS_CLUSTER_REQUIRED):
-            return InvalidArgumentError(f"the server refused the call: {details}", **kw)
+            return make(InvalidArgumentError, f"the server refused the call: {details}")
         cls = _UNKNOWN_DETAILS.get(details, ServerError)
-        return cls(f"the server answered: {details or 'unknown error'}", **kw)
+        gave_up = f" (gave up{tried})" if attempts and attempts > 1 else ""
+        return make(cls, f"the server answered: {details or 'unknown error'}{gave_up}")
     if code == grpc.StatusCode.UNAVAILABLE:
         where = f" at {host}" if host else ""
-        if any(h in details.lower() for h in _TLS_HINTS):
-            return TLSError(
+        lowered = details.lower()
+        if any(h in lowered for h in _TLS_HINTS):
+            return make(
+                TLSError,
                 f"TLS handshake with the server{where} failed ({details}); check that "
                 "client and server agree on TLS and that the CA and certificates match",
-                **kw,
             )
-        return UnavailableError(f"the server{where} is unavailable: {details}", **kw)
+        hint = ""
+        if _NOT_CONNECTED_MARK in lowered and "refused" not in lowered and tls is False:
+            hint = (
+                "; something accepted the connection but closed it before gRPC started: "
+                "if the server uses TLS, pass tls=TLSConfig(...)"
+            )
+        return make(
+            UnavailableError, f"cannot reach the rainbow server{where}{tried}: {details}{hint}"
+        )
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return DeadlineExceededError(f"deadline exceeded: {details}", **kw)
+        return make(DeadlineExceededError, f"deadline exceeded{tried}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgumentError(f"the server refused the call: {details}", **kw)
+        return make(InvalidArgumentError, f"the server refused the call: {details}")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return DeniedError(f"the server denied the call: {details}", **kw)
-    return ServerError(f"the server answered {code.name}: {details}", **kw)
+        return make(DeniedError, f"the server denied the call: {details}")
+    return make(ServerError, f"the server answered {code.name}: {details}")

@@ -1,0 +1,683 @@
+"""RainbowClient: the asyncio client for a rainbow scheduler server.
+
+One client owns one ``grpc.aio`` channel, made inside the running event loop by
+``connect()`` (or ``async with``) and shared by every call and every poller. Every call
+has a deadline; failed attempts are repeated only where that is safe (``_retry.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, TypeVar
+
+import grpc
+import grpc.aio
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from . import _protocol as P
+from ._config import KeepAliveConfig, RetryPolicy, SubmitRetry, TLSConfig, parse_host
+from ._exceptions import (
+    ClientClosedError,
+    ClusterExistsError,
+    InvalidArgumentError,
+    ProtocolError,
+    RainbowError,
+    RPCError,
+    error_from_status,
+)
+from ._models import AcceptResult, AcceptStatus, Job, Registration
+from ._proto import rainbow_pb2 as pb
+from ._retry import build_retrying, may_have_reached_server, should_retry
+
+if TYPE_CHECKING:
+    from .poller import Poller, PollerGroup  # type: ignore[import-not-found,unused-ignore]
+
+__all__ = ["RainbowClient"]
+
+_log = logging.getLogger(__name__)
+
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+
+_PATH: Final = f"/{P.SERVICE}/"
+# After connect() gave up waiting, one fail-fast call asks grpc why (its last error).
+_DIAGNOSE_TIMEOUT: Final = 0.25
+
+
+@dataclass(slots=True)
+class _Methods:
+    """The typed multicallables of one channel."""
+
+    register: grpc.aio.UnaryUnaryMultiCallable[pb.RegisterRequest, pb.RegisterResponse]
+    submit_job: grpc.aio.UnaryUnaryMultiCallable[pb.SubmitJobRequest, pb.SubmitJobResponse]
+    request_jobs: grpc.aio.UnaryUnaryMultiCallable[pb.RequestJobsRequest, pb.RequestJobsResponse]
+    accept_jobs: grpc.aio.UnaryUnaryMultiCallable[pb.AcceptJobsRequest, pb.AcceptJobsResponse]
+    serial: grpc.aio.UnaryUnaryMultiCallable[pb.Request, pb.Response]
+    stream: grpc.aio.StreamStreamMultiCallable[pb.Request, pb.Response]
+
+    @classmethod
+    def bind(cls, channel: grpc.aio.Channel) -> _Methods:
+        def unary(name: str, req: Any, resp: Any) -> Any:
+            return channel.unary_unary(_PATH + name, req.SerializeToString, resp.FromString)
+
+        return cls(
+            register=unary("Register", pb.RegisterRequest, pb.RegisterResponse),
+            submit_job=unary("SubmitJob", pb.SubmitJobRequest, pb.SubmitJobResponse),
+            request_jobs=unary("RequestJobs", pb.RequestJobsRequest, pb.RequestJobsResponse),
+            accept_jobs=unary("AcceptJobs", pb.AcceptJobsRequest, pb.AcceptJobsResponse),
+            serial=unary("Serial", pb.Request, pb.Response),
+            stream=channel.stream_stream(
+                _PATH + "Stream", pb.Request.SerializeToString, pb.Response.FromString
+            ),
+        )
+
+
+class RainbowClient:
+    """An asyncio client for one rainbow scheduler server.
+
+    ::
+
+        async with RainbowClient("localhost:50051") as client:
+            reg = await client.register("keebler", "chocolate-cookies")
+
+    Arguments:
+        host: ``"name:port"``, ``"[ipv6]:port"`` or ``"unix:/path"``; checked here.
+        tls: TLS settings; ``None`` (default) is plaintext.
+        retry: attempts and backoff for retryable failures (see ``_retry.py`` for which
+            failures each RPC retries).
+        keepalive: HTTP/2 keepalive; the default suits a stock Go gRPC server.
+        timeout: the deadline of each attempt, in seconds.
+        connect_timeout: how long ``connect()`` waits for the server before it raises
+            :class:`UnavailableError` (or :class:`TLSError`).
+        submit_retry: ``"safe"`` (default) retries SubmitJob only when nothing can have
+            been written; ``"at_least_once"`` also after lost answers (may duplicate).
+        channel_options: extra grpc channel arguments, applied last.
+
+    A call's ``timeout=`` argument is its total budget, retries and backoff included; by
+    default that budget is ``retry.total_timeout``. Each attempt's deadline is the smaller
+    of ``timeout`` (the client's) and what is left of the budget.
+
+    Calls raise :class:`ClientClosedError` before ``connect()`` and after ``close()``.
+    """
+
+    def __init__(
+        self,
+        host: str = P.DEFAULT_HOST,
+        *,
+        tls: TLSConfig | None = None,
+        retry: RetryPolicy | None = None,
+        keepalive: KeepAliveConfig | None = None,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        submit_retry: SubmitRetry = "safe",
+        channel_options: Iterable[tuple[str, int | str]] = (),
+    ) -> None:
+        self._target = parse_host(host)
+        if tls is not None and not isinstance(tls, TLSConfig):
+            raise InvalidArgumentError("tls must be a TLSConfig or None")
+        if retry is not None and not isinstance(retry, RetryPolicy):
+            raise InvalidArgumentError("retry must be a RetryPolicy or None")
+        if keepalive is not None and not isinstance(keepalive, KeepAliveConfig):
+            raise InvalidArgumentError("keepalive must be a KeepAliveConfig or None")
+        if submit_retry not in ("safe", "at_least_once"):
+            raise InvalidArgumentError("submit_retry must be 'safe' or 'at_least_once'")
+        self._host = host
+        self._tls = tls
+        self._retry = retry or RetryPolicy()
+        self._keepalive = keepalive or KeepAliveConfig()
+        self._timeout = _positive("timeout", timeout)
+        self._connect_timeout = _positive("connect_timeout", connect_timeout)
+        self._submit_retry: SubmitRetry = submit_retry
+        self._extra_options = list(channel_options)
+
+        self._channel: grpc.aio.Channel | None = None
+        self._methods: _Methods | None = None
+        self._closed = False
+        self._close_task: asyncio.Task[None] | None = None
+        self._closing: asyncio.Event | None = None  # made in the loop, by connect()
+        self._connect_lock: asyncio.Lock | None = None
+
+    # -- properties -------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The server address this client dials, as given."""
+        return self._host
+
+    @property
+    def tls(self) -> TLSConfig | None:
+        """The TLS settings, or None for plaintext."""
+        return self._tls
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        return self._retry
+
+    @property
+    def timeout(self) -> float:
+        """The deadline of each attempt, in seconds."""
+        return self._timeout
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful ``connect()`` and ``close()``."""
+        return self._methods is not None and not self._closed
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` has been called (calls then raise ClientClosedError)."""
+        return self._closed
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "connected" if self._methods else "not connected"
+        mode = "plaintext" if self._tls is None else "mtls" if self._tls.mutual else "tls"
+        return f"RainbowClient(host={self._host!r}, {mode}, {state})"
+
+    # -- lifecycle --------------------------------------------------------------------
+
+    async def __aenter__(self) -> RainbowClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open the channel and wait until the server answers HTTP/2.
+
+        Raises :class:`UnavailableError` naming the host (or :class:`TLSError` when the
+        TLS handshake fails) if no connection is up within ``connect_timeout`` seconds.
+        Does nothing when already connected; a closed client cannot reconnect.
+        """
+        if self._closed:
+            raise ClientClosedError("the client is closed; create a new RainbowClient")
+        if self._connect_lock is None:
+            self._connect_lock = asyncio.Lock()
+        async with self._connect_lock:
+            if self._methods is not None:
+                return
+            channel = self._make_channel()
+            try:
+                await self._wait_ready(channel)
+            except BaseException:
+                await channel.close(None)
+                raise
+            self._closing = asyncio.Event()
+            self._channel = channel
+            self._methods = _Methods.bind(channel)
+        _log.info("connected to rainbow server at %s (%s)", self._host, self._mode())
+
+    async def close(self, grace: float | None = 5.0) -> None:
+        """Close the channel.
+
+        New calls raise :class:`ClientClosedError` at once; calls in flight get up to
+        ``grace`` seconds to finish (``None``: none) and are then cancelled, raising
+        :class:`ClientClosedError`. Retries waiting for their next attempt stop. Safe to
+        call more than once and from several tasks.
+        """
+        self._closed = True
+        if self._channel is None:
+            return
+        if self._close_task is None:
+            if self._closing is not None:
+                self._closing.set()
+            _log.debug("closing the channel to %s (grace %s s)", self._host, grace)
+            self._close_task = asyncio.create_task(self._channel.close(grace))
+        await asyncio.shield(self._close_task)
+
+    def _mode(self) -> str:
+        return "plaintext" if self._tls is None else "mutual TLS" if self._tls.mutual else "TLS"
+
+    def _make_channel(self) -> grpc.aio.Channel:
+        options: list[tuple[str, int | str]] = [
+            # this channel's own connection, never shared with other channels to the host
+            ("grpc.use_local_subchannel_pool", 1),
+            # reconnect at least as often as the retry policy's longest backoff, so a
+            # retry after a server restart finds a fresh connection attempt
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", max(1000, round(self._retry.max_backoff * 1000))),
+            ("grpc.primary_user_agent", "rainbow-aio"),
+            *self._keepalive.channel_options(),
+        ]
+        if self._tls is not None and self._tls.server_name:
+            options.append(("grpc.ssl_target_name_override", self._tls.server_name))
+        options.extend(self._extra_options)
+        if self._tls is None:
+            return grpc.aio.insecure_channel(self._target, options=options)
+        creds = self._tls.channel_credentials()
+        return grpc.aio.secure_channel(self._target, creds, options=options)
+
+    async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
+        try:
+            await asyncio.wait_for(channel.channel_ready(), self._connect_timeout)
+            return
+        except TimeoutError:
+            pass
+        # Not ready in time: one fail-fast call reports grpc's last connection error
+        # (refused, TLS handshake...). If it happens to succeed, the server is up after all.
+        state = channel.get_state()
+        serial = _Methods.bind(channel).serial
+        try:
+            await serial(_serial_request("connect"), timeout=_DIAGNOSE_TIMEOUT)
+            return
+        except grpc.aio.AioRpcError as exc:
+            details = exc.details() or exc.code().name
+        raise error_from_status(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no connection within {self._connect_timeout:g} s (channel {state.name}); "
+            f"last error: {details}",
+            rpc="connect",
+            host=self._host,
+            tls=self._tls is not None,
+        )
+
+    # -- the calls --------------------------------------------------------------------
+
+    async def register(self, cluster: str, secret: str) -> Registration:
+        """Register ``cluster`` with the server's registration ``secret``.
+
+        Returns the cluster's token (for submitters) and secret (for the cluster itself).
+        Raises :class:`ClusterExistsError` when the name is taken (the credentials were
+        shown once, at the first registration, and cannot be shown again) and
+        :class:`DeniedError` for a wrong registration secret. Repeated only when nothing
+        can have been written, so a lost answer never turns into "exists".
+        """
+        _check_name("cluster", cluster)
+        _check_str("secret", secret)
+        request = pb.RegisterRequest(name=cluster, secret=secret, sent=_now())
+        resp, _ = await self._unary(
+            "Register", lambda m: m.register, request, cluster=cluster, timeout=None
+        )
+        status = pb.RegisterResponse.ResultType
+        if resp.status == status.REGISTER_EXISTS:
+            raise ClusterExistsError(
+                f"cluster {cluster!r} is already registered; its token and secret were "
+                "shown only when it was first registered and cannot be shown again",
+                rpc="Register",
+                cluster=cluster,
+            )
+        if resp.status != status.REGISTER_SUCCESS or not resp.token or not resp.secret:
+            raise _unexpected("Register", cluster, status.Name(resp.status))
+        _log.info("registered cluster %r", cluster)
+        return Registration(cluster=cluster, token=resp.token, secret=resp.secret)
+
+    async def submit_job(
+        self,
+        cluster: str,
+        token: str,
+        command: str,
+        *,
+        nodes: int = 1,
+        tasks: int = 0,
+        name: str = "",
+        timeout: float | None = None,
+    ) -> int | None:
+        """Submit ``command`` to ``cluster``, authorised by the cluster's ``token``.
+
+        Returns the new job's id, or None when the server does not say it (the Go server
+        always answers 0). By default the call is repeated only when nothing can have
+        been written, so a job is never stored twice (see ``submit_retry``).
+        Raises :class:`DeniedError` (wrong token or unknown cluster) and
+        :class:`MissingCredentialError` (empty token).
+        """
+        _check_name("cluster", cluster)
+        _check_str("token", token)
+        _check_name("command", command)
+        _check_str("name", name)
+        _check_int("nodes", nodes, minimum=1)
+        _check_int("tasks", tasks, minimum=0)
+        request = pb.SubmitJobRequest(
+            name=name,
+            cluster=cluster,
+            token=token,
+            nodes=nodes,
+            tasks=tasks,
+            command=command,
+            sent=_now(),
+        )
+        resp, _ = await self._unary(
+            "SubmitJob", lambda m: m.submit_job, request, cluster=cluster, timeout=timeout
+        )
+        if resp.status != pb.SubmitJobResponse.ResultType.SUBMIT_SUCCESS:
+            raise _unexpected(
+                "SubmitJob", cluster, pb.SubmitJobResponse.ResultType.Name(resp.status)
+            )
+        return resp.jobid or None
+
+    async def request_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        max_jobs: int | None = None,
+        *,
+        timeout: float | None = None,
+    ) -> list[Job]:
+        """List up to ``max_jobs`` (None: all) jobs waiting for ``cluster``, lowest id first.
+
+        Listing claims nothing: the same jobs come back until they are accepted. Returns
+        ``[]`` when none wait. Repeated after lost connections, deadlines and a busy
+        server. Raises :class:`DeniedError` and :class:`MissingCredentialError`, and
+        :class:`ProtocolError` when a job is not valid job JSON.
+        """
+        _check_name("cluster", cluster)
+        _check_str("secret", secret)
+        if max_jobs is not None:
+            _check_int("max_jobs", max_jobs, minimum=1)
+        request = pb.RequestJobsRequest(
+            cluster=cluster, secret=secret, maxJobs=max_jobs or 0, sent=_now()
+        )
+        resp, _ = await self._unary(
+            "RequestJobs", lambda m: m.request_jobs, request, cluster=cluster, timeout=timeout
+        )
+        status = pb.RequestJobsResponse.ResultType
+        if resp.status not in (status.REQUEST_JOBS_SUCCESS, status.REQUEST_JOBS_NORESULTS):
+            raise _unexpected("RequestJobs", cluster, status.Name(resp.status))
+        return [
+            Job.from_json(job_id, resp.jobs[job_id], cluster=cluster)
+            for job_id in sorted(resp.jobs)
+        ]
+
+    async def accept_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        job_ids: Iterable[int],
+        *,
+        timeout: float | None = None,
+    ) -> AcceptResult:
+        """Claim jobs for ``cluster``: the server deletes them, so nobody else can.
+
+        ``SUCCESS``: this call took every id. ``PARTIAL``: it took some and not others
+        (someone else took them, or they never existed); the server does not say which.
+        ``UNCERTAIN``: the call was repeated after an attempt that may have reached the
+        server, and the repeat said PARTIAL: the earlier attempt may have taken them.
+        Ids must be distinct positive int32 values. Raises :class:`DeniedError` and
+        :class:`MissingCredentialError`.
+        """
+        _check_name("cluster", cluster)
+        _check_str("secret", secret)
+        ids = _check_job_ids(job_ids)
+        request = pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids, sent=_now())
+        resp, trace = await self._unary(
+            "AcceptJobs", lambda m: m.accept_jobs, request, cluster=cluster, timeout=timeout
+        )
+        status = pb.AcceptJobsResponse.ResultType
+        if resp.status == status.RESULT_TYPE_SUCCESS:
+            outcome = AcceptStatus.SUCCESS
+        elif resp.status == status.RESULT_TYPE_PARTIAL:
+            outcome = AcceptStatus.UNCERTAIN if trace.maybe_ran_before else AcceptStatus.PARTIAL
+        else:
+            raise _unexpected("AcceptJobs", cluster, status.Name(resp.status))
+        return AcceptResult(job_ids=ids, status=outcome, attempts=trace.attempts)
+
+    async def ping(self, *, timeout: float | None = None) -> float:
+        """Round-trip time of one Serial call, in seconds (the last attempt's)."""
+        request_id = uuid.uuid4().hex
+        request = _serial_request(request_id)
+        resp, trace = await self._unary(
+            "Serial", lambda m: m.serial, request, cluster=None, timeout=timeout
+        )
+        if resp.request_id != request_id:
+            raise ProtocolError(
+                "the server's Serial answer does not echo the request id", rpc="Serial"
+            )
+        return trace.last_rtt
+
+    async def stream_ping(self, count: int = 1, *, timeout: float | None = None) -> list[int]:
+        """Send ``count`` messages over one Stream call, one at a time.
+
+        Returns the server's message counter from each answer, in order (each answer
+        proves the server processed one message). The server ends the stream with
+        UNKNOWN ``failed to receive: EOF`` after the client stops sending; that is the
+        normal end and not an error. Not retried.
+        """
+        _check_int("count", count, minimum=1)
+        methods = self._require_methods("Stream", None)
+        deadline = self._budget(timeout)
+        prefix = uuid.uuid4().hex
+        call = methods.stream(None, timeout=min(self._timeout, deadline))
+        counts: list[int] = []
+        try:
+            for i in range(count):
+                request_id = f"{prefix}-{i}"
+                await call.write(_serial_request(request_id))
+                resp = await call.read()
+                if not isinstance(resp, pb.Response):  # grpc.aio.EOF
+                    raise ProtocolError("the server ended the stream early", rpc="Stream")
+                counts.append(resp.message_count)
+            await call.done_writing()
+            if isinstance(await call.read(), pb.Response):
+                raise ProtocolError("the server sent an unrequested answer", rpc="Stream")
+        except grpc.aio.AioRpcError as exc:
+            normal_end = (
+                exc.code() == grpc.StatusCode.UNKNOWN and exc.details() == P.DETAILS_STREAM_EOF
+            )
+            if normal_end and len(counts) == count:
+                return counts
+            raise self._map(exc, "Stream", None, attempts=1) from exc
+        except asyncio.CancelledError:
+            self._raise_if_closed_under("Stream", None)
+            raise
+        finally:
+            call.cancel()
+        return counts
+
+    # -- pollers ----------------------------------------------------------------------
+
+    def poller(self, cluster: str, secret: str, **options: Any) -> Poller:
+        """A :class:`~rainbow_aio.Poller` for ``cluster`` over this client's channel."""
+        from .poller import Poller  # type: ignore[import-not-found,unused-ignore]
+
+        return Poller(self, cluster, secret, **options)
+
+    def poll_many(self, clusters: Mapping[str, str], **options: Any) -> PollerGroup:
+        """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret)."""
+        from .poller import PollerGroup  # type: ignore[import-not-found,unused-ignore]
+
+        return PollerGroup(self, clusters, **options)
+
+    # -- machinery --------------------------------------------------------------------
+
+    def _require_methods(self, rpc: str, cluster: str | None) -> _Methods:
+        if self._closed:
+            raise ClientClosedError("the client is closed", rpc=rpc, cluster=cluster)
+        if self._methods is None:
+            raise ClientClosedError(
+                "the client is not connected: use 'async with RainbowClient(...)' or "
+                "await client.connect() first",
+                rpc=rpc,
+                cluster=cluster,
+            )
+        return self._methods
+
+    def _budget(self, timeout: float | None) -> float:
+        if timeout is None:
+            return self._retry.total_timeout
+        return _positive("timeout", timeout)
+
+    def _map(
+        self, exc: grpc.aio.AioRpcError, rpc: str, cluster: str | None, *, attempts: int | None
+    ) -> RainbowError:
+        return error_from_status(
+            exc.code(),
+            exc.details(),
+            rpc=rpc,
+            cluster=cluster,
+            host=self._host,
+            attempts=attempts,
+            tls=self._tls is not None,
+        )
+
+    def _raise_if_closed_under(self, rpc: str, cluster: str | None) -> None:
+        """Turn grpc's cancellation of in-flight calls by close() into ClientClosedError.
+
+        A CancelledError that is really a cancellation of the calling task propagates.
+        """
+        task = asyncio.current_task()
+        if self._closed and (task is None or task.cancelling() == 0):
+            raise ClientClosedError(
+                "the client was closed while the call was in flight", rpc=rpc, cluster=cluster
+            ) from None
+
+    async def _sleep(self, seconds: float) -> None:
+        """Backoff sleep that ends early when the client is closed."""
+        closing = self._closing
+        if closing is None:
+            await asyncio.sleep(seconds)
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(closing.wait(), seconds)
+
+    async def _unary(
+        self,
+        rpc: str,
+        pick: Callable[[_Methods], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]],
+        request: _Req,
+        *,
+        cluster: str | None,
+        timeout: float | None,
+    ) -> tuple[_Resp, _Trace]:
+        """Send one unary call with the deadline and retries its RPC is allowed."""
+        self._require_methods(rpc, cluster)
+        budget = self._budget(timeout)
+        deadline = time.monotonic() + budget
+        trace = _Trace()
+
+        async def attempt() -> _Resp:
+            method = pick(self._require_methods(rpc, cluster))
+            trace.attempts += 1
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise error_from_status(
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                    f"the call's {budget:g} s budget is spent",
+                    rpc=rpc,
+                    cluster=cluster,
+                )
+            started = time.perf_counter()
+            try:
+                resp = await method(request, timeout=min(self._timeout, remaining))
+            except grpc.aio.AioRpcError as exc:
+                error = self._map(exc, rpc, cluster, attempts=None)
+                if may_have_reached_server(error):
+                    trace.maybe_ran_before = True
+                raise error from exc
+            except asyncio.CancelledError:
+                self._raise_if_closed_under(rpc, cluster)
+                raise
+            trace.last_rtt = time.perf_counter() - started
+            return resp
+
+        retrying = build_retrying(
+            self._retry,
+            rpc=rpc,
+            budget=budget,
+            retry_if=lambda e: should_retry(rpc, e, submit_retry=self._submit_retry),
+            sleep=self._sleep,
+        )
+        try:
+            resp: _Resp = await retrying(attempt)
+        except RPCError as error:
+            # Name the attempts in the final error (mapped again, by the one function).
+            if error.code is None:
+                raise
+            final = error_from_status(
+                error.code,
+                error.details,
+                rpc=rpc,
+                cluster=cluster,
+                host=self._host,
+                attempts=trace.attempts,
+                tls=self._tls is not None,
+            )
+            raise final from error.__cause__
+        # ``maybe_ran_before`` must describe attempts *before* the one that succeeded.
+        return resp, trace
+
+
+@dataclass(slots=True)
+class _Trace:
+    """What happened during one call's attempts."""
+
+    attempts: int = 0
+    maybe_ran_before: bool = False  # an attempt that failed may have reached the server
+    last_rtt: float = 0.0
+
+
+# -- helpers -----------------------------------------------------------------------------
+
+
+def _now() -> Timestamp:
+    ts = Timestamp()
+    ts.GetCurrentTime()
+    return ts
+
+
+def _serial_request(request_id: str) -> pb.Request:
+    return pb.Request(content=pb.Content(id=request_id), sent=_now())
+
+
+def _unexpected(rpc: str, cluster: str | None, status: str) -> ProtocolError:
+    return ProtocolError(
+        f"the server answered status {status}, which the protocol does not allow here",
+        rpc=rpc,
+        cluster=cluster,
+    )
+
+
+def _positive(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+        raise InvalidArgumentError(f"{name} must be a positive number of seconds")
+    return float(value)
+
+
+def _check_str(name: str, value: object) -> None:
+    """A str that protobuf can send (valid UTF-8). The value itself is never echoed."""
+    if not isinstance(value, str):
+        raise InvalidArgumentError(f"{name} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgumentError(f"{name} is not valid unicode text") from None
+
+
+def _check_name(name: str, value: object) -> None:
+    _check_str(name, value)
+    assert isinstance(value, str)
+    if not value.strip():
+        raise InvalidArgumentError(f"{name} must not be empty")
+
+
+def _check_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidArgumentError(f"{name} must be an int, not {type(value).__name__}")
+    if not minimum <= value <= P.INT32_MAX:
+        raise InvalidArgumentError(
+            f"{name}={value} is out of range: it must be between {minimum} and {P.INT32_MAX}"
+        )
+
+
+def _check_job_ids(job_ids: object) -> tuple[int, ...]:
+    if isinstance(job_ids, str | bytes) or not isinstance(job_ids, Iterable):
+        raise InvalidArgumentError("job_ids must be an iterable of ints")
+    ids = tuple(job_ids)
+    if not ids:
+        raise InvalidArgumentError("job_ids is empty: accept at least one job id")
+    for job_id in ids:
+        _check_int("job id", job_id, minimum=1)
+    if len(set(ids)) != len(ids):
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        raise InvalidArgumentError(f"job_ids has duplicates: {dupes}")
+    return ids
