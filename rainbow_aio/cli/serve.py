@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import logging.handlers
 import signal
 import sys
 from pathlib import Path
@@ -74,13 +75,31 @@ class _Fail(Exception):
     """A start-up failure to report on one line."""
 
 
-def _configure_logging() -> None:
+def _configure_logging() -> logging.handlers.MemoryHandler:
+    """Log to stderr in Go's format, holding records back until start-up succeeds.
+
+    A failed start-up then prints only its one-line error, not a half sequence.
+    """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%Y/%m/%d %H:%M:%S"))
+    held = logging.handlers.MemoryHandler(
+        capacity=10_000, flushLevel=logging.CRITICAL + 1, target=handler, flushOnClose=False
+    )
     logger = logging.getLogger("rainbow_aio")
-    logger.handlers[:] = [handler]
+    logger.handlers[:] = [held]
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    return held
+
+
+def _release(held: logging.handlers.MemoryHandler) -> None:
+    """Write the held start-up records and log straight to stderr from now on."""
+    logger = logging.getLogger("rainbow_aio")
+    target = held.target
+    held.flush()
+    if target is not None:
+        logger.handlers[:] = [target]
+    held.close()
 
 
 def _read(path: Path | None, what: str) -> bytes | None:
@@ -108,7 +127,7 @@ def _tls(args: argparse.Namespace) -> Any:
     return ServerTLSConfig(cert, key, _read(args.tls_client_ca, "TLS client CA"))
 
 
-async def _serve(args: argparse.Namespace) -> None:
+async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler) -> None:
     from ..server import RainbowServer, ServerStartError
 
     try:
@@ -137,6 +156,7 @@ async def _serve(args: argparse.Namespace) -> None:
             await server.start()
         except ServerStartError as exc:
             raise _Fail(str(exc)) from None
+        _release(held)
         await stop.wait()
         logging.getLogger("rainbow_aio.server").info(
             "%s received, stopping (grace %.3g s)...", received[0], args.grace
@@ -149,10 +169,12 @@ async def _serve(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    _configure_logging()
+    held = _configure_logging()
     try:
-        asyncio.run(_serve(args))
+        asyncio.run(_serve(args, held))
     except _Fail as exc:
+        held.buffer.clear()
+        held.close()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     return 0

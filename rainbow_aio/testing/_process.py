@@ -77,6 +77,8 @@ class ServerProcess:
         self._reader: threading.Thread | None = None
         self._lines: collections.deque[str] = collections.deque(maxlen=_KEEP_LINES)
         self._lock = threading.Lock()
+        self._new_line = threading.Condition(self._lock)
+        self._line_count = 0
         self._listening = threading.Event()
         self._listen_address: str | None = None
         self.starts = 0
@@ -183,6 +185,26 @@ class ServerProcess:
         if address is not None:
             self.port = int(address.rpartition(":")[2])
 
+    def wait_for_output_sync(self, pattern: str, timeout: float = 30.0) -> str:
+        """Block until a line of this run's output matches the regex ``pattern``; return
+        the line. Raises :class:`ServerProcessError` on timeout or when the process ends
+        first."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while True:
+                for line in self._lines:
+                    if regex.search(line):
+                        return line
+                remaining = deadline - time.monotonic()
+                reader = self._reader
+                if remaining <= 0 or reader is None or not reader.is_alive():
+                    raise ServerProcessError(
+                        f"no output line matched {pattern!r}:\n" + "\n".join(self._lines),
+                        "\n".join(self._lines),
+                    )
+                self._new_line.wait(min(remaining, 0.1))
+
     def send_signal(self, sig: int) -> None:
         """Send a signal without waiting (no-op when the process is not running)."""
         if self.running:
@@ -245,6 +267,9 @@ class ServerProcess:
     async def wait(self, timeout: float | None = None) -> int | None:  # noqa: ASYNC109
         return await asyncio.to_thread(self.wait_sync, timeout)
 
+    async def wait_for_output(self, pattern: str, timeout: float = 30.0) -> str:  # noqa: ASYNC109
+        return await asyncio.to_thread(self.wait_for_output_sync, pattern, timeout)
+
     async def restart(self) -> None:
         """Stop (SIGTERM) and start again on the same port and database."""
         await self.stop()
@@ -273,6 +298,8 @@ class ServerProcess:
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 with self._lock:
                     self._lines.append(line)
+                    self._line_count += 1
+                    self._new_line.notify_all()
                 if not self._listening.is_set():
                     match = _LISTENING.search(line)
                     if match:

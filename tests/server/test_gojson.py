@@ -1,0 +1,74 @@
+"""The hand-written job JSON encoder against outputs of Go's encoding/json.
+
+The expected strings are what ``json.Marshal`` writes (Go 1.20, the toolchain of the
+rainbow container image): HTML-safe escapes, ``\\u2028``/``\\u2029``, ``\\u00XX`` for
+control characters other than ``\\n \\r \\t`` (including ``\\b`` and ``\\f``), lower-case
+hex, raw UTF-8 for everything else, and ``\\ufffd`` for invalid UTF-8.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rainbow_aio.server._gojson import encode_job, encode_string
+
+GO_STRINGS = [
+    ("", '""'),
+    ("echo hello", '"echo hello"'),
+    ("sleep 1 && echo hi", '"sleep 1 \\u0026\\u0026 echo hi"'),
+    ("<b>&amp;</b>", '"\\u003cb\\u003e\\u0026amp;\\u003c/b\\u003e"'),
+    ('say "hi"', '"say \\"hi\\""'),
+    ("back\\slash", '"back\\\\slash"'),
+    ("a\nb\rc\td", '"a\\nb\\rc\\td"'),
+    ("\b\f", '"\\u0008\\u000c"'),
+    ("\x00\x01\x1f", '"\\u0000\\u0001\\u001f"'),
+    ("\x0b\x1b", '"\\u000b\\u001b"'),
+    ("\x7f", '"\x7f"'),
+    ("héllo wörld ñ", '"héllo wörld ñ"'),
+    ("日本語", '"日本語"'),
+    ("emoji 🌈", '"emoji 🌈"'),
+    ("\u2028\u2029", '"\\u2028\\u2029"'),
+    ("\u2027\u202a", '"\u2027\u202a"'),
+    ("'single' %_ /slash", "\"'single' %_ /slash\""),
+    ("\u0085\u00a0\ufeff", '"\u0085\u00a0\ufeff"'),
+    ("bad \udc80 byte", '"bad \\ufffd byte"'),
+]
+
+
+@pytest.mark.parametrize(("text", "go"), GO_STRINGS)
+def test_strings_escape_like_go(text: str, go: str) -> None:
+    assert encode_string(text) == go
+
+
+def test_job_keys_order_and_no_spaces() -> None:
+    assert (
+        encode_job(2, "alpha", "j2", 3, 4, "sleep 1 && echo hi")
+        == '{"id":2,"cluster":"alpha","name":"j2","nodes":3,"tasks":4,'
+        '"command":"sleep 1 \\u0026\\u0026 echo hi"}'
+    )
+
+
+def test_job_extreme_integers() -> None:
+    assert (
+        encode_job(2147483647, "c", "", -2147483648, 0, "")
+        == '{"id":2147483647,"cluster":"c","name":"","nodes":-2147483648,"tasks":0,"command":""}'
+    )
+
+
+@given(st.text())
+def test_any_text_round_trips_through_a_json_parser(text: str) -> None:
+    decoded = json.loads(encode_string(text))
+    expected = "".join("\ufffd" if 0xD800 <= ord(c) < 0xE000 else c for c in text)
+    assert decoded == expected
+
+
+@given(st.text())
+def test_output_is_ascii_safe_where_go_escapes(text: str) -> None:
+    out = encode_string(text)[1:-1]
+    for forbidden in ("<", ">", "&", "\u2028", "\u2029"):
+        assert forbidden not in out
+    assert not any(ord(c) < 0x20 for c in out)
