@@ -1,0 +1,597 @@
+"""Plumbing shared by every benchmark: servers, worker processes, set-up, results.
+
+The process layout is always three processes:
+
+- this one, the *orchestrator*: starts the server, registers clusters, pre-loads jobs,
+  checks correctness afterwards and writes the result file; it does no measured work;
+- the *server*: ``python -m rainbow_aio serve`` via :class:`rainbow_aio.testing.ServerProcess`;
+- one or more *workers* (``python -m benchmarks._worker``): the measured load generator
+  or client, whose own CPU time is read with ``getrusage``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from rainbow_aio._proto import rainbow_pb2 as pb
+from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+from rainbow_aio.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+SECRET = "bench-registration-secret"
+RESULT_MARK = "@@BENCH-RESULT@@ "
+
+# grpc's default 4 MiB receive limit is too small to list 100,000 jobs in one answer.
+UNLIMITED = [("grpc.max_receive_message_length", -1), ("grpc.max_send_message_length", -1)]
+
+Creds = dict[str, tuple[str, str]]  # cluster -> (token, secret)
+
+
+# -- measurement helpers --------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The q-th percentile (0..100) by linear interpolation; None for no values."""
+    if not values:
+        return None
+    data = sorted(values)
+    if len(data) == 1:
+        return data[0]
+    pos = (len(data) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(data) - 1)
+    return data[lo] + (data[hi] - data[lo]) * (pos - lo)
+
+
+def latency_summary(seconds: Sequence[float]) -> dict[str, Any]:
+    """n, p50, p90, p99, max and mean of a list of durations, in milliseconds."""
+
+    def ms(v: float | None) -> float | None:
+        return None if v is None else round(v * 1000.0, 3)
+
+    return {
+        "n": len(seconds),
+        "p50_ms": ms(percentile(seconds, 50)),
+        "p90_ms": ms(percentile(seconds, 90)),
+        "p99_ms": ms(percentile(seconds, 99)),
+        "max_ms": ms(max(seconds) if seconds else None),
+        "mean_ms": ms(sum(seconds) / len(seconds) if seconds else None),
+    }
+
+
+def cpu_seconds() -> float:
+    """User + system CPU seconds used so far by this process (all its threads)."""
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process now (from /proc, no psutil needed)."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """CPU seconds used so far by another process (the server), or None."""
+    if pid is None:
+        return None
+    try:
+        import psutil
+
+        t = psutil.Process(pid).cpu_times()
+        return float(t.user + t.system)
+    except Exception:
+        return None
+
+
+def target(
+    name: str, measured: float | None, goal: float, *, higher_is_better: bool = True, unit: str = ""
+) -> dict[str, Any]:
+    """One target line: measured value, goal, measured/goal ratio and PASS/MISS."""
+    if measured is None:
+        ok = False
+        ratio = None
+    else:
+        ok = measured >= goal if higher_is_better else measured <= goal
+        ratio = round(measured / goal, 3) if goal else None
+    return {
+        "name": name,
+        "measured": None if measured is None else round(measured, 4),
+        "goal": goal,
+        "direction": ">=" if higher_is_better else "<=",
+        "unit": unit,
+        "ratio_vs_goal": ratio,
+        "verdict": "PASS" if ok else "MISS",
+    }
+
+
+# -- machine description ------------------------------------------------------------------
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10, check=True
+        )
+    except Exception:
+        return None
+    return out.stdout.strip()
+
+
+def machine_info() -> dict[str, Any]:
+    """Cores, CPU model, Python, grpcio/protobuf versions, load average, git commit."""
+    import google.protobuf
+
+    import rainbow_aio
+
+    model = None
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    mem_total = None
+    with contextlib.suppress(Exception):
+        import psutil
+
+        mem_total = psutil.virtual_memory().total
+    dirty = _git("status", "--porcelain", "--untracked-files=no")
+    return {
+        "cores_logical": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "cpu_model": model,
+        "memory_bytes": mem_total,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "python_impl": platform.python_implementation(),
+        "grpcio": grpc.__version__,
+        "protobuf": google.protobuf.__version__,
+        "rainbow_aio": rainbow_aio.__version__,
+        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_dirty": bool(dirty) if dirty is not None else None,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
+# -- results --------------------------------------------------------------------------------
+
+
+@dataclass
+class RunContext:
+    """What one ``python -m benchmarks run`` invocation shares between benchmarks."""
+
+    size: str  # "toy" | "quick" | "full"
+    results_dir: Path
+    stamp: str
+    command: str
+    charts: bool = True
+    profile: bool = False
+    tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rainbow-bench-")))
+
+    def result_path(self, name: str, suffix: str = ".json") -> Path:
+        """A fresh file name ``<stamp>-<name>[-size]<suffix>``; never an existing one."""
+        tag = "" if self.size == "full" else f"-{self.size}"
+        base = f"{self.stamp}-{name}{tag}"
+        path = self.results_dir / f"{base}{suffix}"
+        n = 2
+        while path.exists():
+            path = self.results_dir / f"{base}-{n}{suffix}"
+            n += 1
+        return path
+
+    def cleanup(self) -> None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+class Checks:
+    """Correctness checks a benchmark makes while it runs; any failure fails the run."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    def check(self, name: str, ok: bool, detail: str = "") -> bool:
+        self.items.append({"check": name, "ok": bool(ok), "detail": detail})
+        mark = "ok  " if ok else "FAIL"
+        print(f"    [{mark}] {name}{': ' + detail if detail else ''}", flush=True)
+        return bool(ok)
+
+    @property
+    def ok(self) -> bool:
+        return all(item["ok"] for item in self.items)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"ok": self.ok, "items": self.items}
+
+
+def write_result(ctx: RunContext, name: str, payload: dict[str, Any]) -> Path:
+    ctx.results_dir.mkdir(parents=True, exist_ok=True)
+    path = ctx.result_path(name)
+    path.write_text(json.dumps(payload, indent=2, sort_keys=False) + "\n")
+    return path
+
+
+def shown_path(path: Path) -> str:
+    """``path`` relative to the repository when it is inside it."""
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+def say(msg: str) -> None:
+    print(msg, flush=True)
+
+
+# -- the server process ---------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def server_process(ctx: RunContext, name: str) -> AsyncIterator[ServerProcess]:
+    """A ``rainbow-aio serve`` child on 127.0.0.1 with a fresh database; always stopped."""
+    db = ctx.tmp / f"{name}-{uuid.uuid4().hex[:8]}.db"
+    env = dict(os.environ)
+    env.pop("PYTHONDEVMODE", None)  # dev mode slows asyncio; benchmarks measure release mode
+    server = ServerProcess(db, host="127.0.0.1", secret=SECRET, cleanup=True, env=env)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+        _remove_db(db)
+
+
+def _remove_db(db: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+
+
+# -- worker processes -----------------------------------------------------------------------
+
+
+class WorkerError(RuntimeError):
+    pass
+
+
+@dataclass
+class Worker:
+    """A running ``python -m benchmarks._worker`` child; ``result()`` waits for its answer."""
+
+    proc: asyncio.subprocess.Process
+    role: str
+    timeout: float
+    _out: list[str] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    async def result(self) -> dict[str, Any]:
+        try:
+            stdout, _ = await asyncio.wait_for(self.proc.communicate(), self.timeout)
+        except TimeoutError:
+            await self.kill()
+            raise WorkerError(
+                f"worker {self.role} did not finish within {self.timeout:.0f} s"
+            ) from None
+        text = stdout.decode("utf-8", "replace")
+        for line in reversed(text.splitlines()):
+            if line.startswith(RESULT_MARK):
+                result: dict[str, Any] = json.loads(line[len(RESULT_MARK) :])
+                if self.proc.returncode != 0 or "error" in result:
+                    raise WorkerError(
+                        f"worker {self.role} failed (exit {self.proc.returncode}): "
+                        f"{result.get('error', '')}"
+                    )
+                return result
+        raise WorkerError(f"worker {self.role} exited {self.proc.returncode} without a result")
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.proc.wait(), 10)
+
+
+async def start_worker(
+    role: str, params: Mapping[str, Any], *, limit: float, profile: str | None = None
+) -> Worker:
+    """Start ``role`` (``module:function``) in a new Python process with ``params``.
+
+    The worker's stderr (progress lines) goes to ours; its result comes back on stdout.
+    With ``profile`` (a path ending in .html) the worker runs under pyinstrument.
+    """
+    env = dict(os.environ)
+    env.pop("PYTHONDEVMODE", None)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    argv = [sys.executable, "-m", "benchmarks._worker", role]
+    if profile:
+        argv += ["--profile", profile]
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=None,
+        cwd=ROOT,
+        env=env,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(json.dumps(dict(params)).encode())
+    await proc.stdin.drain()
+    proc.stdin.close()
+    return Worker(proc, role, limit)
+
+
+async def run_worker(
+    role: str, params: Mapping[str, Any], *, limit: float, profile: str | None = None
+) -> dict[str, Any]:
+    """Run one worker to completion and return its result (kill it on any failure)."""
+    worker = await start_worker(role, params, limit=limit, profile=profile)
+    try:
+        return await worker.result()
+    finally:
+        await worker.kill()
+
+
+async def wait_for_file(path: Path, limit: float, workers: Iterable[Worker] = ()) -> None:
+    """Wait until ``path`` exists (a worker's "ready" signal), or fail after ``limit`` s."""
+    deadline = time.monotonic() + limit
+    while not os.path.exists(path):  # noqa: ASYNC240 - a stat every 50 ms is harmless
+        for w in workers:
+            if w.proc.returncode is not None:
+                raise WorkerError(f"worker {w.role} exited before it was ready")
+        if time.monotonic() > deadline:
+            raise WorkerError(f"no ready signal {path.name} within {limit:.0f} s")
+        await asyncio.sleep(0.05)
+
+
+# -- set-up through the raw stub (independent of the code under test) ---------------------
+
+
+class Admin:
+    """Set-up and verification calls on a raw ``grpc.aio`` channel (not the client)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.channel = grpc.aio.insecure_channel(address, options=UNLIMITED)
+        self.stub = pb_grpc.RainbowSchedulerStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def __aenter__(self) -> Admin:
+        await asyncio.wait_for(self.channel.channel_ready(), 30)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def register_many(self, names: Sequence[str], *, in_flight: int = 64) -> Creds:
+        """Register every name (concurrently); return their tokens and secrets."""
+        creds: Creds = {}
+
+        async def one(name: str) -> None:
+            for attempt in range(20):
+                try:
+                    r = await self.stub.Register(
+                        pb.RegisterRequest(name=name, secret=SECRET), timeout=60
+                    )
+                except grpc.aio.AioRpcError as exc:
+                    if "locked" in (exc.details() or "") and attempt < 19:
+                        await asyncio.sleep(0.05 * (attempt + 1))
+                        continue
+                    raise
+                if r.status != pb.RegisterResponse.REGISTER_SUCCESS:
+                    raise RuntimeError(f"registering {name}: status {r.status}")
+                creds[name] = (r.token, r.secret)
+                return
+
+        await gather_limited([one(n) for n in names], in_flight)
+        return creds
+
+    async def submit_many(
+        self, jobs: Sequence[tuple[str, str, str, str]], *, in_flight: int = 64
+    ) -> list[int]:
+        """Submit (cluster, token, name, command) jobs concurrently; return their ids."""
+        ids: list[int] = [0] * len(jobs)
+
+        async def one(i: int) -> None:
+            cluster, token, name, command = jobs[i]
+            r = await self.stub.SubmitJob(
+                pb.SubmitJobRequest(
+                    cluster=cluster, token=token, name=name, command=command, nodes=1
+                ),
+                timeout=60,
+            )
+            if r.status != pb.SubmitJobResponse.SUBMIT_SUCCESS or r.jobid <= 0:
+                raise RuntimeError(f"submit to {cluster}: status {r.status} id {r.jobid}")
+            ids[i] = r.jobid
+
+        await gather_limited([one(i) for i in range(len(jobs))], in_flight)
+        return ids
+
+    async def waiting(self, cluster: str, secret: str) -> set[int]:
+        """Every job id still waiting for a cluster."""
+        r = await self.stub.RequestJobs(
+            pb.RequestJobsRequest(cluster=cluster, secret=secret, maxJobs=0), timeout=120
+        )
+        return set(r.jobs)
+
+    async def waiting_many(self, creds: Creds, *, in_flight: int = 16) -> dict[str, set[int]]:
+        out: dict[str, set[int]] = {}
+
+        async def one(name: str) -> None:
+            out[name] = await self.waiting(name, creds[name][1])
+
+        await gather_limited([one(n) for n in creds], in_flight)
+        return out
+
+
+async def gather_limited(coros: Sequence[Any], limit: int) -> None:
+    """Await every coroutine with at most ``limit`` running at once; first error wins."""
+    it = iter(coros)
+
+    async def lane() -> None:
+        for coro in it:
+            await coro
+
+    lanes = [asyncio.create_task(lane()) for _ in range(max(1, min(limit, len(coros))))]
+    try:
+        await asyncio.gather(*lanes)
+    finally:
+        for t in lanes:
+            t.cancel()
+        for coro in it:  # close the ones never started so no "never awaited" warning
+            coro.close()
+
+
+# -- pre-loading jobs -----------------------------------------------------------------------
+
+_JOB_COLUMNS = {"id", "cluster", "name", "nodes", "tasks", "command"}
+
+
+def _sqlite_loadable(db: Path) -> bool:
+    """True when the server's database has the jobs table this loader knows how to fill."""
+    try:
+        conn = sqlite3.connect(db)
+    except sqlite3.Error:
+        return False
+    try:
+        cols = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return cols >= _JOB_COLUMNS
+
+
+def _sqlite_insert(db: Path, rows: Sequence[tuple[str, str, str]]) -> list[int]:
+    """Insert (cluster, name, command) rows in one transaction; return their ids in order."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        ids: list[int] = []
+        for cluster, name, command in rows:
+            cur = conn.execute(
+                "INSERT INTO jobs (cluster, name, nodes, tasks, command) VALUES (?, ?, 1, 0, ?)",
+                (cluster, name, command),
+            )
+            assert cur.lastrowid is not None
+            ids.append(cur.lastrowid)
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return ids
+    finally:
+        conn.close()
+
+
+async def preload(
+    server: ServerProcess,
+    creds: Creds,
+    per_cluster: Mapping[str, int],
+    *,
+    command: Callable[[str, int], str] = lambda cluster, i: f"echo {cluster} {i}",
+    method: str = "auto",
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Put ``per_cluster[name]`` jobs in each cluster's queue, as fast as honestly possible.
+
+    ``auto`` writes the rows straight into the server's SQLite file while the server is
+    stopped (then restarts it on the same file), when the file has the jobs table this
+    loader understands; otherwise, and with ``method="rpc"``, it submits them through
+    SubmitJob with 64 calls in flight. Returns the job ids per cluster and a note of how
+    they were loaded and how long it took.
+    """
+    rows = [(c, f"pre-{i}", command(c, i)) for c, n in per_cluster.items() for i in range(n)]
+    t0 = time.perf_counter()
+    ids: list[int]
+    used = "rpc"
+    if method in ("auto", "sqlite") and rows:
+        await server.stop()
+        if _sqlite_loadable(server.db):
+            ids = await asyncio.to_thread(_sqlite_insert, server.db, rows)
+            used = "sqlite"
+        elif method == "sqlite":
+            await server.start()
+            raise RuntimeError("the server's database schema is not the one the loader knows")
+        await server.start()
+    if used == "rpc":
+        async with Admin(server.address) as admin:
+            ids = await admin.submit_many([(c, creds[c][0], n, cmd) for c, n, cmd in rows])
+    out: dict[str, list[int]] = {c: [] for c in per_cluster}
+    for (cluster, _, _), job_id in zip(rows, ids, strict=True):
+        out[cluster].append(job_id)
+    note = {"method": used, "jobs": len(rows), "seconds": round(time.perf_counter() - t0, 3)}
+    return out, note
+
+
+def verify_drain(
+    checks: Checks,
+    label: str,
+    expected: Mapping[str, Sequence[int]],
+    accepted: Sequence[int],
+    remaining: Mapping[str, set[int]],
+    *,
+    partial_ok: bool = False,
+) -> bool:
+    """Check that every expected job was accepted exactly once and none is left waiting.
+
+    With ``partial_ok`` (a timed run that stops before the backlog is empty) the jobs
+    not accepted must all still be waiting: accepted + waiting == loaded, disjoint.
+    """
+    want = {i for ids in expected.values() for i in ids}
+    got = list(accepted)
+    got_set = set(got)
+    dupes = len(got) - len(got_set)
+    stray = got_set - want
+    left = {i for ids in remaining.values() for i in ids} & want
+    ok = checks.check(f"{label}: no job accepted twice", dupes == 0, f"{dupes} duplicates")
+    ok &= checks.check(f"{label}: only loaded jobs accepted", not stray, f"{len(stray)} strays")
+    if partial_ok:
+        missing = want - got_set - left
+        ok &= checks.check(
+            f"{label}: accepted + still waiting == loaded",
+            not missing and not (left & got_set),
+            f"{len(got_set)} accepted, {len(left)} waiting, {len(missing)} lost",
+        )
+    else:
+        missing = want - got_set
+        ok &= checks.check(
+            f"{label}: every loaded job accepted",
+            not missing,
+            f"{len(got_set)}/{len(want)} accepted, {len(missing)} missing",
+        )
+        ok &= checks.check(f"{label}: none left on the server", not left, f"{len(left)} left")
+    return ok
+
+
+def names(prefix: str, n: int) -> list[str]:
+    return [f"{prefix}-{i:05d}" for i in range(n)]
+
+
+def now_stamp() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9]+", "-", text).strip("-").lower()
