@@ -185,7 +185,8 @@ class RainbowServer:
         ):
             raise ServerStartError(
                 f"refusing to listen on non-loopback address {self._requested} with the "
-                "default registration secret; set a secret (or explicitly allow the default)"
+                "default registration secret; set your own secret (--secret), or allow the "
+                "default explicitly (--allow-default-secret / allow_public_default_secret)"
             )
         if not self._secret:
             raise ServerStartError("the registration secret must not be empty")
