@@ -154,6 +154,9 @@ class ChaosProxy:
         if chaos:
             self._chaos.set()
         self._refusing_until = 0.0
+        self._flowing = asyncio.Event()  # cleared while every connection is stalled
+        self._flowing.set()
+        self._timers: list[asyncio.TimerHandle] = []
         self._links: dict[int, _Link] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
@@ -194,6 +197,9 @@ class ChaosProxy:
         if self._server is not None:
             self._server.close()
             self._server = None
+        for timer in self._timers:
+            timer.cancel()
+        self._flowing.set()
         for link in list(self._links.values()):
             link.abort()
         for task in list(self._tasks):
@@ -239,10 +245,15 @@ class ChaosProxy:
         return len(links)
 
     def stall_all(self, seconds: float) -> None:
-        """Stall every live connection for ``seconds``."""
-        for link in list(self._links.values()):
-            self.faults.stalls += 1
-            self._spawn(link.stall(seconds))
+        """Stall every connection, live or new, for ``seconds`` (or until ``resume``)."""
+        self.faults.stalls += 1
+        self._flowing.clear()
+        loop = asyncio.get_running_loop()
+        self._timers.append(loop.call_later(seconds, self._flowing.set))
+
+    def resume(self) -> None:
+        """End a ``stall_all`` now; the held bytes are delivered."""
+        self._flowing.set()
 
     @property
     def live_connections(self) -> int:
@@ -299,6 +310,8 @@ class ChaosProxy:
         self._tasks.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop() cancels connections; asyncio's stream callback must not see it
         finally:
             self._tasks.discard(task)
 
@@ -323,8 +336,10 @@ class ChaosProxy:
                 _reset(up_writer)
                 return
             pumps = [
-                asyncio.create_task(self._pump(link, reader, up_writer, 0.0)),
-                asyncio.create_task(self._pump(link, up_reader, writer, self.latency)),
+                asyncio.create_task(self._pump(self._flowing, link, reader, up_writer, 0.0)),
+                asyncio.create_task(
+                    self._pump(self._flowing, link, up_reader, writer, self.latency)
+                ),
             ]
             try:
                 # when either direction ends, the connection is over
@@ -342,6 +357,7 @@ class ChaosProxy:
 
     @staticmethod
     async def _pump(
+        flowing: asyncio.Event,
         link: _Link,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
@@ -355,6 +371,7 @@ class ChaosProxy:
                 if latency:
                     await asyncio.sleep(latency)
                 await link.flowing.wait()
+                await flowing.wait()
                 if link.closed:
                     return
                 writer.write(data)
@@ -413,7 +430,7 @@ class BlackHoleServer:
         try:
             while data := await reader.read(_CHUNK):
                 self.bytes_received += len(data)
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, asyncio.CancelledError):
             pass
         finally:
             self._writers.discard(writer)
