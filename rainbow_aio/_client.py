@@ -30,6 +30,7 @@ from ._exceptions import (
     ProtocolError,
     RainbowError,
     RPCError,
+    TLSError,
     error_from_status,
 )
 from ._models import AcceptResult, AcceptStatus, Job, Registration
@@ -37,7 +38,7 @@ from ._proto import rainbow_pb2 as pb
 from ._retry import build_retrying, may_have_reached_server, should_retry
 
 if TYPE_CHECKING:
-    from .poller import Poller, PollerGroup  # type: ignore[import-not-found,unused-ignore]
+    from .poller import Poller, PollerGroup  # type: ignore[import-not-found,attr-defined,unused-ignore]
 
 __all__ = ["RainbowClient"]
 
@@ -260,24 +261,44 @@ class RainbowClient:
         return grpc.aio.secure_channel(self._target, creds, options=options)
 
     async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
-        try:
-            await asyncio.wait_for(channel.channel_ready(), self._connect_timeout)
-            return
-        except TimeoutError:
-            pass
-        # Not ready in time: one fail-fast call reports grpc's last connection error
-        # (refused, TLS handshake...). If it happens to succeed, the server is up after all.
-        state = channel.get_state()
+        """Wait for READY; give up at the connect timeout, or at once on a TLS failure.
+
+        grpc keeps the reason of a failed connection attempt to itself; a fail-fast call
+        made while the channel is in TRANSIENT_FAILURE returns it (refused, reset, TLS
+        handshake...). A refused or reset connection may be a server still starting, so
+        only a TLS failure (a configuration problem) ends the wait early.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
         serial = _Methods.bind(channel).serial
-        try:
-            await serial(_serial_request("connect"), timeout=_DIAGNOSE_TIMEOUT)
+        last_error = "no connection attempt finished"
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state is grpc.ChannelConnectivity.TRANSIENT_FAILURE:
+                try:
+                    await serial(_serial_request("connect"), timeout=_DIAGNOSE_TIMEOUT)
+                    return  # the connection came up in the meantime
+                except grpc.aio.AioRpcError as exc:
+                    last_error = exc.details() or exc.code().name
+                error = self._connect_error(last_error)
+                if isinstance(error, TLSError):
+                    raise error
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            state = channel.get_state(try_to_connect=True)
+        else:
             return
-        except grpc.aio.AioRpcError as exc:
-            details = exc.details() or exc.code().name
-        raise error_from_status(
+        raise self._connect_error(
+            f"no connection within {self._connect_timeout:g} s (channel {state.name}): {last_error}"
+        )
+
+    def _connect_error(self, details: str) -> RainbowError:
+        return error_from_status(
             grpc.StatusCode.UNAVAILABLE,
-            f"no connection within {self._connect_timeout:g} s (channel {state.name}); "
-            f"last error: {details}",
+            details,
             rpc="connect",
             host=self._host,
             tls=self._tls is not None,
@@ -478,13 +499,13 @@ class RainbowClient:
 
     def poller(self, cluster: str, secret: str, **options: Any) -> Poller:
         """A :class:`~rainbow_aio.Poller` for ``cluster`` over this client's channel."""
-        from .poller import Poller  # type: ignore[import-not-found,unused-ignore]
+        from .poller import Poller  # type: ignore[import-not-found,attr-defined,unused-ignore]
 
         return Poller(self, cluster, secret, **options)
 
     def poll_many(self, clusters: Mapping[str, str], **options: Any) -> PollerGroup:
         """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret)."""
-        from .poller import PollerGroup  # type: ignore[import-not-found,unused-ignore]
+        from .poller import PollerGroup  # type: ignore[import-not-found,attr-defined,unused-ignore]
 
         return PollerGroup(self, clusters, **options)
 
@@ -531,6 +552,41 @@ class RainbowClient:
                 "the client was closed while the call was in flight", rpc=rpc, cluster=cluster
             ) from None
 
+    async def _wait_connected(self, rpc: str, cluster: str | None, limit: float) -> None:
+        """Wait up to ``limit`` seconds for the channel to be READY before sending.
+
+        Without this, every attempt made while grpc waits out its reconnect backoff
+        would fail at once and use up the retry policy in a fraction of a second. If the
+        channel is still connecting at the end, the attempt fails as "not connected"
+        without sending anything; in TRANSIENT_FAILURE it is sent anyway and fails fast
+        with grpc's own reason (refused, reset, TLS...).
+        """
+        channel, closing = self._channel, self._closing
+        assert channel is not None
+        assert closing is not None
+        if channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
+            return
+        ready = asyncio.ensure_future(channel.channel_ready())
+        closed = asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait({ready, closed}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (ready, closed):
+                waiter.cancel()
+            await asyncio.gather(ready, closed, return_exceptions=True)
+        self._require_methods(rpc, cluster)  # closed meanwhile: ClientClosedError
+        state = channel.get_state()
+        if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
+            return
+        raise error_from_status(
+            grpc.StatusCode.UNAVAILABLE,
+            f"no connection within {limit:.3g} s (channel {state.name}); nothing was sent",
+            rpc=rpc,
+            cluster=cluster,
+            host=self._host,
+            tls=self._tls is not None,
+        )
+
     async def _sleep(self, seconds: float) -> None:
         """Backoff sleep that ends early when the client is closed."""
         closing = self._closing
@@ -566,6 +622,8 @@ class RainbowClient:
                     rpc=rpc,
                     cluster=cluster,
                 )
+            await self._wait_connected(rpc, cluster, min(self._connect_timeout, remaining))
+            remaining = max(deadline - time.monotonic(), 0.001)
             started = time.perf_counter()
             try:
                 resp = await method(request, timeout=min(self._timeout, remaining))

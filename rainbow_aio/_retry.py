@@ -70,9 +70,14 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-# grpc core's wording when no connection could be made for a call (pick_first found no
-# ready address). The call was never written to any connection.
-_NOT_CONNECTED_MARKS: Final = ("failed to connect to all addresses", "dns resolution failed")
+# Wordings that mean the call was never written to any connection: grpc core's when no
+# connection could be made for it (pick_first found no ready address, or the name did
+# not resolve), and the client's own when it gave up waiting for a connection.
+_NOT_CONNECTED_MARKS: Final = (
+    "failed to connect to all addresses",
+    "dns resolution failed",
+    "no connection within",
+)
 
 
 class Fault(enum.Enum):
