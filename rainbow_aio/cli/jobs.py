@@ -154,7 +154,7 @@ def add_parser(subparsers: Any) -> None:
         "--max-jobs",
         type=_non_negative_int,
         default=None,
-        help="Maximum jobs to request (unset defaults to all)",
+        help="Maximum jobs to request (unset defaults to all; 0 also means all)",
     )
     p.add_argument("--secret", required=True, help="Cluster secret to access job queue")
     p.add_argument(
@@ -222,7 +222,8 @@ def poll(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         async with client_from_args(args) as client:
-            jobs = await client.request_jobs(args.cluster, args.secret, args.max_jobs)
+            # like the Go server, 0 means "all of them"
+            jobs = await client.request_jobs(args.cluster, args.secret, args.max_jobs or None)
             status = "REQUEST_JOBS_SUCCESS" if jobs else "REQUEST_JOBS_NORESULTS"
             print(f"Status: {status}")
             print(f"Received {len(jobs)} jobs for inspection!")
