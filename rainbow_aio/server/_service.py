@@ -110,10 +110,7 @@ class Servicer:
             await self._fail(context, P.DETAILS_SECRET_REQUIRED)
         if not self._authorised(request.cluster, request.secret, token=False):
             await self._fail(context, P.DETAILS_DENIED)
-        try:
-            jobs = await self._store.list_jobs(request.cluster, request.maxJobs)
-        except StoreError as exc:
-            await self._fail(context, str(exc))
+        jobs = self._store.waiting(request.cluster, request.maxJobs)
         if not jobs:
             return pb.RequestJobsResponse(status=pb.RequestJobsResponse.REQUEST_JOBS_NORESULTS)
         return pb.RequestJobsResponse(jobs=jobs, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS)

@@ -1,29 +1,35 @@
-"""The server's SQLite store: one thread owns the connection and does every query.
+"""The server's SQLite store: one thread owns the connection and does every write.
 
 Why one owner: SQLite allows one writer at a time, and the Go server's many writers
 racing on one file is what produced ``database is locked``, false denials and lost jobs.
-Here every query goes through a single thread fed by a queue, so no two statements ever
-compete for the lock and "locked" cannot happen by construction.
+Here every statement goes through a single thread fed by a queue, so no two statements
+ever compete for the lock and "locked" cannot happen by construction.
 
-Why batches: the thread drains everything that is waiting in the queue (up to
-``MAX_BATCH`` operations) and runs it in one transaction with one commit, so 64 submits
-that arrive together cost one fsync, not 64. An operation's answer is delivered to the
-event loop only after its transaction has committed: a caller that is told its job was
-stored can rely on it.
+Why batches: the thread drains everything waiting in the queue (up to ``MAX_BATCH``
+operations) and runs it in one transaction with one commit, so 64 submits that arrive
+together cost one fsync, not 64. An operation's answer reaches the event loop only after
+its transaction has committed: a caller told that its job was stored can rely on it.
 
-Durability: the database runs in WAL mode with ``synchronous=FULL``. WAL lets the
-commit be a sequential append; FULL makes every commit fsync the WAL, so an answered
-SubmitJob survives a power cut as well as a killed process. Batching is what keeps FULL
-affordable. (``synchronous=NORMAL`` would survive a killed process but could lose the
-last commits on power loss, which would break "SUBMIT_SUCCESS means stored".)
+Durability: a file database runs in WAL mode with ``synchronous=FULL``: every commit
+fsyncs the WAL, so an answered SubmitJob survives a power cut as well as a killed
+process. Batching is what keeps FULL affordable. (``NORMAL`` survives a killed process
+but may lose the last commits on power loss, breaking "SUBMIT_SUCCESS means stored".)
+The file is opened with an exclusive lock, so a second server on the same file fails at
+start-up instead of fighting over the lock later.
 
-Job ids come from ``INTEGER PRIMARY KEY AUTOINCREMENT``, so they keep increasing across
-restarts and a deleted (accepted) id is never handed out again.
+Reads: the jobs waiting for each cluster are also kept in memory (:class:`JobIndex`,
+loaded at start-up, changed only when a commit is delivered, in commit order), so
+RequestJobs is answered without a trip to the database thread and always reflects
+committed state. The cost is memory for the waiting jobs' JSON; accepted jobs leave it.
+
+Job ids come from ``INTEGER PRIMARY KEY AUTOINCREMENT``: they keep increasing across
+restarts and an accepted (deleted) id is never handed out again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import queue
 import sqlite3
@@ -35,7 +41,7 @@ from typing import Any, Final
 
 from ._gojson import encode_job
 
-__all__ = ["ClusterCredentials", "Store", "StoreError"]
+__all__ = ["ClusterCredentials", "JobIndex", "Store", "StoreError"]
 
 log = logging.getLogger("rainbow_aio.server")
 
@@ -61,7 +67,7 @@ _SCHEMA_JOBS_INDEX: Final = "CREATE INDEX IF NOT EXISTS jobs_by_cluster ON jobs 
 
 
 class StoreError(Exception):
-    """The database could not be opened or a query failed; the message is safe to show."""
+    """The database could not be opened or a statement failed; the message is safe to show."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,9 +78,44 @@ class ClusterCredentials:
     secret_hash: bytes
 
 
+class JobIndex:
+    """The waiting jobs per cluster, as id -> Go JSON, in ascending id order.
+
+    Ids are handed out in increasing order by the single writer and added here in commit
+    order, so each cluster's dict stays sorted by insertion alone.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: dict[str, dict[int, str]] = {}
+
+    def add(self, cluster: str, job_id: int, text: str) -> None:
+        self._jobs.setdefault(cluster, {})[job_id] = text
+
+    def remove(self, cluster: str, job_ids: Sequence[int]) -> None:
+        jobs = self._jobs.get(cluster)
+        if jobs is not None:
+            for job_id in job_ids:
+                jobs.pop(job_id, None)
+
+    def waiting(self, cluster: str, limit: int) -> dict[int, str]:
+        """The ``limit`` lowest-id jobs (all when ``limit <= 0``)."""
+        jobs = self._jobs.get(cluster)
+        if not jobs:
+            return {}
+        if limit <= 0 or limit >= len(jobs):
+            return dict(jobs)
+        return dict(itertools.islice(jobs.items(), limit))
+
+    def __len__(self) -> int:
+        return sum(len(jobs) for jobs in self._jobs.values())
+
+
 # One queued operation: (function run in the store thread, its arguments, the future
-# resolved with its result on the event loop).
-_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]"]
+# resolved with its result on the event loop, and an optional function run on the event
+# loop with the committed result before the future is resolved).
+_After = Callable[[Any], Any] | None
+_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", _After]
+_Result = tuple["asyncio.Future[Any]", bool, Any, _After]
 _STOP: Final = object()
 
 
@@ -89,6 +130,7 @@ class Store:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Future[None] | None = None
         self._accepting = False
+        self.jobs = JobIndex()
 
     @property
     def path(self) -> str:
@@ -119,7 +161,7 @@ class Store:
         return clusters
 
     async def close(self) -> None:
-        """Finish the queued operations, then close the connection."""
+        """Finish the queued operations, then close the connection. Idempotent."""
         if self._thread is None or self._closed is None:
             return
         self._accepting = False
@@ -131,29 +173,41 @@ class Store:
 
     async def register(self, name: str, creds: ClusterCredentials) -> bool:
         """Insert a cluster; False when the name is already taken."""
-        created: bool = await self._submit(_op_register, name, creds)
+        created: bool = await self._submit(_op_register, (name, creds))
         return created
 
     async def submit(self, cluster: str, name: str, nodes: int, tasks: int, command: str) -> int:
         """Insert a job and return its id (the row is committed when this returns)."""
-        job_id: int = await self._submit(_op_submit, cluster, name, nodes, tasks, command)
+
+        def after(value: tuple[int, str]) -> int:
+            self.jobs.add(cluster, *value)
+            return value[0]
+
+        job_id: int = await self._submit(_op_submit, (cluster, name, nodes, tasks, command), after)
         return job_id
 
-    async def list_jobs(self, cluster: str, limit: int) -> dict[int, str]:
-        """The ``limit`` lowest-id jobs of a cluster (all when ``limit <= 0``) as Go JSON."""
-        jobs: dict[int, str] = await self._submit(_op_list, cluster, limit)
-        return jobs
+    def waiting(self, cluster: str, limit: int) -> dict[int, str]:
+        """The ``limit`` lowest-id committed jobs of a cluster (all when ``limit <= 0``),
+        as Go JSON."""
+        return self.jobs.waiting(cluster, limit)
 
     async def accept(self, cluster: str, job_ids: Sequence[int]) -> int:
         """Delete the cluster's jobs with these ids; return how many rows were deleted."""
-        deleted: int = await self._submit(_op_accept, cluster, tuple(job_ids))
-        return deleted
 
-    def _submit(self, fn: Callable[..., Any], *args: Any) -> asyncio.Future[Any]:
+        def after(deleted: list[int]) -> int:
+            self.jobs.remove(cluster, deleted)
+            return len(deleted)
+
+        count: int = await self._submit(_op_accept, (cluster, tuple(job_ids)), after)
+        return count
+
+    def _submit(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], after: _After = None
+    ) -> asyncio.Future[Any]:
         if not self._accepting or self._loop is None:
             raise StoreError("the database is closed")
         fut = self._loop.create_future()
-        self._queue.put((fn, args, fut))
+        self._queue.put((fn, args, fut, after))
         return fut
 
     # -- the owner thread --------------------------------------------------------------
@@ -166,16 +220,27 @@ class Store:
         try:
             try:
                 conn = self._connect()
-                clusters = self._load(conn)
+                clusters = _load_clusters(conn)
+                jobs = _load_jobs(conn)
             except BaseException as exc:
                 loop.call_soon_threadsafe(_resolve, ready, False, _store_error(exc))
                 return
-            loop.call_soon_threadsafe(_resolve, ready, True, clusters)
+            loop.call_soon_threadsafe(self._ready, ready, clusters, jobs)
             self._serve(conn, loop)
         finally:
             if conn is not None:
                 conn.close()
             loop.call_soon_threadsafe(_resolve, self._closed, True, None)
+
+    def _ready(
+        self,
+        ready: asyncio.Future[dict[str, ClusterCredentials]],
+        clusters: dict[str, ClusterCredentials],
+        jobs: list[tuple[str, int, str]],
+    ) -> None:
+        for cluster, job_id, text in jobs:
+            self.jobs.add(cluster, job_id, text)
+        _resolve(ready, True, clusters)
 
     def _serve(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         get, get_nowait = self._queue.get, self._queue.get_nowait
@@ -199,20 +264,17 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         memory = self._path == MEMORY
+        name = MEMORY if memory else Path(self._path).name
+        exists = False
         if not memory:
             path = Path(self._path)
             if self._cleanup:
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             exists = path.exists()
-            log.info("✨️ creating %s...", path.name)
-        else:
-            exists = False
-            log.info("✨️ creating %s...", MEMORY)
+        log.info("✨️ creating %s...", name)
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
         try:
-            # Exclusive locking: a second server on the same file fails at start-up with
-            # a clear error instead of both fighting over the lock at run time.
             conn.execute("PRAGMA busy_timeout = 1000")
             if not memory:
                 conn.execute("PRAGMA locking_mode = EXCLUSIVE")
@@ -221,9 +283,10 @@ class Store:
                     raise StoreError(f"cannot use WAL journal mode on {self._path}")
                 conn.execute("PRAGMA synchronous = FULL")
             conn.execute("PRAGMA foreign_keys = ON")
+            # take the (exclusive) lock now, so a file in use fails here
             conn.execute("BEGIN EXCLUSIVE")
             conn.execute("COMMIT")
-            log.info("   %s file %s", Path(self._path).name, "opened" if exists else "created")
+            log.info("   %s file %s", name, "opened" if exists else "created")
             log.info("   create cluster table...")
             conn.execute(_SCHEMA_CLUSTERS)
             log.info("   cluster table created")
@@ -236,10 +299,17 @@ class Store:
             raise
         return conn
 
-    @staticmethod
-    def _load(conn: sqlite3.Connection) -> dict[str, ClusterCredentials]:
-        rows = conn.execute("SELECT name, token_hash, secret_hash FROM clusters").fetchall()
-        return {name: ClusterCredentials(bytes(tok), bytes(sec)) for name, tok, sec in rows}
+
+def _load_clusters(conn: sqlite3.Connection) -> dict[str, ClusterCredentials]:
+    rows = conn.execute("SELECT name, token_hash, secret_hash FROM clusters").fetchall()
+    return {name: ClusterCredentials(bytes(tok), bytes(sec)) for name, tok, sec in rows}
+
+
+def _load_jobs(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
+    rows = conn.execute(
+        "SELECT id, cluster, name, nodes, tasks, command FROM jobs ORDER BY id"
+    ).fetchall()
+    return [(row[1], row[0], encode_job(*row)) for row in rows]
 
 
 def _store_error(exc: BaseException) -> BaseException:
@@ -263,43 +333,46 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-def _deliver(results: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
-    for fut, ok, value in results:
+def _deliver(results: list[_Result]) -> None:
+    """Apply committed results on the event loop, in commit order, then answer."""
+    for fut, ok, value, after in results:
+        if ok and after is not None:
+            value = after(value)  # even if the caller gave up: the commit happened
         _resolve(fut, ok, value)
 
 
-def _execute(
-    conn: sqlite3.Connection, batch: list[_Op]
-) -> list[tuple[asyncio.Future[Any], bool, Any]]:
-    """Run a batch in one transaction; on a failure, retry each operation on its own."""
+def _execute(conn: sqlite3.Connection, batch: list[_Op]) -> list[_Result]:
+    """Run a batch in one transaction; if it fails, run each operation on its own."""
     try:
         conn.execute("BEGIN")
-        values = [fn(conn, *args) for fn, args, _ in batch]
+        values = [fn(conn, *args) for fn, args, _, _ in batch]
         conn.execute("COMMIT")
-        return [(fut, True, value) for (_, _, fut), value in zip(batch, values, strict=True)]
     except sqlite3.Error:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-    if len(batch) == 1:
-        return [_execute_one(conn, batch[0])]
+    else:
+        return [
+            (fut, True, value, after)
+            for (_, _, fut, after), value in zip(batch, values, strict=True)
+        ]
     return [_execute_one(conn, op) for op in batch]
 
 
-def _execute_one(conn: sqlite3.Connection, op: _Op) -> tuple[asyncio.Future[Any], bool, Any]:
-    fn, args, fut = op
+def _execute_one(conn: sqlite3.Connection, op: _Op) -> _Result:
+    fn, args, fut, after = op
     try:
         conn.execute("BEGIN")
         value = fn(conn, *args)
         conn.execute("COMMIT")
-        return (fut, True, value)
+        return (fut, True, value, after)
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         log.warning("database operation %s failed: %s", fn.__name__, exc)
-        return (fut, False, StoreError(str(exc) or type(exc).__name__))
+        return (fut, False, StoreError(str(exc) or type(exc).__name__), after)
 
 
-# -- queries (run in the owner thread, inside a transaction) -------------------------------
+# -- statements (run in the owner thread, inside a transaction) ----------------------------
 
 
 def _op_register(conn: sqlite3.Connection, name: str, creds: ClusterCredentials) -> bool:
@@ -312,27 +385,21 @@ def _op_register(conn: sqlite3.Connection, name: str, creds: ClusterCredentials)
 
 def _op_submit(
     conn: sqlite3.Connection, cluster: str, name: str, nodes: int, tasks: int, command: str
-) -> int:
+) -> tuple[int, str]:
     cur = conn.execute(
         "INSERT INTO jobs (cluster, name, nodes, tasks, command) VALUES (?, ?, ?, ?, ?)",
         (cluster, name, nodes, tasks, command),
     )
     job_id = cur.lastrowid
-    assert job_id is not None
-    return job_id
+    if job_id is None:  # pragma: no cover - sqlite always sets it for an INSERT
+        raise sqlite3.DatabaseError("no id for the new job")
+    return job_id, encode_job(job_id, cluster, name, nodes, tasks, command)
 
 
-def _op_list(conn: sqlite3.Connection, cluster: str, limit: int) -> dict[int, str]:
-    rows = conn.execute(
-        "SELECT id, cluster, name, nodes, tasks, command FROM jobs"
-        " WHERE cluster = ? ORDER BY id LIMIT ?",
-        (cluster, limit if limit > 0 else -1),
-    )
-    return {row[0]: encode_job(*row) for row in rows}
-
-
-def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> int:
-    cur = conn.executemany(
-        "DELETE FROM jobs WHERE id = ? AND cluster = ?", [(i, cluster) for i in job_ids]
-    )
-    return cur.rowcount
+def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> list[int]:
+    deleted = []
+    for job_id in job_ids:
+        cur = conn.execute("DELETE FROM jobs WHERE id = ? AND cluster = ?", (job_id, cluster))
+        if cur.rowcount == 1:
+            deleted.append(job_id)
+    return deleted
