@@ -12,6 +12,7 @@ Also here: :func:`parse_host`, which checks a host string before any channel is 
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,7 +59,7 @@ class RetryPolicy:
             raise InvalidArgumentError("RetryPolicy.max_attempts must be at least 1")
         for name in ("initial_backoff", "max_backoff", "total_timeout"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            if not _positive_finite(value):
                 raise InvalidArgumentError(f"RetryPolicy.{name} must be a positive number")
         if self.max_backoff < self.initial_backoff:
             raise InvalidArgumentError("RetryPolicy.max_backoff must be >= initial_backoff")
@@ -67,6 +68,14 @@ class RetryPolicy:
     def disabled(cls) -> RetryPolicy:
         """A policy that sends every call once and never repeats it."""
         return cls(max_attempts=1)
+
+
+def _positive_finite(value: object) -> bool:
+    """A real number of seconds: not a bool, not NaN (which passes every ``<= 0`` check),
+    not infinite (no deadline; and grpc's millisecond options cannot hold it)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
 
 
 def _describe(data: bytes | None) -> str:
@@ -173,13 +182,9 @@ class KeepAliveConfig:
     max_pings_without_data: int = 2
 
     def __post_init__(self) -> None:
-        if self.time is not None and (
-            isinstance(self.time, bool) or not isinstance(self.time, int | float) or self.time <= 0
-        ):
+        if self.time is not None and not _positive_finite(self.time):
             raise InvalidArgumentError("KeepAliveConfig.time must be a positive number or None")
-        if isinstance(self.timeout, bool) or not isinstance(self.timeout, int | float):
-            raise InvalidArgumentError("KeepAliveConfig.timeout must be a positive number")
-        if self.timeout <= 0:
+        if not _positive_finite(self.timeout):
             raise InvalidArgumentError("KeepAliveConfig.timeout must be a positive number")
         if (
             isinstance(self.max_pings_without_data, bool)
