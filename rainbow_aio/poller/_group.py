@@ -1,0 +1,258 @@
+"""``PollerGroup``: many clusters polled at once into one merged queue."""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import AsyncIterator, Mapping
+from types import TracebackType
+
+import anyio
+import anyio.abc
+
+from .._exceptions import InvalidArgumentError
+from ._errors import PollerStoppedError
+from ._job import PolledJob
+from ._options import DEFAULTS, AcceptMode, PollerOptions, PollerStats, parse_accept_mode
+from ._poller import _NEW, _RUNNING, Poller, PollingClient
+from ._queue import JobQueue
+from ._run import AcceptWhen, Handler, run_handler
+
+__all__ = ["PollerGroup"]
+
+_STOPPED, _CLOSED = 2, 3
+
+
+class PollerGroup:
+    """Polls many clusters at once; their jobs arrive in one queue and carry ``.cluster``.
+
+    From ``client.poll_many({cluster: secret, ...}, **options)``; the options are those of
+    :class:`Poller` and apply to every cluster (``queue_size`` bounds the merged queue)::
+
+        async with client.poll_many(secrets, max_jobs=10) as group:
+            await group.run(handler, concurrency=8, accept="before")
+
+    Each cluster has its own poller with the :class:`Poller` guarantees; they share the
+    client's channel, one task each, and the merged queue. ``add()`` and ``remove()``
+    change the clusters while the group runs.
+
+    Failures are per cluster: a transient error backs off only that cluster's poller; a
+    denied or missing secret stops only it, and the error is kept in ``errors`` (and
+    ``stats[cluster].last_error``) while the others keep going. ``remove()`` of a failed
+    cluster discards its error. Leaving the context raises an ``ExceptionGroup`` of the
+    errors still kept, unless the body raised or ``get()``/``run()`` already raised them
+    (which they do once every cluster of the group has failed).
+    """
+
+    def __init__(
+        self,
+        client: PollingClient,
+        clusters: Mapping[str, str] | None = None,
+        *,
+        max_jobs: int = DEFAULTS.max_jobs,
+        queue_size: int = DEFAULTS.queue_size,
+        min_interval: float = DEFAULTS.min_interval,
+        max_interval: float = DEFAULTS.max_interval,
+        accept_mode: AcceptMode | str = DEFAULTS.accept_mode,
+        accept_window: float = DEFAULTS.accept_window,
+        accept_batch_size: int = DEFAULTS.accept_batch_size,
+        shutdown_timeout: float = DEFAULTS.shutdown_timeout,
+        denied_attempts: int = DEFAULTS.denied_attempts,
+    ) -> None:
+        self._client = client
+        self._opts = PollerOptions(
+            max_jobs=max_jobs,
+            queue_size=queue_size,
+            min_interval=min_interval,
+            max_interval=max_interval,
+            accept_mode=parse_accept_mode(accept_mode),
+            accept_window=accept_window,
+            accept_batch_size=accept_batch_size,
+            shutdown_timeout=shutdown_timeout,
+            denied_attempts=denied_attempts,
+        )
+        self._queue = JobQueue(self._opts.queue_size)
+        self._members: dict[str, Poller] = {}
+        self._errors: dict[str, BaseException] = {}
+        self._errors_raised = False
+        self._phase = _NEW
+        self._tg: anyio.abc.TaskGroup | None = None
+        for cluster, secret in (clusters or {}).items():
+            self.add(cluster, secret)
+
+    # clusters
+
+    @property
+    def clusters(self) -> builtins.list[str]:
+        return list(self._members)
+
+    def __contains__(self, cluster: object) -> bool:
+        return cluster in self._members
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def add(self, cluster: str, secret: str) -> None:
+        """Start polling ``cluster`` too (at once if the group is running)."""
+        if self._phase >= _STOPPED:
+            raise PollerStoppedError("the group was stopped", cluster=cluster)
+        if cluster in self._members:
+            raise InvalidArgumentError("the group already polls this cluster", cluster=cluster)
+        member = Poller._member(self._client, cluster, secret, self._opts, self._queue, self)
+        self._members[cluster] = member
+        if self._phase == _RUNNING:
+            assert self._tg is not None
+            member._start(self._tg)
+            if self._queue.closed:
+                self._queue.reopen()  # closed because every cluster had failed
+
+    async def remove(self, cluster: str) -> None:
+        """Stop polling ``cluster``: its queued jobs are given back, accepts already
+        sent are waited for (up to ``shutdown_timeout``), jobs of it still held can no
+        longer be accepted. Its error, if it failed, is discarded."""
+        member = self._members.pop(cluster, None)
+        if member is None:
+            raise InvalidArgumentError("the group does not poll this cluster", cluster=cluster)
+        self._errors.pop(cluster, None)
+        if member._phase != _NEW:
+            await member._close_member()
+
+    # state
+
+    @property
+    def options(self) -> PollerOptions:
+        return self._opts
+
+    @property
+    def stats(self) -> dict[str, PollerStats]:
+        """A snapshot of each cluster's counters."""
+        return {cluster: member.stats for cluster, member in self._members.items()}
+
+    @property
+    def errors(self) -> dict[str, BaseException]:
+        """The errors that stopped clusters' pollers (cluster -> error)."""
+        return dict(self._errors)
+
+    def qsize(self) -> int:
+        """Jobs waiting in the merged queue."""
+        return len(self._queue)
+
+    # consuming
+
+    async def get(self) -> PolledJob:
+        """The next job of any cluster.
+
+        Raises :class:`PollerStoppedError` once the group is stopped and the queue is
+        empty, and an ``ExceptionGroup`` of the errors once every cluster has failed.
+        """
+        if self._phase == _NEW:
+            raise RuntimeError("enter the group first: async with client.poll_many(...)")
+        pj = await self._queue.get()
+        pj._poller._hand_out(pj)
+        return pj
+
+    def __aiter__(self) -> AsyncIterator[PolledJob]:
+        return self
+
+    async def __anext__(self) -> PolledJob:
+        try:
+            return await self.get()
+        except PollerStoppedError:
+            raise StopAsyncIteration from None
+
+    async def run(
+        self, handler: Handler, *, concurrency: int = 1, accept: AcceptWhen = "before"
+    ) -> None:
+        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time.
+
+        ``accept``:
+
+        - ``"before"`` (default): accept first; run the handler only if this process now
+          owns the job (jobs lost to others, or with an uncertain accept, are skipped
+          and logged).
+        - ``"after"``: run the handler, then accept if it returned normally; if it raised,
+          the job is released (it will be handed out again).
+        - ``"manual"``: the handler accepts or releases itself.
+
+        In every style a job the handler left unsettled is released, and a handler's
+        exception is logged and does not stop the loop. A new job is taken only when a
+        handler slot is free. Returns once the group is stopped (``stop()``, possibly from
+        a handler) and the running handlers have finished; raises the ``ExceptionGroup``
+        of errors if every cluster failed. Cancelling it cancels the running handlers.
+        """
+        await run_handler(self, handler, concurrency=concurrency, accept=accept)
+
+    # lifecycle
+
+    async def __aenter__(self) -> PollerGroup:
+        if self._phase != _NEW:
+            raise RuntimeError("a PollerGroup can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._phase = _RUNNING
+        for member in self._members.values():
+            member._start(tg)
+        return self
+
+    async def stop(self) -> None:
+        """Stop polling every cluster and end iteration; give queued jobs back; wait up
+        to ``shutdown_timeout`` for accepts already sent. Jobs already handed out can
+        still be accepted or released until the context is left."""
+        if self._phase == _RUNNING:
+            self._phase = _STOPPED
+            for member in self._members.values():
+                if member._phase == _RUNNING:
+                    member._halt()
+            self._queue.close(self._stopped_error)
+        await self._wait_accepts()
+
+    async def _wait_accepts(self) -> None:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._opts.shutdown_timeout):
+            for member in list(self._members.values()):
+                await member._wait_accepts()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                await self.stop()
+                for member in self._members.values():
+                    if member._phase != _NEW:
+                        member._finish()
+                self._phase = _CLOSED
+        finally:
+            tg.cancel_scope.cancel()
+            await tg.__aexit__(None, None, None)
+        if exc is None and self._errors and not self._errors_raised:
+            raise self._error_group()
+
+    def __repr__(self) -> str:
+        phase = ("new", "running", "stopped", "closed")[self._phase]
+        return (
+            f"PollerGroup(clusters={len(self._members)}, phase={phase}, "
+            f"queued={len(self._queue)}, failed={len(self._errors)})"
+        )
+
+    # called by members
+
+    def _member_failed(self, member: Poller) -> None:
+        if self._members.get(member.cluster) is not member or member._fatal is None:
+            return
+        self._errors[member.cluster] = member._fatal
+        if all(m._fatal is not None for m in self._members.values()):
+            self._queue.close(self._error_group)
+
+    def _stopped_error(self) -> BaseException:
+        return PollerStoppedError("the group was stopped")
+
+    def _error_group(self) -> BaseException:
+        self._errors_raised = True
+        errors = [e for e in self._errors.values() if isinstance(e, Exception)]
+        failed = ", ".join(repr(c) for c in self._errors)
+        return ExceptionGroup(f"polling failed for cluster(s) {failed}", errors)

@@ -1,0 +1,822 @@
+"""``Poller``: one cluster's jobs, listed with RequestJobs, into a bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterable
+from types import TracebackType
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+import anyio.abc
+
+from .. import _protocol as P
+from .._exceptions import (
+    ClientClosedError,
+    DeniedError,
+    InvalidArgumentError,
+    MissingCredentialError,
+    RainbowError,
+    ServerBusyError,
+    TLSError,
+    UnavailableError,
+)
+from .._models import AcceptResult, AcceptStatus, Job
+from .._retry import may_have_reached_server
+from ._errors import AcceptUncertainError, PollerStoppedError
+from ._job import JobState, PolledJob
+from ._options import DEFAULTS, AcceptMode, PollerOptions, PollerStats, parse_accept_mode
+from ._queue import JobQueue
+from ._run import AcceptWhen, Handler, run_handler
+from ._view import ClusterView, acquire_view, release_view
+
+if TYPE_CHECKING:
+    from ._group import PollerGroup
+
+__all__ = ["Poller", "PollingClient"]
+
+log = logging.getLogger("rainbow_aio.poller")
+
+# lifecycle phases (small ints: a group may hold ten thousand pollers)
+_NEW, _RUNNING, _STOPPED, _CLOSED = 0, 1, 2, 3
+_PHASES = ("new", "running", "stopped", "closed")
+
+# errors after which the same poll can never succeed: they stop this poller
+_FATAL = (MissingCredentialError, InvalidArgumentError, ClientClosedError, TLSError)
+# accept errors that prove the server did not act (when the call was sent once)
+_NOT_APPLIED = (
+    DeniedError,
+    MissingCredentialError,
+    InvalidArgumentError,
+    ClientClosedError,
+    ServerBusyError,
+)
+
+
+class PollingClient(Protocol):
+    """What a poller needs from :class:`~rainbow_aio.RainbowClient`."""
+
+    async def request_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        max_jobs: int | None = None,
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> list[Job]: ...
+
+    async def accept_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        job_ids: Iterable[int],
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> AcceptResult: ...
+
+
+def _not_applied(exc: Exception) -> bool:
+    """Whether a failed AcceptJobs certainly did not delete anything."""
+    if not isinstance(exc, RainbowError) or (exc.attempts or 1) > 1:
+        return False  # an earlier attempt may have reached the server
+    if isinstance(exc, (*_NOT_APPLIED, TLSError)):
+        return True  # refused before acting, or no TLS session was ever set up
+    return isinstance(exc, UnavailableError) and not may_have_reached_server(exc)
+
+
+def _describe(exc: BaseException) -> str:
+    # RainbowError messages never hold credentials (see _exceptions.py)
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Poller:
+    """Lists one cluster's jobs with RequestJobs and hands each out once, to be accepted.
+
+    Use it as an async context manager, from ``client.poller(cluster, secret, ...)``::
+
+        async with client.poller("keebler", secret, max_jobs=10) as poller:
+            async for job in poller:          # or: job = await poller.get()
+                if await job.accept():        # True: this process owns the job
+                    await run(job.job)
+
+    Guarantees:
+
+    - **No duplicates.** A job is handed out at most once while it is in flight (queued,
+      held by a consumer, or being accepted), although every RequestJobs returns it
+      again until it is accepted. All pollers of one cluster on one client share one
+      view of what is in flight, so two of them never hand out the same job.
+    - **No loss.** Every job waiting for the cluster is eventually handed out: each
+      request asks for ``max_jobs`` more than the ids already in flight, so a listing
+      (lowest ids first) always looks past them, however large the backlog.
+    - **One owner.** ``accept()`` returns True only when this consumer owns the job, and
+      False only when someone else took it; when neither can be known it raises
+      :class:`AcceptUncertainError` (see ``accept_mode``).
+    - **Release.** ``job.release()`` puts the job back: it stays on the server and a later
+      poll hands it out again. A job dropped without accept or release is released when
+      garbage collected.
+    - **Cancellation.** Cancelling a consumer inside ``accept()`` never loses the job: an
+      accept not yet sent is withdrawn and the job released; one already on the wire
+      finishes in the background, and if it took the job the job is handed out again,
+      already accepted (``job.accepted`` is True and ``accept()`` returns True at once).
+    - **Backpressure.** At most ``queue_size`` listed jobs wait in the queue; while it is
+      full the poller does not poll.
+    - **Graceful shutdown.** ``stop()`` (or leaving the context) stops polling, ends
+      iteration (``get()`` raises :class:`PollerStoppedError`) and gives back the jobs
+      still queued, untouched on the server. Jobs already handed out can still be
+      accepted until the context is left; leaving it waits up to ``shutdown_timeout`` for
+      the accepts already requested, then releases every job not accepted.
+    - **Failure isolation.** Transient errors (unavailable, deadline, database locked,
+      other server errors) are counted in ``stats`` and retried with backoff; they never
+      stop the poller. Wrong or missing credentials (``denied_attempts`` denials in a
+      row, or a missing secret) stop this poller only: ``get()`` and iteration raise the
+      error, and leaving the context raises it if nobody saw it.
+    - **Bounded memory.** The in-flight bookkeeping holds only queued and held jobs, and
+      its tombstones only ids settled while a listing was running.
+
+    Options (keywords of ``client.poller()``):
+
+    - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight).
+    - ``queue_size`` (100): listed jobs that may wait for a consumer.
+    - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): while polls bring new jobs and
+      there is room, the next poll starts at once; after an empty poll (or an error) the
+      wait doubles from ``min_interval`` up to ``max_interval``, each wait randomised to
+      between half and all of it so that idle pollers do not poll in step.
+    - ``accept_mode`` (``"batched"``): see :class:`AcceptMode`. Batched mode assumes this
+      process is the only one accepting for the cluster.
+    - ``accept_window`` (0.005 s) / ``accept_batch_size`` (256): accepts requested
+      within the window (up to the size) go out in one AcceptJobs call.
+    - ``shutdown_timeout`` (10 s): how long leaving the context waits for accepts.
+    - ``denied_attempts`` (3): consecutive denied polls that stop the poller (the Go
+      server sometimes answers a false "request denied" under load).
+
+    The secret is never logged and never shown in ``repr()``.
+    """
+
+    __slots__ = (
+        "_accept_calls",
+        "_accepted",
+        "_busy",
+        "_client",
+        "_cluster",
+        "_empty_polls",
+        "_errors",
+        "_fatal",
+        "_fatal_raised",
+        "_first_delay",
+        "_group",
+        "_handed_out",
+        "_idle",
+        "_jobs_listed",
+        "_last_error",
+        "_last_latency",
+        "_lost",
+        "_opts",
+        "_pending",
+        "_phase",
+        "_polls",
+        "_queue",
+        "_released",
+        "_scope",
+        "_secret",
+        "_tg",
+        "_uncertain",
+        "_view",
+        "_window_armed",
+    )
+
+    def __init__(
+        self,
+        client: PollingClient,
+        cluster: str,
+        secret: str,
+        *,
+        max_jobs: int = DEFAULTS.max_jobs,
+        queue_size: int = DEFAULTS.queue_size,
+        min_interval: float = DEFAULTS.min_interval,
+        max_interval: float = DEFAULTS.max_interval,
+        accept_mode: AcceptMode | str = DEFAULTS.accept_mode,
+        accept_window: float = DEFAULTS.accept_window,
+        accept_batch_size: int = DEFAULTS.accept_batch_size,
+        shutdown_timeout: float = DEFAULTS.shutdown_timeout,
+        denied_attempts: int = DEFAULTS.denied_attempts,
+    ) -> None:
+        opts = PollerOptions(
+            max_jobs=max_jobs,
+            queue_size=queue_size,
+            min_interval=min_interval,
+            max_interval=max_interval,
+            accept_mode=parse_accept_mode(accept_mode),
+            accept_window=accept_window,
+            accept_batch_size=accept_batch_size,
+            shutdown_timeout=shutdown_timeout,
+            denied_attempts=denied_attempts,
+        )
+        self._setup(client, cluster, secret, opts, JobQueue(opts.queue_size), None)
+
+    @classmethod
+    def _member(
+        cls,
+        client: PollingClient,
+        cluster: str,
+        secret: str,
+        opts: PollerOptions,
+        queue: JobQueue,
+        group: PollerGroup,
+    ) -> Poller:
+        self = cls.__new__(cls)
+        self._setup(client, cluster, secret, opts, queue, group)
+        # stagger the first polls of a group's members over min_interval
+        self._first_delay = random.random() * opts.min_interval
+        return self
+
+    def _setup(
+        self,
+        client: PollingClient,
+        cluster: str,
+        secret: str,
+        opts: PollerOptions,
+        queue: JobQueue,
+        group: PollerGroup | None,
+    ) -> None:
+        if not isinstance(cluster, str) or not cluster:
+            raise InvalidArgumentError("cluster must be a non-empty string")
+        if not isinstance(secret, str) or not secret:
+            raise InvalidArgumentError("secret must be a non-empty string", cluster=cluster)
+        self._client = client
+        self._cluster = cluster
+        self._secret = secret
+        self._opts = opts
+        self._queue = queue
+        self._group = group
+        self._view: ClusterView | None = None
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._scope: anyio.CancelScope | None = None
+        self._phase = _NEW
+        self._fatal: BaseException | None = None
+        self._fatal_raised = False
+        self._first_delay = 0.0
+        self._pending: list[PolledJob] | None = None
+        self._window_armed = False
+        self._busy = 0
+        self._idle: asyncio.Event | None = None
+        self._polls = self._empty_polls = self._jobs_listed = self._handed_out = 0
+        self._accepted = self._lost = self._released = self._uncertain = 0
+        self._errors = self._accept_calls = 0
+        self._last_error: str | None = None
+        self._last_latency: float | None = None
+
+    # public surface
+
+    @property
+    def cluster(self) -> str:
+        return self._cluster
+
+    @property
+    def options(self) -> PollerOptions:
+        return self._opts
+
+    @property
+    def error(self) -> BaseException | None:
+        """The error that stopped this poller, if one did."""
+        return self._fatal
+
+    @property
+    def running(self) -> bool:
+        """True while the poller polls (entered, not stopped, not failed)."""
+        return self._phase == _RUNNING and self._fatal is None
+
+    @property
+    def stats(self) -> PollerStats:
+        """A snapshot of the counters."""
+        return PollerStats(
+            cluster=self._cluster,
+            polls=self._polls,
+            empty_polls=self._empty_polls,
+            jobs_listed=self._jobs_listed,
+            handed_out=self._handed_out,
+            accepted=self._accepted,
+            lost_to_others=self._lost,
+            released=self._released,
+            uncertain=self._uncertain,
+            errors=self._errors,
+            last_error=self._last_error,
+            last_poll_latency=self._last_latency,
+            accept_calls=self._accept_calls,
+        )
+
+    def qsize(self) -> int:
+        """Jobs waiting in the queue."""
+        return len(self._queue)
+
+    async def get(self) -> PolledJob:
+        """The next job, waiting for one if needed.
+
+        Raises :class:`PollerStoppedError` once the poller is stopped and its queue is
+        empty, and the poller's error if it failed.
+        """
+        if self._group is not None:
+            raise RuntimeError("this poller belongs to a group: get jobs from the group")
+        if self._phase == _NEW:
+            raise RuntimeError("enter the poller first: async with client.poller(...)")
+        pj = await self._queue.get()
+        pj._poller._hand_out(pj)
+        return pj
+
+    def __aiter__(self) -> AsyncIterator[PolledJob]:
+        return self
+
+    async def __anext__(self) -> PolledJob:
+        try:
+            return await self.get()
+        except PollerStoppedError:
+            raise StopAsyncIteration from None
+
+    async def run(
+        self, handler: Handler, *, concurrency: int = 1, accept: AcceptWhen = "before"
+    ) -> None:
+        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time.
+
+        See :meth:`PollerGroup.run` for ``accept`` and for how handler errors are treated.
+        Returns once the poller is stopped and running handlers have finished; raises the
+        poller's error if it failed.
+        """
+        await run_handler(self, handler, concurrency=concurrency, accept=accept)
+
+    async def stop(self) -> None:
+        """Stop polling and handing out; give back queued jobs; wait (up to
+        ``shutdown_timeout``) for accepts already sent. Jobs already handed out can still
+        be accepted or released until the context is left."""
+        if self._group is not None:
+            raise RuntimeError("this poller belongs to a group: use group.remove()/stop()")
+        if self._phase == _RUNNING:
+            self._halt()
+            self._queue.close(self._stopped_error)
+        with anyio.CancelScope(shield=True), anyio.move_on_after(self._opts.shutdown_timeout):
+            await self._wait_accepts()
+
+    async def __aenter__(self) -> Poller:
+        if self._group is not None:
+            raise RuntimeError("this poller belongs to a group")
+        if self._phase != _NEW:
+            raise RuntimeError("a Poller can be entered only once")
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._start(tg)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            with anyio.CancelScope(shield=True):
+                if self._phase == _RUNNING:
+                    self._halt()
+                    self._queue.close(self._stopped_error)
+                with anyio.move_on_after(self._opts.shutdown_timeout):
+                    await self._wait_accepts()
+                self._finish()
+        finally:
+            tg.cancel_scope.cancel()
+            # the body's own exception propagates as is (not wrapped in a group)
+            await tg.__aexit__(None, None, None)
+        if exc is None and self._fatal is not None and not self._fatal_raised:
+            self._fatal_raised = True
+            raise self._fatal
+
+    def __repr__(self) -> str:
+        return (
+            f"Poller(cluster={self._cluster!r}, phase={_PHASES[self._phase]}, "
+            f"queued={len(self._queue)}, mode={self._opts.accept_mode.value})"
+        )
+
+    # lifecycle (shared with PollerGroup)
+
+    def _start(self, tg: anyio.abc.TaskGroup) -> None:
+        self._view = acquire_view(self._client, self._cluster)
+        self._tg = tg
+        self._phase = _RUNNING
+        tg.start_soon(self._run_loop)
+
+    def _stopped_error(self) -> BaseException:
+        return PollerStoppedError("the poller was stopped", cluster=self._cluster)
+
+    def _halt(self) -> None:
+        """Stop polling, send the pending accept batch now, give back queued jobs."""
+        self._phase = _STOPPED
+        if self._scope is not None:
+            self._scope.cancel()
+        self._flush()
+        self._drop_queued()
+
+    async def _wait_accepts(self) -> None:
+        while self._busy:
+            idle = self._idle = asyncio.Event()
+            await idle.wait()
+
+    def _finish(self) -> None:
+        """Release what is still held, forget the view. Accepts still on the wire settle
+        (as uncertain) when their tasks are cancelled."""
+        view = self._view
+        if view is not None:
+            for pj in view.mine(self):
+                if pj._state is JobState.HELD:
+                    self._release_job(pj)
+                elif pj._state is JobState.QUEUED:
+                    self._drop(pj)
+            release_view(self._client, view)
+        owned = [pj for pj in self._queue._items if pj._poller is self and pj.accepted]
+        for pj in owned:
+            log.warning(
+                "cluster %r: job %d was accepted after its consumer was cancelled, and "
+                "nobody took it again before the poller closed; it is no longer on the "
+                "server and has not been run",
+                self._cluster,
+                pj.job.id,
+            )
+        self._phase = _CLOSED
+
+    async def _close_member(self) -> None:
+        with anyio.CancelScope(shield=True):
+            if self._phase == _RUNNING:
+                self._halt()
+            with anyio.move_on_after(self._opts.shutdown_timeout):
+                await self._wait_accepts()
+            self._finish()
+
+    def _fail(self, exc: BaseException) -> None:
+        self._fatal = exc
+        self._drop_queued()
+        if self._group is not None:
+            self._group._member_failed(self)
+        else:
+            self._queue.close(self._raise_fatal)
+
+    def _raise_fatal(self) -> BaseException:
+        assert self._fatal is not None
+        self._fatal_raised = True
+        return self._fatal
+
+    # polling
+
+    async def _run_loop(self) -> None:
+        if self._phase != _RUNNING:
+            return
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            try:
+                await self._poll_loop()
+            except Exception as exc:  # a bug must not take the whole task group down
+                log.exception("cluster %r: the poller failed", self._cluster)
+                self._last_error = _describe(exc)
+                self._fail(exc)
+        self._scope = None
+
+    async def _poll_loop(self) -> None:
+        opts = self._opts
+        queue = self._queue
+        view = self._view
+        assert view is not None
+        request = self._client.request_jobs
+        backoff = 0.0
+        delay = self._first_delay
+        denials = 0
+        while True:
+            if delay > 0:
+                await anyio.sleep(delay)
+            while queue.room <= 0:
+                await queue.wait_room()
+            want = min(opts.max_jobs, queue.room)
+            asked = min(want + len(view.inflight) + len(view.tombstones), P.INT32_MAX)
+            start = view.begin_listing()
+            began = time.monotonic()
+            try:
+                try:
+                    jobs = await request(self._cluster, self._secret, asked)
+                except Exception as exc:
+                    self._errors += 1
+                    self._last_error = _describe(exc)
+                    denials = denials + 1 if isinstance(exc, DeniedError) else 0
+                    if (
+                        isinstance(exc, _FATAL)
+                        or denials >= opts.denied_attempts
+                        or not isinstance(exc, RainbowError)
+                    ):
+                        log.warning("cluster %r: polling stopped: %s", self._cluster, exc)
+                        self._fail(exc)
+                        return
+                    log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
+                    backoff = self._grow(backoff)
+                    delay = self._jitter(backoff)
+                    continue
+                fresh = view.sift(start, jobs, asked)
+            finally:
+                view.end_listing(start)
+            if self._phase != _RUNNING:
+                return
+            denials = 0
+            self._polls += 1
+            self._jobs_listed += len(jobs)
+            self._last_latency = time.monotonic() - began
+            queued = 0
+            room = queue.room
+            found = view.seq
+            for job in fresh:
+                if queued >= room:
+                    break  # not tracked: a later poll lists it again
+                pj = PolledJob(job, self, found)
+                view.track(pj)
+                queue.put(pj)
+                queued += 1
+            if queue.room > 0:
+                queue.wake_room()  # pass unused room on to other pollers
+            if queued:
+                backoff = delay = 0.0
+            else:
+                self._empty_polls += 1
+                backoff = self._grow(backoff)
+                delay = self._jitter(backoff)
+
+    def _grow(self, backoff: float) -> float:
+        if backoff <= 0:
+            return self._opts.min_interval
+        return min(backoff * 2, self._opts.max_interval)
+
+    @staticmethod
+    def _jitter(backoff: float) -> float:
+        return backoff * (0.5 + random.random() / 2)
+
+    # job bookkeeping (called by PolledJob, the queue and the view)
+
+    def _hand_out(self, pj: PolledJob) -> None:
+        if pj._state is JobState.QUEUED:
+            pj._state = JobState.HELD
+        self._handed_out += 1
+
+    def _drop(self, pj: PolledJob) -> None:
+        pj._state = JobState.DROPPED
+        assert self._view is not None
+        self._view.forget(pj)
+        self._queue.discard()
+        self._released += 1
+
+    def _drop_queued(self) -> None:
+        if self._view is None:
+            return
+        for pj in self._view.mine(self):
+            if pj._state is JobState.QUEUED:
+                self._drop(pj)
+
+    def _vanished(self, pj: PolledJob) -> None:
+        """A complete listing shows that someone else took this queued job."""
+        pj._state = JobState.DROPPED
+        assert self._view is not None
+        self._view.settle(pj)
+        self._queue.discard()
+        self._lost += 1
+
+    def _release(self, pj: PolledJob) -> None:
+        if pj._state is JobState.HELD:
+            self._release_job(pj)
+
+    def _release_job(self, pj: PolledJob) -> None:
+        pj._state = JobState.RELEASED
+        if self._view is not None:
+            self._view.forget(pj)
+        self._released += 1
+
+    def _collected(self, pj: PolledJob) -> None:
+        if pj._state is JobState.HELD:
+            self._released += 1
+            log.debug("cluster %r: job %d was dropped unsettled; released", self._cluster, pj.id)
+        pj._state = JobState.RELEASED
+        if self._view is not None:
+            self._view.forget(pj)
+
+    def _redeliver(self, pj: PolledJob) -> None:
+        """An accepted job lost its consumer: hand it out again, already owned."""
+        if self._phase == _CLOSED:
+            log.warning(
+                "cluster %r: job %d was accepted after its consumer was cancelled and the "
+                "poller is closed; it is no longer on the server and has not been run",
+                self._cluster,
+                pj.job.id,
+            )
+            return
+        self._queue.put_owned(pj)
+
+    # accepting
+
+    async def _accept(self, pj: PolledJob) -> bool:
+        state = pj._state
+        if state is JobState.HELD:
+            if self._phase == _CLOSED:
+                raise PollerStoppedError(
+                    f"job {pj.job.id} cannot be accepted: the poller is closed",
+                    cluster=self._cluster,
+                )
+            pj._state = JobState.ACCEPTING
+            pj._done = asyncio.get_running_loop().create_future()
+            self._submit(pj)
+        elif state is JobState.ACCEPTED:
+            return True
+        elif state is JobState.LOST:
+            return False
+        elif state is JobState.UNCERTAIN:
+            raise self._uncertain_error(pj, "an earlier accept of this job had an unknown outcome")
+        elif state is not JobState.ACCEPTING:
+            if self._phase == _CLOSED:
+                raise PollerStoppedError(
+                    f"job {pj.job.id} cannot be accepted: the poller is closed",
+                    cluster=self._cluster,
+                )
+            raise RuntimeError(f"job {pj.job.id} cannot be accepted: it is {state.value}")
+        done = pj._done
+        assert done is not None
+        pj._waiters += 1
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            pj._waiters -= 1
+            if pj._waiters == 0:
+                self._abandoned(pj)
+            raise
+        pj._waiters -= 1
+        outcome = done.result()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def _abandoned(self, pj: PolledJob) -> None:
+        """Every consumer waiting in ``accept()`` for ``pj`` was cancelled."""
+        state = pj._state
+        if state is JobState.ACCEPTING:
+            pending = self._pending
+            if pending is not None and pj in pending:
+                pending.remove(pj)  # never sent: withdraw it
+                self._release_job(pj)
+                self._resolve(pj, False)
+            # else: on the wire; _settle hands it out again if it was taken
+        elif state is JobState.ACCEPTED:
+            self._redeliver(pj)  # taken just as the consumer was cancelled
+        elif state is JobState.HELD:
+            self._release_job(pj)  # the accept certainly failed; nobody will retry it
+
+    def _per_id(self) -> bool:
+        assert self._view is not None
+        return self._opts.accept_mode is AcceptMode.SHARED or self._view.per_id
+
+    def _submit(self, pj: PolledJob) -> None:
+        if self._per_id():
+            self._spawn_send([pj])
+            return
+        if self._pending is None:
+            self._pending = []
+        self._pending.append(pj)
+        if len(self._pending) >= self._opts.accept_batch_size:
+            self._flush()
+        elif not self._window_armed:
+            self._window_armed = True
+            assert self._tg is not None
+            self._tg.start_soon(self._window)
+
+    async def _window(self) -> None:
+        try:
+            await anyio.sleep(self._opts.accept_window)
+        finally:
+            self._window_armed = False
+        self._flush()
+
+    def _flush(self) -> None:
+        batch = self._pending
+        if not batch:
+            return
+        self._pending = None
+        if self._per_id():
+            for pj in batch:
+                self._spawn_send([pj])
+        else:
+            self._spawn_send(batch)
+
+    def _spawn_send(self, batch: list[PolledJob]) -> None:
+        assert self._tg is not None
+        self._busy += 1
+        self._tg.start_soon(self._send, batch)
+
+    async def _send(self, batch: list[PolledJob]) -> None:
+        try:
+            ids = [pj.job.id for pj in batch]
+            try:
+                result = await self._client.accept_jobs(self._cluster, self._secret, ids)
+            except Exception as exc:
+                attempts = exc.attempts if isinstance(exc, RainbowError) else None
+                self._accept_calls += attempts or 1
+                self._accept_failed(batch, exc)
+            else:
+                self._accept_calls += result.attempts
+                self._accept_answered(batch, result)
+        finally:
+            for pj in batch:
+                if pj._state is JobState.ACCEPTING:
+                    self._settle_uncertain(
+                        pj, "the accept was interrupted before its answer arrived"
+                    )
+            self._busy -= 1
+            if not self._busy and self._idle is not None:
+                self._idle.set()
+
+    def _accept_answered(self, batch: list[PolledJob], result: AcceptResult) -> None:
+        assert self._view is not None
+        status = result.status
+        if status is AcceptStatus.SUCCESS:
+            for pj in batch:
+                self._settle(pj, JobState.ACCEPTED)
+        elif status is AcceptStatus.PARTIAL:
+            # answered on the first attempt: some id was already gone, so another
+            # process accepts for this cluster
+            if not self._view.per_id and self._opts.accept_mode is AcceptMode.BATCHED:
+                self._view.per_id = True
+                log.warning(
+                    "cluster %r: an AcceptJobs of this process came back PARTIAL, so another "
+                    "process accepts for this cluster; accepts now go out one id per call",
+                    self._cluster,
+                )
+            if len(batch) == 1:
+                self._settle(batch[0], JobState.LOST)
+            else:
+                for pj in batch:
+                    self._settle_uncertain(
+                        pj,
+                        f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
+                        "process took some of them and the answer does not say which",
+                    )
+        else:  # UNCERTAIN: retried after a lost answer, then PARTIAL
+            if self._opts.accept_mode is AcceptMode.BATCHED and not self._view.per_id:
+                # only this process accepts for the cluster: our earlier attempt took them
+                for pj in batch:
+                    self._settle(pj, JobState.ACCEPTED)
+            else:
+                for pj in batch:
+                    self._settle_uncertain(
+                        pj,
+                        "AcceptJobs was retried after its answer was lost and came back "
+                        "PARTIAL: the earlier attempt or another process took the job",
+                    )
+
+    def _accept_failed(self, batch: list[PolledJob], exc: Exception) -> None:
+        not_applied = _not_applied(exc)
+        for pj in batch:
+            if not_applied:
+                # the server did not act: the consumer still holds the job and may retry
+                pj._state = JobState.HELD
+                self._resolve(pj, exc)
+                if pj._waiters == 0:
+                    self._release_job(pj)
+            else:
+                err = self._uncertain_error(
+                    pj, f"AcceptJobs failed and may have taken the job: {exc}"
+                )
+                err.__cause__ = exc
+                self._settle_uncertain(pj, err)
+
+    def _settle(self, pj: PolledJob, state: JobState) -> None:
+        pj._state = state
+        assert self._view is not None
+        self._view.settle(pj)
+        if state is JobState.ACCEPTED:
+            self._accepted += 1
+            self._resolve(pj, True)
+            if pj._waiters == 0:
+                self._redeliver(pj)
+        else:
+            self._lost += 1
+            self._resolve(pj, False)
+
+    def _settle_uncertain(self, pj: PolledJob, why: str | AcceptUncertainError) -> None:
+        err = why if isinstance(why, AcceptUncertainError) else self._uncertain_error(pj, why)
+        pj._state = JobState.UNCERTAIN
+        if self._view is not None:
+            self._view.settle(pj)
+        self._uncertain += 1
+        log.warning("cluster %r: job %d: %s", self._cluster, pj.job.id, err.message)
+        self._resolve(pj, err)
+
+    def _uncertain_error(self, pj: PolledJob, why: str) -> AcceptUncertainError:
+        return AcceptUncertainError(
+            f"cannot tell whether job {pj.job.id} is ours: {why}",
+            cluster=self._cluster,
+            job_id=pj.job.id,
+        )
+
+    @staticmethod
+    def _resolve(pj: PolledJob, outcome: bool | BaseException) -> None:
+        done = pj._done
+        if done is not None and not done.done():
+            done.set_result(outcome)
