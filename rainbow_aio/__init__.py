@@ -31,6 +31,15 @@ from ._exceptions import (
     UnavailableError,
 )
 from ._models import AcceptResult, AcceptStatus, Job, Registration
+from .poller import (
+    AcceptMode,
+    AcceptUncertainError,
+    PolledJob,
+    Poller,
+    PollerGroup,
+    PollerStats,
+    PollerStoppedError,
+)
 from .server import RainbowServer, ServerTLSConfig
 
 __version__ = "0.1.0"
@@ -49,12 +58,14 @@ __all__ = [
     "Job",
     "Registration",
     # errors
+    "AcceptUncertainError",
     "ClientClosedError",
     "ClusterExistsError",
     "DeadlineExceededError",
     "DeniedError",
     "InvalidArgumentError",
     "MissingCredentialError",
+    "PollerStoppedError",
     "ProtocolError",
     "RPCError",
     "RainbowError",
@@ -62,6 +73,12 @@ __all__ = [
     "ServerError",
     "TLSError",
     "UnavailableError",
+    # polling
+    "AcceptMode",
+    "PolledJob",
+    "Poller",
+    "PollerGroup",
+    "PollerStats",
     # server
     "RainbowServer",
     "ServerTLSConfig",

@@ -10,6 +10,8 @@ policy (``_retry.py``) reads it, and so can an application.
     ├── ClientClosedError         the client was closed, or never connected
     ├── ClusterExistsError        register(): the name is taken; credentials are not shown again
     ├── ProtocolError             the server answered something the contract does not allow
+    ├── AcceptUncertainError      poller: nobody can tell whether accept() took the job [*]
+    ├── PollerStoppedError        poller: stopped, nothing more to hand out or accept [*]
     └── RPCError                  the server (or the transport) answered with an error status
         ├── DeniedError           wrong token or secret, unknown cluster, wrong registration secret
         ├── MissingCredentialError  an empty token or secret reached the server
@@ -18,6 +20,8 @@ policy (``_retry.py``) reads it, and so can an application.
         │   └── TLSError          the TLS handshake failed (plaintext against TLS, wrong CA...)
         ├── DeadlineExceededError the call's deadline passed (also a TimeoutError)
         └── ServerError           any other error status or details string
+
+[*] defined with the poller, in ``rainbow_aio/poller/_errors.py``.
 
 Secrets and tokens never appear in these messages: the client never puts them there,
 and the server never sends them in details.
