@@ -24,9 +24,17 @@ log = logging.getLogger("rainbow_aio.server")
 
 RPC_NAMES: Final = ("Register", "SubmitJob", "RequestJobs", "AcceptJobs", "Serial", "Stream")
 
-# gRPC binds with SO_REUSEPORT by default, which would let a second server share a port
-# that is already in use instead of failing; turn it off so "port in use" is an error.
-_SERVER_OPTIONS: Final = [("grpc.so_reuseport", 0)]
+_SERVER_OPTIONS: Final = [
+    # gRPC binds with SO_REUSEPORT by default, which would let a second server share a
+    # port already in use instead of failing; turn it off so "port in use" is an error.
+    ("grpc.so_reuseport", 0),
+    # Keepalive enforcement as the Go server's defaults (and grpc's): a client pinging
+    # more often than every 5 minutes, or pinging with no call open, is sent GOAWAY
+    # too_many_pings. Spelled out because clients are tested against this behaviour.
+    ("grpc.http2.min_recv_ping_interval_without_data_ms", 5 * 60 * 1000),
+    ("grpc.http2.max_ping_strikes", 2),
+    ("grpc.keepalive_permit_without_calls", 0),
+]
 
 
 class ServerStartError(RuntimeError):
