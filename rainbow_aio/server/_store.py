@@ -259,7 +259,14 @@ class Store:
                     stopping = True
                     break
                 batch.append(item)  # type: ignore[arg-type]
-            results = _execute(conn, batch)
+            try:
+                results = _execute(conn, batch)
+            except Exception as exc:  # a bug, not a database error: fail the batch only
+                log.exception("database batch failed")
+                if conn.in_transaction:
+                    conn.rollback()
+                error = StoreError(f"internal error: {type(exc).__name__}")
+                results = [(fut, False, error, None) for _, _, fut, _ in batch]
             loop.call_soon_threadsafe(_deliver, results)
 
     def _connect(self) -> sqlite3.Connection:

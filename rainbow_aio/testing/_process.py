@@ -146,6 +146,20 @@ class ServerProcess:
         self._reap()
         if cleanup is None:
             cleanup = self.cleanup and self.starts == 0
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        # A restart reuses the port; if something else holds it for a moment (another
+        # process that raced for it), try again until the deadline.
+        while True:
+            try:
+                self._launch(cleanup, deadline)
+                return
+            except ServerProcessError as exc:
+                retry = self.starts > 1 and "in use" in exc.output
+                if not retry or time.monotonic() + 0.25 > deadline:
+                    raise
+                time.sleep(0.25)
+
+    def _launch(self, cleanup: bool, deadline: float) -> None:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
         self._listening.clear()
@@ -166,7 +180,6 @@ class ServerProcess:
             target=self._read, args=(proc,), name=f"rainbow-serve-{proc.pid}", daemon=True
         )
         self._reader.start()
-        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
         while not self._listening.wait(0.05):
             if proc.poll() is not None:
                 self._join_reader()
