@@ -1,8 +1,32 @@
-"""The embedded rainbow scheduler server (asyncio gRPC on SQLite).
+"""The embedded rainbow scheduler server: asyncio gRPC (``grpc.aio``) on SQLite.
 
-``RainbowServer`` runs in-process (tests, demos); ``rainbow-aio serve`` runs it as a
-process. See ``_server.RainbowServer`` for the guarantees and ``_store`` for the
-storage design.
+Two ways to run it:
+
+- in-process: ``async with RainbowServer("127.0.0.1:0", db=":memory:") as server:``,
+  then connect to ``server.address`` (the real port);
+- as a process: ``rainbow-aio serve --address HOST:PORT --db FILE --secret S
+  [--cleanup] [--tls-cert F --tls-key F [--tls-client-ca F]]``.
+
+What it guarantees (see PROTOCOL.md for the Go server it reproduces):
+
+- the Go server's wire behaviour: every error is gRPC UNKNOWN with the Go details string,
+  NORESULTS and PARTIAL answers, ``maxJobs`` (<= 0 means all, N means the N lowest ids),
+  Serial and the Stream counter, job JSON byte for byte as Go's ``encoding/json`` (Go
+  1.20 flavour: ``\\u0008``/``\\u000c`` for backspace and form feed);
+- without the Go server's defects: bound SQL parameters only, exact case-sensitive names
+  (``%`` and ``_`` are plain characters), the real job id from SubmitJob, an empty
+  cluster name refused at registration (UNKNOWN ``a cluster name is required``),
+  credentials stored as SHA-256 digests and compared in constant time;
+- SUBMIT_SUCCESS only after the row is committed and fsynced, and no ``database is
+  locked`` under any load: one thread owns the database and commits in batches
+  (``_store`` explains the design and the WAL + ``synchronous=FULL`` choice);
+- ids keep increasing across restarts and are never reused; ``cleanup`` starts empty;
+- with the built-in default secret it listens only on loopback addresses, unless
+  ``allow_public_default_secret=True`` (``--allow-default-secret``).
+
+Start-up failures (bad address, port in use, corrupt or locked database, unsafe
+configuration) raise :class:`ServerStartError` with a one-line message that never
+contains a secret.
 """
 
 from __future__ import annotations
