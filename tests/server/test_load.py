@@ -8,7 +8,7 @@ import json
 from rainbow_aio._proto import rainbow_pb2 as pb
 from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 
-from ._helpers import Cluster, listed, register
+from ._helpers import SECRET, Cluster, listed, register, submit
 
 
 async def test_500_concurrent_submits_are_all_stored_exactly_once(
@@ -61,3 +61,37 @@ async def test_mixed_concurrent_load_never_fails(stub: pb_grpc.RainbowSchedulerS
         remaining = await listed(stub, cluster)
         assert not taken & set(remaining)
         assert len(taken) + len(remaining) == 25
+
+
+async def test_concurrent_registrations_of_one_name_give_one_success(
+    stub: pb_grpc.RainbowSchedulerStub,
+) -> None:
+    answers = await asyncio.gather(
+        *(
+            stub.Register(pb.RegisterRequest(name="contested", secret=SECRET), timeout=30)
+            for _ in range(20)
+        )
+    )
+    statuses = sorted(a.status for a in answers)
+    assert statuses.count(pb.RegisterResponse.REGISTER_SUCCESS) == 1
+    assert statuses.count(pb.RegisterResponse.REGISTER_EXISTS) == 19
+    [winner] = [a for a in answers if a.status == pb.RegisterResponse.REGISTER_SUCCESS]
+    await submit(stub, Cluster("contested", winner.token, winner.secret))
+
+
+async def test_each_job_is_claimed_by_exactly_one_concurrent_accept(
+    stub: pb_grpc.RainbowSchedulerStub, alpha: Cluster
+) -> None:
+    ids = [await submit(stub, alpha, str(n)) for n in range(40)]
+
+    async def claim(job_id: int) -> bool:
+        resp = await stub.AcceptJobs(
+            pb.AcceptJobsRequest(cluster=alpha.name, secret=alpha.secret, jobids=[job_id]),
+            timeout=30,
+        )
+        return bool(resp.status == pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS)
+
+    wins = await asyncio.gather(*(claim(job_id) for job_id in ids for _ in range(5)))
+    per_job = [sum(wins[i * 5 : i * 5 + 5]) for i in range(len(ids))]
+    assert per_job == [1] * len(ids)
+    assert await listed(stub, alpha) == {}
