@@ -212,3 +212,15 @@ async def test_secret_is_never_logged(tmp_path: Path) -> None:
         await proc.terminate()
     for value in ("very-secret-value", cluster.token, cluster.secret):
         assert value not in proc.output
+
+
+def test_server_process_blocking_api(tmp_path: Path) -> None:
+    with ServerProcess(tmp_path / "r.db") as proc:
+        assert proc.running
+        assert proc.pid is not None
+        assert proc.address == f"127.0.0.1:{proc.port}"
+        assert proc.wait_for_output_sync("server listening").endswith(proc.address)
+        with pytest.raises(ServerProcessError):
+            proc.start_sync()  # already running
+    assert not proc.running
+    assert proc.returncode == 0
