@@ -1,0 +1,161 @@
+"""PollerGroup: many clusters into one queue, batching, add/remove, the handler loop."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+
+import pytest
+
+from rainbow_aio import PolledJob, PollerStoppedError, RainbowClient, RainbowServer
+
+from .conftest import FAST, MakeCluster, submit, wait_until, waiting
+
+
+async def test_100_clusters_of_20_jobs_are_each_accepted_once_in_batches(
+    rainbow_client: RainbowClient, rainbow_server: RainbowServer, make_cluster: MakeCluster
+) -> None:
+    clusters = [await make_cluster(jobs=20) for _ in range(100)]
+    expected = {(c.name, i) for c in clusters for i in c.ids}
+    ran: Counter[tuple[str, int]] = Counter()
+    accepts_before = rainbow_server.call_counts.get("AcceptJobs", 0)
+
+    async with rainbow_client.poll_many(
+        {c.name: c.secret for c in clusters}, max_jobs=20, queue_size=200, **FAST
+    ) as group:
+
+        async def handler(job: PolledJob) -> None:
+            assert job.accepted
+            ran[(job.cluster, job.id)] += 1
+            if len(ran) == len(expected):
+                await group.stop()
+
+        async with asyncio.timeout(30):
+            await group.run(handler, concurrency=50, accept="before")
+        stats = group.stats
+    assert set(ran) == expected
+    assert set(ran.values()) == {1}
+    assert all(s.accepted == 20 for s in stats.values())
+    accept_calls = rainbow_server.call_counts["AcceptJobs"] - accepts_before
+    assert accept_calls == sum(s.accept_calls for s in stats.values())
+    assert accept_calls < len(expected)  # batched: fewer AcceptJobs than jobs
+    for c in clusters[::10]:
+        assert await waiting(rainbow_client, c) == set()
+
+
+async def test_clusters_can_be_added_and_removed_while_running(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    a = await make_cluster(jobs=5)
+    b = await make_cluster(jobs=5)
+    async with rainbow_client.poll_many({a.name: a.secret}, queue_size=50, **FAST) as group:
+        await wait_until(lambda: group.qsize() == 5, what="a's jobs queued")
+        group.add(b.name, b.secret)
+        assert group.clusters == [a.name, b.name]
+        await wait_until(lambda: group.qsize() == 10, what="b's jobs queued")
+        # removing a gives its queued jobs back: they stay on the server
+        await group.remove(a.name)
+        assert group.qsize() == 5
+        assert a.name not in group.stats
+        jobs = [await group.get() for _ in range(5)]
+        assert {j.cluster for j in jobs} == {b.name}
+        assert sorted(j.id for j in jobs) == b.ids
+        assert all(await asyncio.gather(*(j.accept() for j in jobs)))
+        with pytest.raises(ValueError, match="does not poll"):
+            await group.remove(a.name)
+        with pytest.raises(ValueError, match="already polls"):
+            group.add(b.name, b.secret)
+    assert await waiting(rainbow_client, a) == set(a.ids)
+    assert await waiting(rainbow_client, b) == set()
+
+
+async def test_run_accept_after_releases_jobs_whose_handler_failed(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    c = await make_cluster(jobs=6)
+    attempts: Counter[int] = Counter()
+    done: set[int] = set()
+    async with rainbow_client.poll_many({c.name: c.secret}, **FAST) as group:
+
+        async def handler(job: PolledJob) -> None:
+            assert not job.accepted
+            attempts[job.id] += 1
+            if attempts[job.id] == 1 and job.id % 2:
+                raise RuntimeError("first run of an odd job fails")
+            done.add(job.id)
+
+        async def stop_when_done() -> None:
+            await wait_until(lambda: done == set(c.ids), what="every job run")
+            await wait_until(lambda: group.stats[c.name].accepted == 6, what="6 accepts")
+            await group.stop()
+
+        async with asyncio.timeout(20), asyncio.TaskGroup() as tg:
+            tg.create_task(stop_when_done())
+            await group.run(handler, concurrency=3, accept="after")
+    assert {i for i, n in attempts.items() if n == 2} == {i for i in c.ids if i % 2}
+    assert await waiting(rainbow_client, c) == set()
+
+
+async def test_run_manual_releases_what_the_handler_left(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    c = await make_cluster(jobs=4)
+    seen: Counter[int] = Counter()
+    async with rainbow_client.poll_many({c.name: c.secret}, **FAST) as group:
+
+        async def handler(job: PolledJob) -> None:
+            seen[job.id] += 1
+            if seen[job.id] == 2:  # leave it the first time, accept it the second
+                assert await job.accept()
+            if len(seen) == 4 and all(n == 2 for n in seen.values()):
+                await group.stop()
+
+        async with asyncio.timeout(20):
+            await group.run(handler, concurrency=2, accept="manual")
+    assert set(seen) == set(c.ids)
+    assert await waiting(rainbow_client, c) == set()
+
+
+async def test_stopped_group_refuses_get_and_add(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    c = await make_cluster()
+    async with rainbow_client.poll_many({c.name: c.secret}, **FAST) as group:
+        await group.stop()
+        with pytest.raises(PollerStoppedError):
+            await group.get()
+        assert [j async for j in group] == []
+        with pytest.raises(PollerStoppedError):
+            group.add("other", "secret")
+
+
+async def test_merged_queue_is_bounded_across_clusters(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    clusters = [await make_cluster(jobs=10) for _ in range(5)]
+    async with rainbow_client.poll_many(
+        {c.name: c.secret for c in clusters}, max_jobs=4, queue_size=12, **FAST
+    ) as group:
+        await wait_until(lambda: group.qsize() == 12, what="a full merged queue")
+        got: list[PolledJob] = []
+        while len(got) < 50:
+            assert group.qsize() <= 12
+            job = await group.get()
+            assert await job.accept()
+            got.append(job)
+    assert sorted((j.cluster, j.id) for j in got) == sorted(
+        (c.name, i) for c in clusters for i in c.ids
+    )
+
+
+async def test_submitted_later_jobs_are_picked_up(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    c = await make_cluster()
+    async with rainbow_client.poll_many({c.name: c.secret}, **FAST) as group:
+        await wait_until(lambda: group.stats[c.name].empty_polls >= 3, what="idle polls")
+        ids = await submit(rainbow_client, c, 3)
+        jobs = [await group.get() for _ in range(3)]
+        assert sorted(j.id for j in jobs) == ids
+        for job in jobs:
+            job.release()
