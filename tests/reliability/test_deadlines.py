@@ -198,3 +198,64 @@ async def test_a_slow_link_with_latency_above_the_deadline_fails_each_call_in_ti
         proxy.latency = BUDGET + 1.0  # new connections only; drop the current one
         proxy.drop_all()
         await all_end_in_time(every_call(client, "tar", reg.token, reg.secret))
+
+
+# -- pollers back off while the server fails, and recover --------------------------------
+
+POLL_INTERVALS = {"min_interval": 0.05, "max_interval": 0.4}
+
+
+async def errors_over(poller: Any, seconds: float) -> int:
+    """How many failed polls the poller counts during ``seconds``."""
+    before = poller.stats.errors
+    await asyncio.sleep(seconds)
+    return int(poller.stats.errors - before)
+
+
+async def wait_for_errors(poller: Any, count: int) -> None:
+    async with asyncio.timeout(30):
+        while poller.stats.errors < count:  # noqa: ASYNC110 - the stats are a snapshot
+            await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("fault", ["refused", "stalled"])
+async def test_poller_backs_off_while_the_server_fails_and_recovers(fault: str) -> None:
+    # no client-side retries: every failed poll reaches the poller at once, so only the
+    # poller's own backoff stands between a dead server and a hot loop
+    async with (
+        RainbowServer("127.0.0.1:0") as server,
+        ChaosProxy(server.address, chaos=False) as proxy,
+        RainbowClient(server.address) as admin,
+        RainbowClient(
+            proxy.address, retry=RetryPolicy.disabled(), timeout=BUDGET, connect_timeout=BUDGET
+        ) as client,
+    ):
+        reg = await admin.register("flaky", "chocolate-cookies")
+        async with client.poller("flaky", reg.secret, **POLL_INTERVALS) as poller:
+            first = await admin.submit_job("flaky", reg.token, "echo before")
+            job = await asyncio.wait_for(poller.get(), 30)
+            assert job.id == first
+            assert await job.accept()
+
+            if fault == "refused":
+                proxy.refuse_for(3600)
+                proxy.drop_all()
+            else:
+                proxy.stall_all(3600)
+            await wait_for_errors(poller, 1)
+            window = 2.0
+            failed = await errors_over(poller, window)
+            # a hot loop fails thousands of times in 2 s; polling at min_interval (0.05 s)
+            # without backing off would fail 40 times; backing off to max_interval (0.4 s)
+            # fails about 5 times. The bound only has to tell a loop from a backoff.
+            assert 0 < failed <= 40, failed
+            assert poller.stats.last_error
+
+            # the server comes back: the same poller delivers new jobs again
+            proxy.stop_refusing()
+            proxy.resume()
+            proxy.drop_all()
+            second = await admin.submit_job("flaky", reg.token, "echo after")
+            job = await asyncio.wait_for(poller.get(), 30)
+            assert job.id == second
+            assert await job.accept()
