@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 from .._client import RainbowClient
 from .._exceptions import RainbowError
+from ..poller import PolledJob
 from ..server import RainbowServer
 from ._common import EXIT_ERROR, error, explain
 
@@ -290,14 +291,28 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
                     continue
                 tracker.on_submitted(job_id, started)
 
-        async def handle(job: Any) -> None:
-            if await job.accept():
+        async def handle(job: PolledJob) -> None:
+            if await job.accept():  # True: this process, and nobody else, owns the job
                 tracker.on_accepted(job.id)
 
         started = time.monotonic()
-        group = client.poll_many(cluster_secrets, max_jobs=options.max_jobs)
+        group = client.poll_many(
+            cluster_secrets,
+            max_jobs=options.max_jobs,
+            queue_size=max(100, options.concurrency * 4),
+            # idle pollers back off to at most half a second, so the demo's latency shows
+            # the library rather than a long idle wait
+            min_interval=0.05,
+            max_interval=0.5,
+        )
+
+        async def poll_and_accept() -> None:
+            async with group:
+                await group.run(handle, concurrency=options.concurrency, accept="manual")
+
         async with asyncio.TaskGroup() as tasks:
-            polling = tasks.create_task(group.run(handle))
+            # The group lives in its own task: it returns when group.stop() is called.
+            tasks.create_task(poll_and_accept())
             showing = tasks.create_task(progress.run())
             await asyncio.gather(*(submitter() for _ in range(options.concurrency)))
             tracker.done_submitting()
@@ -311,7 +326,7 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
                 )
             elapsed = time.monotonic() - started
             showing.cancel()
-            polling.cancel()
+            await group.stop()
         progress.finish()
 
     return account(
@@ -370,7 +385,7 @@ def add_parser(subparsers: Any) -> None:
         "--concurrency",
         type=_positive_int,
         default=d.concurrency,
-        help=f"submissions in flight at once (default {d.concurrency})",
+        help=f"submissions, and job handlers, in flight at once (default {d.concurrency})",
     )
     p.add_argument(
         "--max-jobs",

@@ -1,0 +1,148 @@
+"""``rainbow-aio demo``: a small run end to end, and the accounting that decides its exit code.
+
+The demo exits non-zero when a job is lost or accepted twice. A healthy client never does
+either, so the failing path is proven on :func:`account` (the function the demo's exit code
+comes from) with the ids of real jobs on a real server: jobs that were submitted but never
+accepted are genuinely still waiting on the server; a double acceptance is recorded as the
+demo would record it if ``accept()`` ever said True twice for one job.
+"""
+
+from __future__ import annotations
+
+import time
+
+from rainbow_aio import AcceptStatus, RainbowClient
+from rainbow_aio.cli.demo import DemoReport, account, render
+from rainbow_aio.server import RainbowServer
+
+from ._run import cli
+from .conftest import SECRET
+
+
+async def submit_and_accept(
+    server: RainbowServer, submit: int, accept: int
+) -> tuple[dict[int, float], list[tuple[int, float]], list[int]]:
+    """Submit ``submit`` real jobs, accept the first ``accept`` of them one by one.
+
+    Returns what the demo records: submission start times by id, (id, time) for each
+    acceptance, and the ids still waiting on the server afterwards.
+    """
+    async with RainbowClient(server.address) as client:
+        reg = await client.register("acct", SECRET)
+        submitted: dict[int, float] = {}
+        for n in range(submit):
+            started = time.monotonic()
+            job_id = await client.submit_job("acct", reg.token, f"echo {n}")
+            assert job_id is not None
+            submitted[job_id] = started
+        accepted: list[tuple[int, float]] = []
+        for job_id in sorted(submitted)[:accept]:
+            result = await client.accept_jobs("acct", reg.secret, [job_id])
+            assert result.status is AcceptStatus.SUCCESS
+            accepted.append((job_id, time.monotonic()))
+        waiting = [job.id for job in await client.request_jobs("acct", reg.secret)]
+    return submitted, accepted, waiting
+
+
+async def test_every_job_accepted_once_is_a_clean_report(server: RainbowServer) -> None:
+    submitted, accepted, waiting = await submit_and_accept(server, submit=5, accept=5)
+    assert waiting == []
+    report = account(clusters=1, submitted=submitted, accepted=accepted, elapsed=1.0)
+    assert (report.submitted, report.accepted, report.duplicates, report.lost) == (5, 5, 0, 0)
+    assert report.ok
+    assert report.exit_code == 0
+    assert report.latency_p50 is not None
+    assert report.latency_p99 is not None
+    assert 0 <= report.latency_p50 <= report.latency_p99
+    assert report.throughput == 5.0
+    assert render(report).endswith("every job was accepted exactly once")
+
+
+async def test_jobs_left_on_the_server_are_lost_and_fail_the_demo(
+    server: RainbowServer,
+) -> None:
+    submitted, accepted, waiting = await submit_and_accept(server, submit=6, accept=4)
+    report = account(clusters=1, submitted=submitted, accepted=accepted, elapsed=2.0)
+    assert report.lost == len(waiting) == 2
+    assert report.accepted == 4
+    assert report.duplicates == 0
+    assert not report.ok
+    assert report.exit_code == 1
+    table = render(report)
+    assert "❌️ 2 lost" in table
+
+
+async def test_a_job_accepted_twice_is_a_duplicate_and_fails_the_demo(
+    server: RainbowServer,
+) -> None:
+    submitted, accepted, _ = await submit_and_accept(server, submit=3, accept=3)
+    twice = accepted[1]
+    report = account(
+        clusters=1,
+        submitted=submitted,
+        accepted=[*accepted, (twice[0], twice[1] + 0.5)],
+        elapsed=1.0,
+    )
+    assert report.duplicates == 1
+    assert report.accepted == 3  # distinct jobs
+    assert report.lost == 0
+    assert report.exit_code == 1
+    assert "1 accepted twice" in render(report)
+
+
+def test_accepted_ids_nobody_submitted_and_failed_submits_also_fail() -> None:
+    report = account(clusters=1, submitted={1: 0.0}, accepted=[(1, 0.1), (7, 0.2)], elapsed=1)
+    assert report.unexpected == 1
+    assert report.exit_code == 1
+    failed = account(clusters=1, submitted={}, accepted=[], elapsed=1, submit_errors=2)
+    assert failed.exit_code == 1
+    assert failed.latency_p50 is None
+
+
+def test_the_table_lists_every_figure() -> None:
+    report = DemoReport(
+        clusters=50,
+        submitted=5000,
+        submit_errors=0,
+        accepted=5000,
+        duplicates=0,
+        lost=0,
+        unexpected=0,
+        elapsed=4.0,
+        latency_p50=0.012,
+        latency_p99=0.25,
+    )
+    table = render(report)
+    for label, value in (
+        ("clusters", "50"),
+        ("jobs submitted", "5,000"),
+        ("accepted", "5,000"),
+        ("duplicates", "0"),
+        ("lost", "0"),
+        ("throughput", "1,250 jobs/s"),
+        ("submit-to-accept p50", "12.0 ms"),
+        ("submit-to-accept p99", "250.0 ms"),
+    ):
+        [row] = [line for line in table.splitlines() if line.startswith(label + " ")]
+        assert row.endswith(value), row
+
+
+async def test_a_small_demo_accepts_every_job_exactly_once() -> None:
+    result = await cli(
+        "demo", "--clusters", "4", "--jobs", "120", "--concurrency", "8", "--timeout", "30"
+    )
+    assert result.code == 0, result.err + result.out
+    assert result.err == ""
+    lines = result.out.splitlines()
+    assert any(line.startswith("submitted ") for line in lines)  # progress (not a TTY)
+
+    def figure(label: str) -> str:
+        [row] = [line for line in lines if line.startswith(label + " ")]
+        return row.split()[-1]
+
+    assert figure("clusters") == "4"
+    assert figure("jobs submitted") == "120"
+    assert figure("accepted") == "120"
+    assert figure("duplicates") == "0"
+    assert figure("lost") == "0"
+    assert lines[-1] == "✅️ every job was accepted exactly once"
