@@ -27,7 +27,7 @@ TITLE = "Server: SubmitJob and RequestJobs calls/s and latency"
 LIST_SIZE = 10
 
 SIZES: dict[str, dict[str, Any]] = {
-    "toy": {"stored": [LIST_SIZE], "in_flight": [1, 4], "seconds": 0.3, "warmup": 0.1},
+    "toy": {"stored": [LIST_SIZE], "in_flight": [1, 4], "seconds": 0.15, "warmup": 0.05},
     "quick": {
         "stored": [LIST_SIZE, 1_000],
         "in_flight": [1, 16, 64],

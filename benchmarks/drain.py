@@ -1,0 +1,171 @@
+"""3. Drain rate: a large backlog over many clusters, batched accepts vs one id per call.
+
+20,000 jobs wait across 50 clusters (pre-loaded). One worker process runs a
+``PollerGroup`` over the 50 clusters and 64 consumer tasks; each consumer takes one job
+at a time from the group's queue and calls ``await job.accept()`` on it alone. Measured:
+the time from starting the group until the last job is accepted, with the default
+batched accepts (concurrent ``accept()`` calls of a cluster share one AcceptJobs call)
+and with one id per AcceptJobs call (``accept_mode="shared"``). Full runs alternate the
+two in ABBA order, each on its own fresh clusters and backlog.
+
+Correctness, checked for every run: every loaded job accepted exactly once, every
+``accept()`` returned True, nothing left waiting on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from benchmarks import _harness as H
+from benchmarks.original import _jsonable
+
+NAME = "drain"
+TITLE = "Drain rate: 20,000 jobs over 50 clusters, batched vs one-by-one accepts"
+CONSUMERS = 64
+GOAL_RATE = 10_000.0
+GOAL_SPEEDUP = 3.0
+
+# How each mode is asked for (poller options passed to client.poll_many).
+MODES: dict[str, dict[str, Any]] = {
+    "batched": {},
+    "one_by_one": {"accept_mode": "shared"},
+}
+
+SIZES: dict[str, dict[str, Any]] = {
+    "toy": {"clusters": 4, "per_cluster": 25, "order": ["batched", "one_by_one"]},
+    "quick": {"clusters": 50, "per_cluster": 100, "order": ["batched", "one_by_one"]},
+    "full": {
+        "clusters": 50,
+        "per_cluster": 400,
+        "order": ["batched", "one_by_one", "one_by_one", "batched"],
+    },
+}
+
+
+async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
+    p = SIZES[ctx.size]
+    runs = []
+    async with H.server_process(ctx, NAME) as server:
+        sets = [H.names(f"d{i}-{mode}", p["clusters"]) for i, mode in enumerate(p["order"])]
+        async with H.Admin(server.address) as admin:
+            creds = await admin.register_many([c for s in sets for c in s])
+        loaded, note = await H.preload(
+            server, creds, {c: p["per_cluster"] for s in sets for c in s}
+        )
+        H.say(f"  pre-loaded {note['jobs']:,} jobs by {note['method']} in {note['seconds']} s")
+        for i, (mode, cs) in enumerate(zip(p["order"], sets, strict=True)):
+            total = sum(len(loaded[c]) for c in cs)
+            s0 = H.process_cpu(server.pid)
+            res = await H.run_worker(
+                "benchmarks.drain:consume",
+                {
+                    "address": server.address,
+                    "secrets": {c: creds[c][1] for c in cs},
+                    "total": total,
+                    "options": MODES[mode],
+                },
+                limit=900,
+                profile=(
+                    str(ctx.result_path(f"{NAME}-{mode}-{i}", ".html")) if ctx.profile else None
+                ),
+            )
+            s1 = H.process_cpu(server.pid)
+            async with H.Admin(server.address) as admin:
+                remaining = await admin.waiting_many({c: creds[c] for c in cs})
+            label = f"{mode} run {i}"
+            ok = H.verify_drain(
+                checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
+            )
+            checks.check(
+                f"{label}: every accept() returned True",
+                res["failed_accepts"] == 0 and not res["errors"],
+                f"{res['failed_accepts']} false, errors {res['errors'][:3]}",
+            )
+            row = {
+                "mode": mode,
+                "run": i,
+                "jobs": total,
+                **res,
+                "jobs_per_s": round(total / res["seconds"], 1),
+                "server_cpu_s": None if s0 is None or s1 is None else round(s1 - s0, 3),
+                "correct": ok,
+            }
+            runs.append(row)
+            H.say(
+                f"  {label}: {total:,} jobs accepted in {res['seconds']:.2f} s = "
+                f"{row['jobs_per_s']:,.0f} jobs/s (client CPU {res['cpu_s']:.2f} s)"
+            )
+    rate = {}
+    for mode in MODES:
+        rs = [r for r in runs if r["mode"] == mode]
+        rate[mode] = sum(r["jobs"] for r in rs) / sum(r["seconds"] for r in rs)
+    speedup = rate["batched"] / rate["one_by_one"]
+    targets = [
+        H.target("batched accepts, jobs/s", rate["batched"], GOAL_RATE, unit="jobs/s"),
+        H.target("batched / one-by-one", speedup, GOAL_SPEEDUP, unit="x"),
+    ]
+    return {
+        "params": {**p, "consumers": CONSUMERS, "modes": MODES},
+        "preload": note,
+        "results": {
+            "runs": runs,
+            "batched_jobs_per_s": round(rate["batched"], 1),
+            "one_by_one_jobs_per_s": round(rate["one_by_one"], 1),
+            "speedup": round(speedup, 3),
+        },
+        "targets": targets,
+    }
+
+
+# -- worker side ----------------------------------------------------------------------------
+
+
+async def consume(params: dict[str, Any]) -> dict[str, Any]:
+    from rainbow_aio import RainbowClient
+
+    total = params["total"]
+    accepted: list[int] = []
+    errors: list[str] = []
+    failed = 0
+    done = asyncio.Event()
+    async with RainbowClient(params["address"]) as client:
+        cpu0 = H.cpu_seconds()
+        t0 = time.perf_counter()
+        async with client.poll_many(params["secrets"], **params["options"]) as group:
+
+            async def consumer() -> None:
+                nonlocal failed
+                while not done.is_set():
+                    job = await group.get()
+                    try:
+                        ok = await job.accept()
+                    except Exception as exc:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                        ok = False
+                    if ok:
+                        accepted.append(job.id)
+                        if len(accepted) >= total:
+                            done.set()
+                    else:
+                        failed += 1
+
+            tasks = [asyncio.create_task(consumer()) for _ in range(CONSUMERS)]
+            try:
+                await asyncio.wait_for(done.wait(), 800)
+                seconds = time.perf_counter() - t0
+                cpu = H.cpu_seconds() - cpu0
+            finally:
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+            stats = getattr(group, "stats", None)
+    return {
+        "seconds": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
+        "failed_accepts": failed,
+        "errors": errors,
+        "poller_stats": _jsonable(stats),
+        "accepted": accepted,
+    }

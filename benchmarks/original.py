@@ -1,0 +1,351 @@
+"""2. Against the way the original bindings are used: channel per call, thread per cluster.
+
+The original Python bindings' scripts open a synchronous gRPC channel for every call and
+poll then accept; polling many clusters the obvious way means one thread per cluster.
+``baseline`` below reproduces that usage (written for this benchmark): each cluster's
+thread loops "new channel, RequestJobs(maxJobs), close; parse the JSON of each job; new
+channel, AcceptJobs(every listed id), close" until a listing comes back empty.
+
+rainbow-aio drains the same backlog with one process and one channel: a ``Poller`` (one
+cluster) or a ``PollerGroup`` (100 clusters) at the same ``max_jobs``, and 64 consumer
+tasks that each ``await job.accept()`` individually (accepts are batched by the poller).
+
+For 1 and 100 clusters and ``max_jobs`` 1, 10 and 100, both drain identical pre-loaded
+backlogs on the same server (fresh clusters for each run; the two take turns going
+first). Measured: jobs drained per second (loaded jobs / time until the last accept),
+and the client process's CPU seconds (``getrusage``: user + system, all threads) per
+1,000 jobs.
+
+Correctness, checked for every run: every loaded job was accepted exactly once (no
+duplicates, nothing else accepted), no accept came back anything but SUCCESS/True, and
+nothing is left waiting on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from benchmarks import _harness as H
+from rainbow_aio._proto import rainbow_pb2 as pb
+from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+
+NAME = "original"
+TITLE = "rainbow-aio poller vs the original bindings' usage (channel per call, thread per cluster)"
+CONSUMERS = 64
+GOAL_SPEED = 5.0
+GOAL_CPU = 0.2
+
+# (clusters, max_jobs) -> jobs per cluster
+SIZES: dict[str, dict[str, Any]] = {
+    "toy": {"configs": {(1, 10): 20, (2, 1): 3}, "reps": 1},
+    "quick": {"configs": {(1, 1): 60, (1, 10): 400, (1, 100): 2000, (100, 1): 2,
+                          (100, 10): 10, (100, 100): 20}, "reps": 1},
+    "full": {"configs": {(1, 1): 600, (1, 10): 8000, (1, 100): 60000, (100, 1): 30,
+                         (100, 10): 150, (100, 100): 600}, "reps": 2},
+}  # fmt: skip
+
+
+async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
+    p = SIZES[ctx.size]
+    plan = []  # (config, rep, mode) in run order: modes alternate who goes first
+    for n, (cfg, _) in enumerate(p["configs"].items()):
+        for rep in range(p["reps"]):
+            first = "baseline" if (n + rep) % 2 == 0 else "rainbow_aio"
+            second = "rainbow_aio" if first == "baseline" else "baseline"
+            plan += [(cfg, rep, first), (cfg, rep, second)]
+    runs: list[dict[str, Any]] = []
+    async with H.server_process(ctx, NAME) as server:
+        cluster_sets = {
+            (cfg, rep, mode): H.names(f"o{cfg[0]}x{cfg[1]}-{rep}-{mode[0]}", cfg[0])
+            for cfg, rep, mode in plan
+        }
+        all_names = [c for cs in cluster_sets.values() for c in cs]
+        async with H.Admin(server.address) as admin:
+            creds = await admin.register_many(all_names)
+        per_cluster = {c: p["configs"][cfg] for (cfg, _, _), cs in cluster_sets.items() for c in cs}
+        loaded, note = await H.preload(server, creds, per_cluster)
+        H.say(f"  pre-loaded {note['jobs']:,} jobs by {note['method']} in {note['seconds']} s")
+        for cfg, rep, mode in plan:
+            clusters, max_jobs = cfg
+            cs = cluster_sets[(cfg, rep, mode)]
+            params = {
+                "address": server.address,
+                "secrets": {c: creds[c][1] for c in cs},
+                "max_jobs": max_jobs,
+                "total": sum(len(loaded[c]) for c in cs),
+            }
+            role = "baseline" if mode == "baseline" else "drain_with_poller"
+            s0 = H.process_cpu(server.pid)
+            res = await H.run_worker(f"benchmarks.original:{role}", params, limit=600)
+            s1 = H.process_cpu(server.pid)
+            async with H.Admin(server.address) as admin:
+                remaining = await admin.waiting_many({c: creds[c] for c in cs})
+            label = f"{mode} {clusters} cluster(s) max_jobs={max_jobs} rep {rep}"
+            verify_ok = H.verify_drain(
+                checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
+            )
+            checks.check(
+                f"{label}: every accept answered success",
+                res["failed_accepts"] == 0 and not res["errors"],
+                f"{res['failed_accepts']} failed accepts, errors: {res['errors'][:3]}",
+            )
+            row = {
+                "mode": mode,
+                "clusters": clusters,
+                "max_jobs": max_jobs,
+                "rep": rep,
+                "jobs": params["total"],
+                **res,
+                "jobs_per_s": round(params["total"] / res["seconds"], 1),
+                "client_cpu_s_per_1000": round(1000 * res["cpu_s"] / params["total"], 4),
+                "server_cpu_s_per_1000": (
+                    round(1000 * (s1 - s0) / params["total"], 4)
+                    if s0 is not None and s1 is not None
+                    else None
+                ),
+                "correct": verify_ok,
+            }
+            runs.append(row)
+            H.say(
+                f"  {label}: {row['jobs']:,} jobs in {res['seconds']:.2f} s = "
+                f"{row['jobs_per_s']:,.0f} jobs/s, client CPU {row['client_cpu_s_per_1000']} "
+                f"s/1000 jobs"
+            )
+    summary = summarise(runs)
+    targets = []
+    for s in summary:
+        tag = f"{s['clusters']} cluster(s), max_jobs={s['max_jobs']}"
+        targets.append(H.target(f"jobs/s vs original, {tag}", s["speedup"], GOAL_SPEED, unit="x"))
+        targets.append(
+            H.target(
+                f"CPU per job vs original, {tag}",
+                s["cpu_ratio"],
+                GOAL_CPU,
+                higher_is_better=False,
+                unit="x",
+            )
+        )
+    params_out = {
+        "configs": [
+            {"clusters": c, "max_jobs": m, "jobs_per_cluster": n}
+            for (c, m), n in p["configs"].items()
+        ],
+        "reps": p["reps"],
+        "consumers": CONSUMERS,
+    }
+    return {"params": params_out, "preload": note, "results": {"runs": runs,
+            "summary": summary}, "targets": targets}  # fmt: skip
+
+
+def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per configuration: totals over reps for each mode, and the two ratios."""
+    out = []
+    keys = sorted({(r["clusters"], r["max_jobs"]) for r in runs})
+    for clusters, max_jobs in keys:
+        agg: dict[str, dict[str, float]] = {}
+        for mode in ("baseline", "rainbow_aio"):
+            rs = [r for r in runs if (r["clusters"], r["max_jobs"], r["mode"]) ==
+                  (clusters, max_jobs, mode)]  # fmt: skip
+            jobs = sum(r["jobs"] for r in rs)
+            agg[mode] = {
+                "jobs_per_s": jobs / sum(r["seconds"] for r in rs),
+                "cpu_per_1000": 1000 * sum(r["cpu_s"] for r in rs) / jobs,
+            }
+        b, a = agg["baseline"], agg["rainbow_aio"]
+        out.append(
+            {
+                "clusters": clusters,
+                "max_jobs": max_jobs,
+                "baseline_jobs_per_s": round(b["jobs_per_s"], 1),
+                "rainbow_aio_jobs_per_s": round(a["jobs_per_s"], 1),
+                "speedup": round(a["jobs_per_s"] / b["jobs_per_s"], 3),
+                "baseline_cpu_s_per_1000": round(b["cpu_per_1000"], 4),
+                "rainbow_aio_cpu_s_per_1000": round(a["cpu_per_1000"], 4),
+                "cpu_ratio": round(a["cpu_per_1000"] / b["cpu_per_1000"], 4),
+            }
+        )
+    return out
+
+
+def chart(payload: dict[str, Any], path: str) -> bool:
+    import matplotlib.pyplot as plt
+
+    summary = payload["results"]["summary"]
+    labels = [f"{s['clusters']}c / mj {s['max_jobs']}" for s in summary]
+    xs = range(len(summary))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    w = 0.38
+    for ax, key, ylabel in (
+        (axes[0], "jobs_per_s", "jobs drained per second (log)"),
+        (axes[1], "cpu_s_per_1000", "client CPU s per 1,000 jobs (log)"),
+    ):
+        ax.bar(
+            [x - w / 2 for x in xs],
+            [s[f"baseline_{key}"] for s in summary],
+            w,
+            label="original usage (sync, channel per call, thread per cluster)",
+        )
+        ax.bar(
+            [x + w / 2 for x in xs],
+            [s[f"rainbow_aio_{key}"] for s in summary],
+            w,
+            label="rainbow-aio poller (one process, one channel)",
+        )
+        ax.set_xticks(list(xs), labels, fontsize=8)
+        ax.set_yscale("log")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, axis="y", alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle("Draining the same backlog: clusters (c) and max_jobs (mj)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+# -- worker side: the original usage --------------------------------------------------------
+
+
+def baseline(params: dict[str, Any]) -> dict[str, Any]:
+    """Thread per cluster; a new synchronous channel for every call; poll then accept."""
+    address = params["address"]
+    max_jobs = params["max_jobs"]
+    accepted: list[int] = []
+    errors: list[str] = []
+    counters = {"failed_accepts": 0, "rpcs": 0}
+    lock = threading.Lock()
+    success = pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
+
+    def drain(cluster: str, secret: str) -> None:
+        mine: list[int] = []
+        rpcs = failed = 0
+        try:
+            while True:
+                with grpc.insecure_channel(address) as channel:
+                    listing = pb_grpc.RainbowSchedulerStub(channel).RequestJobs(
+                        pb.RequestJobsRequest(cluster=cluster, secret=secret, maxJobs=max_jobs),
+                        timeout=60,
+                    )
+                rpcs += 1
+                if not listing.jobs:
+                    break
+                # The original scripts print each job's JSON for inspection; parse it.
+                ids = [json.loads(text)["id"] for text in listing.jobs.values()]
+                with grpc.insecure_channel(address) as channel:
+                    answer = pb_grpc.RainbowSchedulerStub(channel).AcceptJobs(
+                        pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids),
+                        timeout=60,
+                    )
+                rpcs += 1
+                if answer.status != success:
+                    failed += 1
+                mine.extend(ids)
+        except Exception as exc:
+            with lock:
+                errors.append(f"{cluster}: {type(exc).__name__}: {exc}")
+        with lock:
+            accepted.extend(mine)
+            counters["rpcs"] += rpcs
+            counters["failed_accepts"] += failed
+
+    threads = [
+        threading.Thread(target=drain, args=(c, s), name=f"cluster-{c}")
+        for c, s in params["secrets"].items()
+    ]
+    cpu0 = H.cpu_seconds()
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - t0
+    cpu = H.cpu_seconds() - cpu0
+    return {
+        "seconds": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
+        "rpcs": counters["rpcs"],
+        "channels_opened": counters["rpcs"],
+        "failed_accepts": counters["failed_accepts"],
+        "errors": errors,
+        "accepted": accepted,
+    }
+
+
+# -- worker side: rainbow-aio ----------------------------------------------------------------
+
+
+async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
+    """One client, one channel; a Poller (or PollerGroup) and 64 accepting consumers."""
+    from rainbow_aio import RainbowClient
+
+    secrets: dict[str, str] = params["secrets"]
+    total = params["total"]
+    accepted: list[int] = []
+    errors: list[str] = []
+    failed = 0
+    done = asyncio.Event()
+    async with RainbowClient(params["address"]) as client:
+        cpu0 = H.cpu_seconds()
+        t0 = time.perf_counter()
+        if len(secrets) == 1:
+            ((cluster, secret),) = secrets.items()
+            source: Any = client.poller(cluster, secret, max_jobs=params["max_jobs"])
+        else:
+            source = client.poll_many(secrets, max_jobs=params["max_jobs"])
+        async with source as jobs:
+
+            async def consume() -> None:
+                nonlocal failed
+                while not done.is_set():
+                    job = await jobs.get()
+                    try:
+                        ok = await job.accept()
+                    except Exception as exc:
+                        errors.append(f"{type(exc).__name__}: {exc}")
+                        ok = False
+                    if ok:
+                        accepted.append(job.id)
+                        if len(accepted) >= total:
+                            done.set()
+                    else:
+                        failed += 1
+
+            consumers = [asyncio.create_task(consume()) for _ in range(CONSUMERS)]
+            try:
+                await asyncio.wait_for(done.wait(), 600)
+                seconds = time.perf_counter() - t0
+                cpu = H.cpu_seconds() - cpu0
+            finally:
+                for c in consumers:
+                    c.cancel()
+                await asyncio.gather(*consumers, return_exceptions=True)
+            stats = getattr(jobs, "stats", None)
+    return {
+        "seconds": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
+        "failed_accepts": failed,
+        "errors": errors,
+        "poller_stats": _jsonable(stats),
+        "accepted": accepted,
+    }
+
+
+def _jsonable(obj: Any) -> Any:
+    """A stats snapshot as plain JSON (dataclass, mapping or object attributes)."""
+    import dataclasses
+
+    if obj is None or isinstance(obj, int | float | str | bool):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    return str(obj)

@@ -1,0 +1,56 @@
+"""The benchmark harness still runs end to end, so the benchmark code cannot rot.
+
+It runs ``python -m benchmarks run --toy`` (every benchmark at toy size, each with its
+own server process and worker processes) and checks that each one wrote a result file
+whose own correctness checks passed. No timing is asserted: speed is what the benchmarks
+measure, not what the tests check.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
+    # (no __init__.py here: a package named "benchmarks" would shadow the real one)
+    listing = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "list"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    names = sorted(line.split()[0] for line in listing.stdout.splitlines() if line.strip())
+    assert names, listing.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--toy",
+            "--no-charts",
+            "--results-dir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    assert proc.returncode == 0, output
+    results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
+    assert sorted(r["benchmark"] for r in results) == names, output
+    for r in results:
+        assert r["correct"], (r["benchmark"], [c for c in r["checks"] if not c["ok"]])
+        assert r["checks"], r["benchmark"]
+        assert r["machine"]["grpcio"]
+        assert r["machine"]["cores_logical"]
