@@ -130,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument(
         "--profile",
         action="store_true",
-        help="profile the measured client worker with pyinstrument (HTML beside "
-        "the results; slows it down, so its figures are not comparable)",
+        help="run the measured client workers under py-spy (collapsed stacks beside "
+        "the results, *.pyspy.txt; summarise with `profile FILE`)",
     )
     sub.add_parser("list", help="name the benchmarks")
+    pr = sub.add_parser("profile", help="summarise a py-spy profile written by run --profile")
+    pr.add_argument("file", type=Path)
+    pr.add_argument("--top", type=int, default=25)
     s = sub.add_parser("summary", help="print the targets of result files")
     s.add_argument("files", nargs="+")
     args = parser.parse_args(argv)
@@ -144,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "summary":
         return summary(args.files)
+    if args.cmd == "profile":
+        print(H.profile_summary(args.file, args.top))
+        return 0
     size = "toy" if args.toy else "quick" if args.quick else "full"
     shown = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     ctx = H.RunContext(

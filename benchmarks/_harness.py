@@ -320,14 +320,20 @@ async def start_worker(
     """Start ``role`` (``module:function``) in a new Python process with ``params``.
 
     The worker's stderr (progress lines) goes to ours; its result comes back on stdout.
-    With ``profile`` (a path ending in .html) the worker runs under pyinstrument.
+    With ``profile`` (a path) the worker runs under ``py-spy record`` (collapsed stacks
+    written there; summarise them with ``python -m benchmarks profile FILE``), or under
+    pyinstrument when the path ends in ``.html``.
     """
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     argv = [sys.executable, "-m", "benchmarks._worker", role]
-    if profile:
+    if profile and profile.endswith(".html"):
         argv += ["--profile", profile]
+    elif profile:
+        py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        argv = [py_spy, "record", "--nonblocking", "-r", "200", "-f", "raw", "-o", profile,
+                "--", *argv]  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.PIPE,
@@ -583,6 +589,30 @@ def verify_drain(
         )
         ok &= checks.check(f"{label}: none left on the server", not left, f"{len(left)} left")
     return ok
+
+
+def profile_summary(path: Path, top: int = 25) -> str:
+    """The hottest frames of a py-spy collapsed-stack file: by own time and inclusive."""
+    own: dict[str, int] = {}
+    incl: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        n = int(count_text)
+        total += n
+        frames = stack.split(";")
+        own[frames[-1]] = own.get(frames[-1], 0) + n
+        for frame in set(frames):
+            incl[frame] = incl.get(frame, 0) + n
+    out = [f"{total} samples in {path.name}", "", "own time (% of samples):"]
+    for frame, n in sorted(own.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {100 * n / total:5.1f}%  {frame}")
+    out += ["", "inclusive time (% of samples):"]
+    for frame, n in sorted(incl.items(), key=lambda kv: -kv[1])[:top]:
+        out.append(f"  {100 * n / total:5.1f}%  {frame}")
+    return "\n".join(out)
 
 
 def names(prefix: str, n: int) -> list[str]:

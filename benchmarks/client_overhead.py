@@ -64,7 +64,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 **p,
             },
             limit=60 + 3 * budget,
-            profile=str(ctx.result_path(NAME, ".html")) if ctx.profile else None,
+            profile=str(ctx.result_path(NAME, ".pyspy.txt")) if ctx.profile else None,
         )
     targets = []
     for row in result["rows"]:

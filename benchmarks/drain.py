@@ -1,12 +1,14 @@
 """3. Drain rate: a large backlog over many clusters, batched accepts vs one id per call.
 
 20,000 jobs wait across 50 clusters (pre-loaded). One worker process runs a
-``PollerGroup`` over the 50 clusters and 64 consumer tasks; each consumer takes one job
+``PollerGroup`` over the 50 clusters and N consumer tasks; each consumer takes one job
 at a time from the group's queue and calls ``await job.accept()`` on it alone. Measured:
 the time from starting the group until the last job is accepted, with the default
 batched accepts (concurrent ``accept()`` calls of a cluster share one AcceptJobs call)
-and with one id per AcceptJobs call (``accept_mode="shared"``). Full runs alternate the
-two in ABBA order, each on its own fresh clusters and backlog.
+and with one id per AcceptJobs call (``accept_mode="shared"``), for two settings: the
+poller defaults with 64 consumers, and settings sized for a big backlog (``max_jobs``
+100, ``queue_size`` 1,000, 256 consumers). Full runs alternate the two modes in ABBA
+order, each run on its own fresh clusters and backlog.
 
 Correctness, checked for every run: every loaded job accepted exactly once, every
 ``accept()`` returned True, nothing left waiting on the server.
@@ -27,15 +29,22 @@ CONSUMERS = 64
 GOAL_RATE = 10_000.0
 GOAL_SPEEDUP = 3.0
 
-# How each mode is asked for (poller options passed to client.poll_many).
+# Accept modes (poller option accept_mode), compared side by side.
 MODES: dict[str, dict[str, Any]] = {
-    "batched": {},
-    "one_by_one": {"accept_mode": "shared"},
+    "batched": {},  # the default: concurrent accept() calls of a cluster share one call
+    "one_by_one": {"accept_mode": "shared"},  # one id per AcceptJobs call
+}
+# Poller settings and consumer counts: out of the box, and sized for a big backlog
+# (more jobs per listing, a queue that holds more than two jobs per cluster, and enough
+# consumers that a batch fills up while one accept is in flight).
+VARIANTS: dict[str, dict[str, Any]] = {
+    "defaults": {"consumers": CONSUMERS, "options": {}},
+    "tuned": {"consumers": 256, "options": {"max_jobs": 100, "queue_size": 1000}},
 }
 
 SIZES: dict[str, dict[str, Any]] = {
     "toy": {"clusters": 4, "per_cluster": 25, "order": ["batched", "one_by_one"]},
-    "quick": {"clusters": 50, "per_cluster": 100, "order": ["batched", "one_by_one"]},
+    "quick": {"clusters": 50, "per_cluster": 50, "order": ["batched", "one_by_one"]},
     "full": {
         "clusters": 50,
         "per_cluster": 400,
@@ -46,17 +55,20 @@ SIZES: dict[str, dict[str, Any]] = {
 
 async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     p = SIZES[ctx.size]
+    variants = ["defaults"] if ctx.size == "toy" else list(VARIANTS)
+    plan = [(v, mode) for v in variants for mode in p["order"]]
     runs = []
     async with H.server_process(ctx, NAME) as server:
-        sets = [H.names(f"d{i}-{mode}", p["clusters"]) for i, mode in enumerate(p["order"])]
+        sets = [H.names(f"d{i}-{v}-{mode}", p["clusters"]) for i, (v, mode) in enumerate(plan)]
         async with H.Admin(server.address) as admin:
             creds = await admin.register_many([c for s in sets for c in s])
         loaded, note = await H.preload(
             server, creds, {c: p["per_cluster"] for s in sets for c in s}
         )
         H.say(f"  pre-loaded {note['jobs']:,} jobs by {note['method']} in {note['seconds']} s")
-        for i, (mode, cs) in enumerate(zip(p["order"], sets, strict=True)):
+        for i, ((variant, mode), cs) in enumerate(zip(plan, sets, strict=True)):
             total = sum(len(loaded[c]) for c in cs)
+            v = VARIANTS[variant]
             s0 = H.process_cpu(server.pid)
             res = await H.run_worker(
                 "benchmarks.drain:consume",
@@ -64,17 +76,20 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                     "address": server.address,
                     "secrets": {c: creds[c][1] for c in cs},
                     "total": total,
-                    "options": MODES[mode],
+                    "consumers": v["consumers"],
+                    "options": {**v["options"], **MODES[mode]},
                 },
                 limit=900,
                 profile=(
-                    str(ctx.result_path(f"{NAME}-{mode}-{i}", ".html")) if ctx.profile else None
+                    str(ctx.result_path(f"{NAME}-{variant}-{mode}-{i}", ".pyspy.txt"))
+                    if ctx.profile
+                    else None
                 ),
             )
             s1 = H.process_cpu(server.pid)
             async with H.Admin(server.address) as admin:
                 remaining = await admin.waiting_many({c: creds[c] for c in cs})
-            label = f"{mode} run {i}"
+            label = f"{variant}/{mode} run {i}"
             ok = H.verify_drain(
                 checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
             )
@@ -83,40 +98,61 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 res["failed_accepts"] == 0 and not res["errors"],
                 f"{res['failed_accepts']} false, errors {res['errors'][:3]}",
             )
+            stats = res.pop("poller_stats") or {}
+            counters = _sum_stats(stats)
             row = {
+                "variant": variant,
                 "mode": mode,
                 "run": i,
                 "jobs": total,
                 **res,
                 "jobs_per_s": round(total / res["seconds"], 1),
+                "client_cpu_us_per_job": round(1e6 * res["cpu_s"] / total, 1),
                 "server_cpu_s": None if s0 is None or s1 is None else round(s1 - s0, 3),
+                "accept_calls": counters.get("accept_calls"),
+                "polls": counters.get("polls"),
+                "jobs_listed": counters.get("jobs_listed"),
                 "correct": ok,
             }
             runs.append(row)
             H.say(
-                f"  {label}: {total:,} jobs accepted in {res['seconds']:.2f} s = "
-                f"{row['jobs_per_s']:,.0f} jobs/s (client CPU {res['cpu_s']:.2f} s)"
+                f"  {label}: {total:,} jobs in {res['seconds']:.2f} s = "
+                f"{row['jobs_per_s']:,.0f} jobs/s; {row['accept_calls']} AcceptJobs calls, "
+                f"{row['polls']} polls; client CPU {row['client_cpu_us_per_job']} us/job"
             )
-    rate = {}
-    for mode in MODES:
-        rs = [r for r in runs if r["mode"] == mode]
-        rate[mode] = sum(r["jobs"] for r in rs) / sum(r["seconds"] for r in rs)
-    speedup = rate["batched"] / rate["one_by_one"]
-    targets = [
-        H.target("batched accepts, jobs/s", rate["batched"], GOAL_RATE, unit="jobs/s"),
-        H.target("batched / one-by-one", speedup, GOAL_SPEEDUP, unit="x"),
-    ]
-    return {
-        "params": {**p, "consumers": CONSUMERS, "modes": MODES},
-        "preload": note,
-        "results": {
-            "runs": runs,
+    summary: dict[str, Any] = {}
+    targets = []
+    for variant in variants:
+        rate = {}
+        for mode in MODES:
+            rs = [r for r in runs if r["mode"] == mode and r["variant"] == variant]
+            rate[mode] = sum(r["jobs"] for r in rs) / sum(r["seconds"] for r in rs)
+        speedup = rate["batched"] / rate["one_by_one"]
+        summary[variant] = {
             "batched_jobs_per_s": round(rate["batched"], 1),
             "one_by_one_jobs_per_s": round(rate["one_by_one"], 1),
             "speedup": round(speedup, 3),
-        },
+        }
+        targets += [
+            H.target(f"{variant}: batched accepts, jobs/s", rate["batched"], GOAL_RATE,
+                     unit="jobs/s"),
+            H.target(f"{variant}: batched / one-by-one", speedup, GOAL_SPEEDUP, unit="x"),
+        ]  # fmt: skip
+    return {
+        "params": {**p, "variants": {v: VARIANTS[v] for v in variants}, "modes": MODES},
+        "preload": note,
+        "results": {"runs": runs, "summary": summary},
         "targets": targets,
     }
+
+
+def _sum_stats(stats: dict[str, Any]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for s in stats.values():
+        for k, v in s.items():
+            if isinstance(v, int) and not isinstance(v, bool):
+                out[k] = out.get(k, 0) + v
+    return out
 
 
 # -- worker side ----------------------------------------------------------------------------
@@ -151,7 +187,9 @@ async def consume(params: dict[str, Any]) -> dict[str, Any]:
                     else:
                         failed += 1
 
-            tasks = [asyncio.create_task(consumer()) for _ in range(CONSUMERS)]
+            tasks = [
+                asyncio.create_task(consumer()) for _ in range(params.get("consumers", CONSUMERS))
+            ]
             try:
                 await asyncio.wait_for(done.wait(), 800)
                 seconds = time.perf_counter() - t0
@@ -160,7 +198,7 @@ async def consume(params: dict[str, Any]) -> dict[str, Any]:
                 for t in tasks:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
-            stats = getattr(group, "stats", None)
+            stats = group.stats
     return {
         "seconds": round(seconds, 4),
         "cpu_s": round(cpu, 4),

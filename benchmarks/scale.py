@@ -67,7 +67,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                     "window": p["window"],
                 },
                 limit=300 + 3 * (p["settle"] + p["window"]),
-                profile=str(ctx.result_path(f"{NAME}-{n}", ".html")) if ctx.profile else None,
+                profile=str(ctx.result_path(f"{NAME}-{n}", ".pyspy.txt")) if ctx.profile else None,
             )
             s1 = H.process_cpu(server.pid)
             res["server_cpu_s"] = None if s0 is None or s1 is None else round(s1 - s0, 3)
