@@ -154,8 +154,11 @@ class ChaosProxy:
         if chaos:
             self._chaos.set()
         self._refusing_until = 0.0
-        self._flowing = asyncio.Event()  # cleared while every connection is stalled
-        self._flowing.set()
+        # cleared while every connection is stalled: client->server, server->client
+        self._up = asyncio.Event()
+        self._down = asyncio.Event()
+        self._up.set()
+        self._down.set()
         self._timers: list[asyncio.TimerHandle] = []
         self._links: dict[int, _Link] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -199,7 +202,7 @@ class ChaosProxy:
             self._server = None
         for timer in self._timers:
             timer.cancel()
-        self._flowing.set()
+        self.resume()
         for link in list(self._links.values()):
             link.abort()
         for task in list(self._tasks):
@@ -244,16 +247,24 @@ class ChaosProxy:
         self.faults.drops += len(links)
         return len(links)
 
-    def stall_all(self, seconds: float) -> None:
-        """Stall every connection, live or new, for ``seconds`` (or until ``resume``)."""
+    def stall_all(self, seconds: float, *, direction: str = "both") -> None:
+        """Stall every connection, live or new, for ``seconds`` (or until ``resume``).
+
+        ``direction`` "up" holds only what the client sends, "down" only what the server
+        answers: a request then reaches the server but its answer is late (a lost answer,
+        from the client's point of view, once its deadline passes).
+        """
+        events = {"up": [self._up], "down": [self._down], "both": [self._up, self._down]}
         self.faults.stalls += 1
-        self._flowing.clear()
         loop = asyncio.get_running_loop()
-        self._timers.append(loop.call_later(seconds, self._flowing.set))
+        for event in events[direction]:
+            event.clear()
+            self._timers.append(loop.call_later(seconds, event.set))
 
     def resume(self) -> None:
-        """End a ``stall_all`` now; the held bytes are delivered."""
-        self._flowing.set()
+        """End every ``stall_all`` now; the held bytes are delivered."""
+        self._up.set()
+        self._down.set()
 
     @property
     def live_connections(self) -> int:
@@ -336,10 +347,8 @@ class ChaosProxy:
                 _reset(up_writer)
                 return
             pumps = [
-                asyncio.create_task(self._pump(self._flowing, link, reader, up_writer, 0.0)),
-                asyncio.create_task(
-                    self._pump(self._flowing, link, up_reader, writer, self.latency)
-                ),
+                asyncio.create_task(self._pump(self._up, link, reader, up_writer, 0.0)),
+                asyncio.create_task(self._pump(self._down, link, up_reader, writer, self.latency)),
             ]
             try:
                 # when either direction ends, the connection is over
