@@ -1,0 +1,150 @@
+"""The example scripts run as written against ``rainbow-aio serve``.
+
+One real server process (``python -m rainbow_aio serve`` on a free loopback port, default
+registration secret, as a user would start it) serves the whole module; each example
+runs as a child process with only ``--host`` pointing at it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rainbow_aio.testing import ServerProcess
+
+ROOT = Path(__file__).resolve().parents[2]
+FLUX = ROOT / "examples" / "flux"
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    with ServerProcess(tmp_path_factory.mktemp("served") / "rainbow.db") as proc:
+        yield proc
+
+
+def run(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8", "PYTHONWARNINGS": "error"}
+    return subprocess.run(
+        [sys.executable, str(script), *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_flux_scripts_register_submit_poll_and_accept(server: ServerProcess) -> None:
+    host = ("--host", server.address)
+
+    registered = run(FLUX / "register.py", *host, "--cluster", "flux-demo")
+    assert registered.returncode == 0, registered.stderr
+    lines = registered.stdout.splitlines()
+    token = re.fullmatch(rf'token: "({UUID})"', lines[0])
+    secret = re.fullmatch(rf'secret: "({UUID})"', lines[1])
+    assert token, registered.stdout
+    assert secret, registered.stdout
+    assert lines[2:] == [
+        "status: REGISTER_SUCCESS",
+        "",
+        f"🤫️ The token you will need to submit jobs to this cluster is {token[1]}",
+        f"🔐️ The secret you will need to accept jobs is {secret[1]}",
+    ]
+
+    again = run(FLUX / "register.py", *host, "--cluster", "flux-demo")
+    assert again.returncode == 1
+    assert again.stdout.splitlines() == [
+        "status: REGISTER_EXISTS",
+        "",
+        "The cluster flux-demo already exists.",
+    ]
+
+    for words in (["echo", "hello", "world"], ["sleep", "1"]):
+        submitted = run(
+            FLUX / "submit-job.py", *host, "--token", token[1], "--cluster", "flux-demo", *words
+        )
+        assert submitted.returncode == 0, submitted.stderr
+        out = submitted.stdout.splitlines()
+        assert out[0] == f"⭐️ Submitting job: {' '.join(words)}"
+        assert re.fullmatch(r"jobid: \d+", out[1])
+        assert out[2] == "status: SUBMIT_SUCCESS"
+
+    poll = (FLUX / "poll-jobs.py", *host, "--secret", secret[1], "--cluster", "flux-demo")
+    listed = run(*poll)
+    assert listed.returncode == 0, listed.stderr
+    out = listed.stdout.splitlines()
+    assert out[:2] == ["Status: REQUEST_JOBS_SUCCESS", "Received 2 jobs for inspection!"]
+    assert '"command":"echo hello world"' in out[2]
+    assert out[2].startswith('{"id":')
+
+    accepting = run(*poll, "--accept", "1")
+    assert accepting.returncode == 0, accepting.stderr
+    first_id = re.match(r'\{"id":(\d+),', accepting.stdout.splitlines()[2])
+    assert first_id
+    assert accepting.stdout.splitlines()[-2:] == ["Accepting 1 jobs...", f"[{first_id[1]}]"]
+
+    after = run(*poll)
+    assert after.stdout.splitlines()[1] == "Received 1 jobs for inspection!"
+    assert '"command":"sleep 1"' in after.stdout
+
+
+def test_a_wrong_token_is_reported_without_a_traceback(server: ServerProcess) -> None:
+    result = run(FLUX / "submit-job.py", "--host", server.address, "--token", "nope", "true")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "request denied" in result.stderr
+    assert "nope" not in result.stderr
+
+
+def test_many_clusters_runs_every_job_once(server: ServerProcess) -> None:
+    result = run(
+        ROOT / "examples" / "many_clusters.py",
+        "--host",
+        server.address,
+        "--clusters",
+        "4",
+        "--jobs",
+        "40",
+        "--consumers",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "submitted 40 jobs to 4 clusters"
+    assert sum(int(line.rsplit(" ", 2)[1]) for line in lines[1:5]) == 40
+    assert lines[-1] == "ran 40 jobs, 40 distinct, of 40 submitted"
+
+
+@pytest.mark.parametrize(
+    ("script", "description", "options"),
+    [
+        ("register.py", "🌈️ Rainbow scheduler register", ["--cluster", "--host", "--secret"]),
+        (
+            "submit-job.py",
+            "🌈️ Rainbow scheduler submit job",
+            ["--cluster", "--host", "--token", "--nodes", "command"],
+        ),
+        (
+            "poll-jobs.py",
+            "🌈️ Rainbow scheduler poll (request jobs) and accept",
+            ["--cluster", "--host", "--max-jobs", "--secret", "--nodes", "--accept"],
+        ),
+    ],
+)
+def test_the_flux_scripts_keep_the_original_help(
+    script: str, description: str, options: list[str]
+) -> None:
+    result = run(FLUX / script, "--help")
+    assert result.returncode == 0
+    assert description in result.stdout
+    for option in options:
+        assert option in result.stdout
