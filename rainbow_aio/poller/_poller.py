@@ -473,6 +473,12 @@ class Poller:
             self._scope = scope
             try:
                 await self._poll_loop()
+            except asyncio.CancelledError:
+                # grpc replaces a cancelled call's CancelledError with a new one, which
+                # anyio cannot trace back to this scope; escaping the task, it would
+                # cancel the whole task group (and the code inside `async with`)
+                if not scope.cancel_called:
+                    raise
             except Exception as exc:  # a bug must not take the whole task group down
                 log.exception("cluster %r: the poller failed", self._cluster)
                 self._last_error = _describe(exc)

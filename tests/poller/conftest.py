@@ -50,12 +50,15 @@ async def waiting(client: RainbowClient, cluster: Cluster) -> set[int]:
 
 
 async def wait_until(
-    condition: Callable[[], bool], *, timeout: float = 15.0, what: str = "condition"
+    condition: Callable[[], bool], *, within: float = 15.0, what: str = "condition"
 ) -> None:
-    """Wait until ``condition()`` holds, checking every few ms; fail after ``timeout``."""
+    """Wait until ``condition()`` holds, checking every few ms; fail after ``within`` s.
+
+    For conditions on counters (stats, queue sizes) that no event announces.
+    """
     try:
-        async with asyncio.timeout(timeout):
-            while not condition():
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - counters have no event to wait on
                 await asyncio.sleep(0.002)
     except TimeoutError:
         pytest.fail(f"timed out waiting for {what}")

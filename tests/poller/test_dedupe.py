@@ -8,7 +8,7 @@ import anyio
 
 from rainbow_aio import PolledJob, RainbowClient, RainbowServer
 
-from .conftest import FAST, MakeCluster, waiting, wait_until
+from .conftest import FAST, MakeCluster, wait_until, waiting
 
 
 async def test_repeated_listings_hand_each_job_out_once(
@@ -50,7 +50,7 @@ async def test_backlog_of_1000_is_fully_handed_out_with_max_jobs_10(
             async with anyio.create_task_group() as tg:
                 for _ in range(20):
                     tg.start_soon(consume)
-                await wait_until(lambda: len(owned) == 1000, timeout=30, what="1000 accepts")
+                await wait_until(lambda: len(owned) == 1000, within=30, what="1000 accepts")
                 tg.cancel_scope.cancel()
         assert poller.stats.handed_out >= 1000
     assert sorted(owned) == sorted(cluster.ids)

@@ -6,9 +6,9 @@ import asyncio
 import logging
 
 import pytest
+from support.proxy import TcpProxy
 
 from rainbow_aio import DeniedError, PolledJob, RainbowClient, RainbowServer, RetryPolicy
-from support.proxy import TcpProxy
 
 from .conftest import FAST, MakeCluster, submit, wait_until, waiting
 
@@ -26,7 +26,7 @@ async def test_a_denied_cluster_next_to_healthy_ones(
     secrets = {c.name: c.secret for c in healthy} | {bad.name: WRONG}
     accepted: set[tuple[str, int]] = set()
 
-    with pytest.raises(ExceptionGroup) as raised:
+    async def poll() -> None:
         async with rainbow_client.poll_many(secrets, **FAST) as group:
 
             async def handler(job: PolledJob) -> None:
@@ -46,6 +46,9 @@ async def test_a_denied_cluster_next_to_healthy_ones(
             assert stats[bad.name].errors == 3
             assert "DeniedError" in (stats[bad.name].last_error or "")
             assert all(stats[c.name].errors == 0 for c in healthy)
+
+    with pytest.raises(ExceptionGroup) as raised:
+        await poll()
     [error] = raised.value.exceptions
     assert isinstance(error, DeniedError)
     assert error.cluster == bad.name
@@ -62,10 +65,14 @@ async def test_a_denied_poller_raises_from_iteration_once(
     cluster = await make_cluster(jobs=1)
     poller = rainbow_client.poller(cluster.name, WRONG, denied_attempts=1, **FAST)
     assert WRONG not in repr(poller)
-    with pytest.raises(DeniedError):
+
+    async def consume() -> None:
         async with poller:
             async for _ in poller:
                 pytest.fail("a denied poller handed out a job")
+
+    with pytest.raises(DeniedError):
+        await consume()
     assert not poller.running
     assert isinstance(poller.error, DeniedError)
     assert poller.stats.errors == 1

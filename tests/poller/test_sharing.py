@@ -49,7 +49,8 @@ async def test_two_pollers_of_one_cluster_never_hand_out_the_same_job(
     assert lost == 0
     assert not set(owned["a"]) & set(owned["b"])
     assert sorted(owned["a"] + owned["b"]) == sorted(cluster.ids)
-    assert owned["a"] and owned["b"]
+    assert owned["a"]
+    assert owned["b"]
     assert await waiting(rainbow_client, cluster) == set()
     # the shared view went away with its last poller
     assert rainbow_client not in _view._registry
