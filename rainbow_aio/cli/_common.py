@@ -43,15 +43,27 @@ def error(message: str) -> int:
     return EXIT_ERROR
 
 
-def explain(exc: RainbowError, *, host: str, hint: str = "") -> str:
+def explain(exc: RainbowError, *, host: str, hint: str = "", tls: bool = False) -> str:
     """One line saying what went wrong and what to do about it.
 
-    ``hint`` is the command's own advice for a denied call (which option to check).
+    ``hint`` is the command's own advice for a denied call (which option to check);
+    ``tls`` says whether the command used TLS, which changes the advice when a connection
+    is accepted and then closed before gRPC could start.
     """
     if isinstance(exc, TLSError):
         return (
             f"the TLS handshake with {host} failed — check that client and server agree "
             "on TLS and that the CA and certificates match"
+        )
+    if isinstance(exc, UnavailableError) and _closed_early(exc):
+        if tls:
+            return (
+                f"{host} accepted the connection but closed it during set-up — if the server "
+                "requires a client certificate, pass --tls-cert and --tls-key"
+            )
+        return (
+            f"{host} accepted the connection but closed it before gRPC started — if the "
+            "server uses TLS, pass --tls-ca (or --tls for a publicly trusted certificate)"
         )
     if isinstance(exc, UnavailableError):
         return (
@@ -80,13 +92,20 @@ def explain(exc: RainbowError, *, host: str, hint: str = "") -> str:
     return f"{exc.message} (server {host})"
 
 
+def _closed_early(exc: RainbowError) -> bool:
+    """The peer took the TCP connection and hung up (plaintext against TLS, or a TLS
+    server that wants a client certificate), as opposed to nothing listening at all."""
+    details = (exc.details or "").lower()
+    return "socket closed" in details or "connection reset" in details
+
+
 def _cluster(exc: RainbowError) -> str:
     return f" for cluster {exc.cluster!r}" if exc.cluster else ""
 
 
-def run(main: Coroutine[Any, Any, int], *, host: str, hint: str = "") -> int:
+def run(main: Coroutine[Any, Any, int], *, host: str, hint: str = "", tls: bool = False) -> int:
     """Run one command's coroutine; turn an expected failure into one stderr line."""
     try:
         return asyncio.run(main)
     except RainbowError as exc:
-        return error(explain(exc, host=host, hint=hint))
+        return error(explain(exc, host=host, hint=hint, tls=tls))

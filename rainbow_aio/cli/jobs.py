@@ -26,7 +26,7 @@ from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, DEFAULT_REGISTRATION_SECR
 from ..server._gojson import encode_job
 from ._common import EXIT_ERROR, run
 
-__all__ = ["add_client_options", "add_parser", "client_from_args", "job_json"]
+__all__ = ["add_client_options", "add_parser", "client_from_args", "job_json", "uses_tls"]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -64,6 +64,11 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def uses_tls(args: argparse.Namespace) -> bool:
+    """Whether any TLS option was given."""
+    return bool(args.tls or args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name)
+
+
 def client_from_args(args: argparse.Namespace) -> RainbowClient:
     """A client for ``--host`` with the command's TLS options and time budget.
 
@@ -71,7 +76,7 @@ def client_from_args(args: argparse.Namespace) -> RainbowClient:
     attempts, all within ``--timeout``.
     """
     tls: TLSConfig | None = None
-    if args.tls or args.tls_ca or args.tls_cert or args.tls_key or args.tls_server_name:
+    if uses_tls(args):
         try:
             tls = TLSConfig.from_files(
                 args.tls_ca, args.tls_cert, args.tls_key, server_name=args.tls_server_name
@@ -187,7 +192,12 @@ def register(args: argparse.Namespace) -> int:
         print(f"🔐️ The secret you will need to accept jobs is {reg.secret}")
         return 0
 
-    return run(main(), host=args.host, hint="check --secret (the server's registration secret)")
+    return run(
+        main(),
+        host=args.host,
+        hint="check --secret (the server's registration secret)",
+        tls=uses_tls(args),
+    )
 
 
 def submit(args: argparse.Namespace) -> int:
@@ -214,6 +224,7 @@ def submit(args: argparse.Namespace) -> int:
         main(),
         host=args.host,
         hint="check --cluster and --token (the token that registering the cluster printed)",
+        tls=uses_tls(args),
     )
 
 
@@ -258,4 +269,5 @@ def poll(args: argparse.Namespace) -> int:
         main(),
         host=args.host,
         hint="check --cluster and --secret (the secret that registering the cluster printed)",
+        tls=uses_tls(args),
     )
