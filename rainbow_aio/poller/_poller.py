@@ -588,6 +588,21 @@ class Poller:
         self._queue.discard()
         self._lost += 1
 
+    def _other_accepter(self, evidence: str) -> None:
+        """Another process accepts jobs of this cluster: in batched mode, that breaks the
+        assumption batching relies on, so the cluster's accepts go out one id per call."""
+        view = self._view
+        if view is None or view.per_id or self._opts.accept_mode is not AcceptMode.BATCHED:
+            return
+        view.per_id = True
+        log.warning(
+            "cluster %r: another process accepts jobs of this cluster (%s), although the "
+            "batched accept mode assumes it does not; accepts now go out one id per call "
+            "(use accept_mode='shared' for clusters shared between processes)",
+            self._cluster,
+            evidence,
+        )
+
     def _release(self, pj: PolledJob) -> None:
         if pj._state is JobState.HELD:
             self._release_job(pj)
@@ -747,13 +762,7 @@ class Poller:
         elif status is AcceptStatus.PARTIAL:
             # answered on the first attempt: some id was already gone, so another
             # process accepts for this cluster
-            if not self._view.per_id and self._opts.accept_mode is AcceptMode.BATCHED:
-                self._view.per_id = True
-                log.warning(
-                    "cluster %r: an AcceptJobs of this process came back PARTIAL, so another "
-                    "process accepts for this cluster; accepts now go out one id per call",
-                    self._cluster,
-                )
+            self._other_accepter("an AcceptJobs it sent came back PARTIAL")
             if len(batch) == 1:
                 self._settle(batch[0], JobState.LOST)
             else:

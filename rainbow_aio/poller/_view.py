@@ -21,7 +21,6 @@ pollers that use them, so two pollers of one cluster in one process share one vi
 
 from __future__ import annotations
 
-import logging
 import weakref
 from collections.abc import Iterable
 from typing import Any
@@ -30,8 +29,6 @@ from .._models import Job
 from ._job import JobState, PolledJob
 
 __all__ = ["ClusterView", "acquire_view", "release_view"]
-
-log = logging.getLogger("rainbow_aio.poller")
 
 
 class ClusterView:
@@ -103,17 +100,10 @@ class ClusterView:
                 del self.inflight[job_id]
             elif pj._state is JobState.QUEUED and pj._found < start:
                 vanished.append(pj)
-        if not vanished:
-            return
-        if not self.per_id:
-            self.per_id = True
-            log.warning(
-                "cluster %r: jobs this process had queued were accepted elsewhere; another "
-                "process accepts for this cluster, so accepts now go out one id per call",
-                self.cluster,
-            )
         for pj in vanished:
             pj._poller._vanished(pj)
+        if vanished:
+            vanished[0]._poller._other_accepter("jobs it had queued were accepted elsewhere")
 
     # in-flight ids
 
