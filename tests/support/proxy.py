@@ -9,13 +9,17 @@
         proxy.reset_new = True           # accept new connections and reset them at once
         proxy.stall("both")              # stop forwarding ("up", "down" or "both")
         await proxy.wait_held("up")      # ...until client bytes are held by the stall
+        await proxy.wait_answers_held()  # ...until a whole gRPC answer is held
         proxy.resume()
 
 Directions: ``"up"`` is client -> server, ``"down"`` is server -> client. A stalled
 direction keeps reading and holds what it read (counted in ``held``) until ``resume()``,
-so a test can tell that a request was sent (``"up"`` held) or that the server answered
-and the answer is being kept from the client (``"down"`` held). Dropping a connection
-discards what it held.
+so a test can tell that a request was sent (``"up"`` held) or that the server's answer
+is being kept from the client. Bytes alone do not prove an answer (the server also sends
+pings, acks and window updates), so the proxy reads the HTTP/2 frame headers coming
+down a plaintext connection and counts the calls the server finished (a HEADERS frame
+with END_STREAM): ``answers_held`` / :meth:`TcpProxy.wait_answers_held`. Dropping a
+connection discards what it held.
 
 Only loopback addresses are allowed: fault tests never leave the machine.
 """
@@ -78,6 +82,8 @@ class TcpProxy:
         """Connections accepted (including reset ones)."""
         self.held = {"up": 0, "down": 0}
         """Bytes read and held back by a stall, per direction, since the last stall()."""
+        self.answers_held = 0
+        """gRPC calls the server finished while "down" was stalled, since the last stall()."""
         self._flowing = {"up": asyncio.Event(), "down": asyncio.Event()}
         for event in self._flowing.values():
             event.set()
@@ -151,6 +157,8 @@ class TcpProxy:
         for side in ("up", "down") if direction == "both" else (direction,):
             self.held[side] = 0
             self._flowing[side].clear()
+        if direction != "up":
+            self.answers_held = 0
 
     def resume(self) -> None:
         """Forward again in both directions, starting with whatever was held."""
@@ -161,6 +169,15 @@ class TcpProxy:
         """Wait until a stall holds ``at_least`` bytes going ``direction``."""
         async with self._held_changed:
             await self._held_changed.wait_for(lambda: self.held[direction] >= at_least)
+
+    async def wait_answers_held(self, at_least: int = 1) -> None:
+        """Wait until a "down" stall holds ``at_least`` complete answers (plaintext only).
+
+        The server has then finished those calls (acted on them), and the client has not
+        seen the answers: dropping the connections now loses them.
+        """
+        async with self._held_changed:
+            await self._held_changed.wait_for(lambda: self.answers_held >= at_least)
 
     # -- forwarding ---------------------------------------------------------------------
 
@@ -200,15 +217,58 @@ class TcpProxy:
     async def _pump(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, side: str
     ) -> None:
+        """Copy one direction. Reading never stops, so a stall can see what it holds."""
         flowing = self._flowing[side]
+        frames = _FrameCounter() if side == "down" else None
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+        async def read() -> None:
+            try:
+                while data := await reader.read(_CHUNK):
+                    answers = frames.feed(data) if frames is not None else 0
+                    if not flowing.is_set():
+                        async with self._held_changed:
+                            self.held[side] += len(data)
+                            self.answers_held += answers
+                            self._held_changed.notify_all()
+                    chunks.put_nowait(data)
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                chunks.put_nowait(None)
+
+        reading = asyncio.create_task(read())
         try:
-            while data := await reader.read(_CHUNK):
-                if not flowing.is_set():
-                    async with self._held_changed:
-                        self.held[side] += len(data)
-                        self._held_changed.notify_all()
-                    await flowing.wait()
+            while (data := await chunks.get()) is not None:
+                await flowing.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):
             return
+        finally:
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
+
+
+class _FrameCounter:
+    """Splits a server-to-client HTTP/2 byte stream into frames and counts ended calls.
+
+    A frame is a 9-byte header (24-bit length, type, flags, stream id) and its payload;
+    a gRPC call ends with a HEADERS frame (type 1) carrying END_STREAM (flag 1).
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> int:
+        self._buffer += data
+        ended = 0
+        while len(self._buffer) >= 9:
+            size = int.from_bytes(self._buffer[:3], "big")
+            if len(self._buffer) < 9 + size:
+                break
+            frame_type, flags = self._buffer[3], self._buffer[4]
+            if frame_type == 1 and flags & 1:
+                ended += 1
+            del self._buffer[: 9 + size]
+        return ended
