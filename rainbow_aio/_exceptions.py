@@ -207,10 +207,14 @@ def error_from_status(
                 "client and server agree on TLS and that the CA and certificates match",
             )
         hint = ""
-        if _NOT_CONNECTED_MARK in lowered and "refused" not in lowered and tls is False:
+        if _NOT_CONNECTED_MARK in lowered and "refused" not in lowered and tls is not None:
+            # something accepted the connection and closed it before gRPC could start
             hint = (
-                "; something accepted the connection but closed it before gRPC started: "
-                "if the server uses TLS, pass tls=TLSConfig(...)"
+                "; the server closed the connection during setup: if it requires a client "
+                "certificate, give TLSConfig a certificate_chain and private_key"
+                if tls
+                else "; something accepted the connection but closed it before gRPC "
+                "started: if the server uses TLS, pass tls=TLSConfig(...)"
             )
         return make(
             UnavailableError, f"cannot reach the rainbow server{where}{tried}: {details}{hint}"

@@ -1,0 +1,151 @@
+"""The one status-to-error mapping and the retry decision table.
+
+The wire tests (test_calls.py, test_retries.py) reach most of these through the server;
+the embedded server cannot be made to answer ``database is locked`` or the Go server's
+odd statuses on demand, so the mapping and the decisions are also checked here, as the
+pure functions they are.
+"""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from rainbow_aio import (
+    DeadlineExceededError,
+    DeniedError,
+    InvalidArgumentError,
+    MissingCredentialError,
+    RainbowError,
+    ServerBusyError,
+    ServerError,
+    TLSError,
+    UnavailableError,
+)
+from rainbow_aio._exceptions import error_from_status
+from rainbow_aio._retry import RETRY_TABLE, Fault, classify, may_have_reached_server, should_retry
+
+UNKNOWN = grpc.StatusCode.UNKNOWN
+REFUSED = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: "
+    "Failed to connect to remote host: Connection refused"
+)
+RESET = "Stream removed (recvmsg:Connection reset by peer (104))"
+HANDSHAKE = (
+    "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Tls handshake "
+    "failed (TSI_PROTOCOL_FAILURE): SSL_ERROR_SSL: CERTIFICATE_VERIFY_FAILED"
+)
+
+
+@pytest.mark.parametrize(
+    ("code", "details", "expected"),
+    [
+        (UNKNOWN, "request denied", DeniedError),
+        (UNKNOWN, "a cluster token is required", MissingCredentialError),
+        (UNKNOWN, "a cluster secret is required", MissingCredentialError),
+        (UNKNOWN, "one or more jobs must be accepted", InvalidArgumentError),
+        (UNKNOWN, "a cluster name is required", InvalidArgumentError),
+        (UNKNOWN, "database is locked", ServerBusyError),
+        (UNKNOWN, 'near "x": syntax error', ServerError),
+        (UNKNOWN, "", ServerError),
+        (grpc.StatusCode.UNAVAILABLE, REFUSED, UnavailableError),
+        (grpc.StatusCode.UNAVAILABLE, RESET, UnavailableError),
+        (grpc.StatusCode.UNAVAILABLE, HANDSHAKE, TLSError),
+        (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", DeadlineExceededError),
+        (grpc.StatusCode.INVALID_ARGUMENT, "bad", InvalidArgumentError),
+        (grpc.StatusCode.PERMISSION_DENIED, "no", DeniedError),
+        (grpc.StatusCode.UNAUTHENTICATED, "no", DeniedError),
+        (grpc.StatusCode.INTERNAL, "boom", ServerError),
+        (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ServerError),
+    ],
+)
+def test_error_from_status(
+    code: grpc.StatusCode, details: str, expected: type[RainbowError]
+) -> None:
+    err = error_from_status(code, details, rpc="RequestJobs", cluster="alpha", host="h:1")
+    assert type(err) is expected
+    assert (err.rpc, err.cluster, err.code, err.details) == ("RequestJobs", "alpha", code, details)
+    assert str(err).startswith("[RequestJobs cluster='alpha'] ")
+
+
+def test_unavailable_names_host_and_attempts() -> None:
+    err = error_from_status(
+        grpc.StatusCode.UNAVAILABLE, REFUSED, rpc="Serial", host="rainbow:50051", attempts=4
+    )
+    assert "rainbow:50051 after 4 attempts" in str(err)
+    assert err.attempts == 4
+    once = error_from_status(grpc.StatusCode.UNAVAILABLE, RESET, rpc="Serial", attempts=1)
+    assert "after 1 attempt:" in str(once)
+
+
+def test_busy_after_retries_says_it_gave_up() -> None:
+    err = error_from_status(UNKNOWN, "database is locked", rpc="SubmitJob", attempts=3)
+    assert "gave up after 3 attempts" in str(err)
+    assert err.retryable
+
+
+def busy(rpc: str) -> RainbowError:
+    return error_from_status(UNKNOWN, "database is locked", rpc=rpc)
+
+
+def lost(rpc: str) -> RainbowError:
+    return error_from_status(grpc.StatusCode.UNAVAILABLE, RESET, rpc=rpc)
+
+
+def refused(rpc: str) -> RainbowError:
+    return error_from_status(grpc.StatusCode.UNAVAILABLE, REFUSED, rpc=rpc)
+
+
+def deadline(rpc: str) -> RainbowError:
+    return error_from_status(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded", rpc=rpc)
+
+
+def test_classify() -> None:
+    assert classify(refused("X")) is Fault.NOT_CONNECTED
+    assert classify(lost("X")) is Fault.CONNECTION_LOST
+    assert classify(deadline("X")) is Fault.DEADLINE
+    assert classify(busy("X")) is Fault.BUSY
+    tls = error_from_status(grpc.StatusCode.UNAVAILABLE, HANDSHAKE, rpc="X")
+    assert classify(tls) is None
+    assert classify(error_from_status(UNKNOWN, "request denied", rpc="X")) is None
+    assert classify(ValueError("not ours")) is None
+    assert not may_have_reached_server(refused("X"))
+    assert may_have_reached_server(lost("X"))
+    assert may_have_reached_server(busy("X"))
+
+
+# (rpc, submit_retry) -> retried after: not connected, connection lost, deadline, busy
+EXPECTED = {
+    ("Register", "safe"): (True, False, False, True),
+    ("SubmitJob", "safe"): (True, False, False, True),
+    ("SubmitJob", "at_least_once"): (True, True, True, True),
+    ("RequestJobs", "safe"): (True, True, True, True),
+    ("AcceptJobs", "safe"): (True, True, False, True),
+    ("Serial", "safe"): (True, True, True, True),
+    ("Stream", "safe"): (False, False, False, False),
+}
+
+
+@pytest.mark.parametrize(("rpc", "mode"), sorted(EXPECTED))
+def test_retry_table(rpc: str, mode: str) -> None:
+    got = tuple(
+        should_retry(rpc, make(rpc), submit_retry=mode)  # type: ignore[arg-type]
+        for make in (refused, lost, deadline, busy)
+    )
+    assert got == EXPECTED[rpc, mode]
+
+
+@pytest.mark.parametrize("rpc", sorted(RETRY_TABLE))
+@pytest.mark.parametrize(
+    "details",
+    ["request denied", "a cluster token is required", "a cluster secret is required", "?"],
+)
+def test_other_unknown_details_are_never_retried(rpc: str, details: str) -> None:
+    err = error_from_status(UNKNOWN, details, rpc=rpc)
+    assert not should_retry(rpc.split("/")[0], err, submit_retry="at_least_once")
+
+
+def test_tls_failures_are_never_retried() -> None:
+    err = error_from_status(grpc.StatusCode.UNAVAILABLE, HANDSHAKE, rpc="RequestJobs")
+    assert isinstance(err, TLSError)
+    assert not should_retry("RequestJobs", err)
