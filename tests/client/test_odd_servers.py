@@ -1,0 +1,142 @@
+"""Answers the embedded server never gives but a real server may: the Go server's
+``jobid`` of 0, and answers that break the contract (bad job JSON, odd statuses).
+
+These run against a small real gRPC server on loopback whose servicer answers exactly
+what each test sets; the client is used unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+
+from rainbow_aio import (
+    ClusterExistsError,
+    DeniedError,
+    ProtocolError,
+    RainbowClient,
+    ServerError,
+)
+from rainbow_aio._proto import rainbow_pb2 as pb
+from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+
+
+class OddServicer(pb_grpc.RainbowSchedulerServicer):
+    """Answers each RPC with the message (or UNKNOWN details) stored for it."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, Any] = {}
+
+    async def _answer(self, rpc: str, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        answer = self.answers[rpc]
+        if isinstance(answer, str):
+            await context.abort(grpc.StatusCode.UNKNOWN, answer)
+        return answer
+
+    async def Register(self, request: Any, context: Any) -> Any:
+        return await self._answer("Register", context)
+
+    async def SubmitJob(self, request: Any, context: Any) -> Any:
+        return await self._answer("SubmitJob", context)
+
+    async def RequestJobs(self, request: Any, context: Any) -> Any:
+        return await self._answer("RequestJobs", context)
+
+    async def AcceptJobs(self, request: Any, context: Any) -> Any:
+        return await self._answer("AcceptJobs", context)
+
+    async def Serial(self, request: Any, context: Any) -> Any:
+        return await self._answer("Serial", context)
+
+
+@pytest.fixture
+async def odd() -> AsyncIterator[tuple[OddServicer, RainbowClient]]:
+    servicer = OddServicer()
+    server = grpc.aio.server()
+    pb_grpc.add_RainbowSchedulerServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with RainbowClient(f"127.0.0.1:{port}") as client:
+            yield servicer, client
+    finally:
+        await server.stop(None)
+
+
+Odd = tuple[OddServicer, RainbowClient]
+
+
+async def test_a_jobid_of_zero_means_unknown_id(odd: Odd) -> None:
+    servicer, client = odd
+    servicer.answers["SubmitJob"] = pb.SubmitJobResponse(
+        jobid=0, status=pb.SubmitJobResponse.SUBMIT_SUCCESS
+    )
+    assert await client.submit_job("alpha", "token", "echo") is None
+
+
+async def test_jobs_arrive_in_any_order_and_leave_sorted(odd: Odd) -> None:
+    servicer, client = odd
+    jobs = {
+        i: f'{{"id":{i},"cluster":"alpha","name":"","nodes":1,"tasks":0,"command":"c{i}"}}'
+        for i in (9, 2, 5)
+    }
+    servicer.answers["RequestJobs"] = pb.RequestJobsResponse(
+        jobs=jobs, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS
+    )
+    listed = await client.request_jobs("alpha", "secret")
+    assert [job.id for job in listed] == [2, 5, 9]
+    assert listed[0].command == "c2"
+
+
+async def test_bad_job_json_is_a_protocol_error(odd: Odd) -> None:
+    servicer, client = odd
+    servicer.answers["RequestJobs"] = pb.RequestJobsResponse(
+        jobs={1: "not json"}, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS
+    )
+    with pytest.raises(ProtocolError, match="job 1 is not valid job JSON"):
+        await client.request_jobs("alpha", "secret")
+
+
+@pytest.mark.parametrize(
+    ("rpc", "answer"),
+    [
+        ("Register", pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_DENIED)),
+        ("Register", pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_SUCCESS)),
+        ("SubmitJob", pb.SubmitJobResponse(status=pb.SubmitJobResponse.SUBMIT_ERROR)),
+        ("RequestJobs", pb.RequestJobsResponse(status=pb.RequestJobsResponse.REQUEST_JOBS_DENIED)),
+        ("AcceptJobs", pb.AcceptJobsResponse()),
+        ("Serial", pb.Response(request_id="someone else's")),
+    ],
+)
+async def test_answers_outside_the_contract_are_protocol_errors(
+    odd: Odd, rpc: str, answer: Any
+) -> None:
+    servicer, client = odd
+    servicer.answers[rpc] = answer
+    calls = {
+        "Register": lambda: client.register("alpha", "s"),
+        "SubmitJob": lambda: client.submit_job("alpha", "t", "c"),
+        "RequestJobs": lambda: client.request_jobs("alpha", "s"),
+        "AcceptJobs": lambda: client.accept_jobs("alpha", "s", [1]),
+        "Serial": lambda: client.ping(),
+    }
+    with pytest.raises(ProtocolError) as info:
+        await calls[rpc]()
+    assert info.value.rpc == rpc
+
+
+async def test_go_register_exists_and_errors(odd: Odd) -> None:
+    servicer, client = odd
+    servicer.answers["Register"] = pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
+    with pytest.raises(ClusterExistsError):
+        await client.register("alpha", "s")
+    servicer.answers["Register"] = "request denied"
+    with pytest.raises(DeniedError):
+        await client.register("alpha", "s")
+    servicer.answers["Register"] = 'near "x": syntax error'  # the Go server's SQL breakage
+    with pytest.raises(ServerError) as info:
+        await client.register("alpha", "s")
+    assert info.value.attempts == 1  # an unknown UNKNOWN is never retried
