@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import builtins
+import random
 from collections.abc import AsyncIterator, Mapping
 from types import TracebackType
 
@@ -33,7 +35,11 @@ class PollerGroup:
 
     Each cluster has its own poller with the :class:`Poller` guarantees; they share the
     client's channel, one task each, and the merged queue. ``add()`` and ``remove()``
-    change the clusters while the group runs.
+    change the clusters while the group runs. At most ``max_concurrent_polls`` (128)
+    RequestJobs of the group are in flight at once, so a slow server faces a bounded
+    load and memory stays bounded; the first polls are spread over ``min_interval``
+    per hundred clusters (at most ``max_interval``), so a large group does not start
+    with a burst.
 
     Failures are per cluster: a transient error backs off only that cluster's poller; a
     denied or missing secret stops only it, and the error is kept in ``errors`` (and
@@ -57,8 +63,17 @@ class PollerGroup:
         accept_batch_size: int = DEFAULTS.accept_batch_size,
         shutdown_timeout: float = DEFAULTS.shutdown_timeout,
         denied_attempts: int = DEFAULTS.denied_attempts,
+        max_concurrent_polls: int = 128,
     ) -> None:
+        if (
+            isinstance(max_concurrent_polls, bool)
+            or not isinstance(max_concurrent_polls, int)
+            or max_concurrent_polls < 1
+        ):
+            raise InvalidArgumentError("max_concurrent_polls must be a positive int")
         self._client = client
+        self._max_polls = max_concurrent_polls
+        self._limiter: asyncio.Semaphore | None = None
         self._opts = PollerOptions(
             max_jobs=max_jobs,
             queue_size=queue_size,
@@ -100,8 +115,7 @@ class PollerGroup:
         member = Poller._member(self._client, cluster, secret, self._opts, self._queue, self)
         self._members[cluster] = member
         if self._phase == _RUNNING:
-            assert self._tg is not None
-            member._start(self._tg)
+            self._start_member(member, self._opts.min_interval)
             if self._queue.closed:
                 self._queue.reopen()  # closed because every cluster had failed
 
@@ -189,10 +203,20 @@ class PollerGroup:
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
+        self._limiter = asyncio.Semaphore(self._max_polls)
         self._phase = _RUNNING
+        # spread the first polls: at most about 100 per min_interval, within max_interval
+        opts = self._opts
+        spread = min(opts.max_interval, opts.min_interval * max(1.0, len(self._members) / 100))
         for member in self._members.values():
-            member._start(tg)
+            self._start_member(member, spread)
         return self
+
+    def _start_member(self, member: Poller, spread: float) -> None:
+        assert self._tg is not None
+        member._limiter = self._limiter
+        member._first_delay = random.random() * spread
+        member._start(self._tg)
 
     async def stop(self) -> None:
         """Stop polling every cluster and end iteration; give queued jobs back; wait up

@@ -172,6 +172,7 @@ class Poller:
         "_jobs_listed",
         "_last_error",
         "_last_latency",
+        "_limiter",
         "_lost",
         "_opts",
         "_pending",
@@ -228,8 +229,6 @@ class Poller:
     ) -> Poller:
         self = cls.__new__(cls)
         self._setup(client, cluster, secret, opts, queue, group)
-        # stagger the first polls of a group's members over min_interval
-        self._first_delay = random.random() * opts.min_interval
         return self
 
     def _setup(
@@ -258,6 +257,7 @@ class Poller:
         self._fatal: BaseException | None = None
         self._fatal_raised = False
         self._first_delay = 0.0
+        self._limiter: asyncio.Semaphore | None = None
         self._pending: list[PolledJob] | None = None
         self._window_armed = False
         self._busy = 0
@@ -490,41 +490,43 @@ class Poller:
         queue = self._queue
         view = self._view
         assert view is not None
-        request = self._client.request_jobs
+        limiter = self._limiter
         backoff = 0.0
         delay = self._first_delay
         denials = 0
         while True:
             if delay > 0:
-                await anyio.sleep(delay)
+                await asyncio.sleep(delay)
             while queue.room <= 0:
                 await queue.wait_room()
-            want = min(opts.max_jobs, queue.room)
-            asked = min(want + len(view.inflight) + len(view.tombstones), P.INT32_MAX)
-            start = view.begin_listing()
-            began = time.monotonic()
-            try:
-                try:
-                    jobs = await request(self._cluster, self._secret, asked)
-                except Exception as exc:
-                    self._errors += 1
-                    self._last_error = _describe(exc)
-                    denials = denials + 1 if isinstance(exc, DeniedError) else 0
-                    if (
-                        isinstance(exc, _FATAL)
-                        or denials >= opts.denied_attempts
-                        or not isinstance(exc, RainbowError)
-                    ):
-                        log.warning("cluster %r: polling stopped: %s", self._cluster, exc)
-                        self._fail(exc)
-                        return
-                    log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
-                    backoff = self._grow(backoff)
-                    delay = self._jitter(backoff)
+            if limiter is not None:
+                await limiter.acquire()
+                if queue.room <= 0:  # other pollers filled the queue meanwhile
+                    limiter.release()
+                    delay = 0.0
                     continue
-                fresh = view.sift(start, jobs, asked)
+            try:
+                began = time.monotonic()
+                jobs, fresh = await self._list(view)
+            except Exception as exc:
+                self._errors += 1
+                self._last_error = _describe(exc)
+                denials = denials + 1 if isinstance(exc, DeniedError) else 0
+                if (
+                    isinstance(exc, _FATAL)
+                    or denials >= opts.denied_attempts
+                    or not isinstance(exc, RainbowError)
+                ):
+                    log.warning("cluster %r: polling stopped: %s", self._cluster, exc)
+                    self._fail(exc)
+                    return
+                log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
+                backoff = self._grow(backoff)
+                delay = self._jitter(backoff)
+                continue
             finally:
-                view.end_listing(start)
+                if limiter is not None:
+                    limiter.release()
             if self._phase != _RUNNING:
                 return
             denials = 0
@@ -549,6 +551,18 @@ class Poller:
                 self._empty_polls += 1
                 backoff = self._grow(backoff)
                 delay = self._jitter(backoff)
+
+    async def _list(self, view: ClusterView) -> tuple[list[Job], list[Job]]:
+        """One RequestJobs: every job listed, and those that may be handed out."""
+        want = min(self._opts.max_jobs, self._queue.room)
+        # look past every id in flight (the server lists the lowest ids first)
+        asked = min(want + len(view.inflight) + len(view.tombstones), P.INT32_MAX)
+        start = view.begin_listing()
+        try:
+            jobs = await self._client.request_jobs(self._cluster, self._secret, asked)
+            return jobs, view.sift(start, jobs, asked)
+        finally:
+            view.end_listing(start)
 
     def _grow(self, backoff: float) -> float:
         if backoff <= 0:
@@ -710,7 +724,7 @@ class Poller:
 
     async def _window(self) -> None:
         try:
-            await anyio.sleep(self._opts.accept_window)
+            await asyncio.sleep(self._opts.accept_window)
         finally:
             self._window_armed = False
         self._flush()

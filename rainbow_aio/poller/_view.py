@@ -41,8 +41,8 @@ class ClusterView:
         self.refs = 0
         # listing counter: the start number of the latest listing
         self.seq = 0
-        # start numbers of the listings still running
-        self.running: set[int] = set()
+        # start numbers of the listings still running (a few at most: one per poller)
+        self.running: list[int] = []
         self.inflight: dict[int, weakref.ref[PolledJob]] = {}
         # id -> listing counter when settled; insertion order is counter order
         self.tombstones: dict[int, int] = {}
@@ -52,11 +52,11 @@ class ClusterView:
 
     def begin_listing(self) -> int:
         self.seq += 1
-        self.running.add(self.seq)
+        self.running.append(self.seq)
         return self.seq
 
     def end_listing(self, start: int) -> None:
-        self.running.discard(start)
+        self.running.remove(start)
         self._prune()
 
     def _prune(self) -> None:
