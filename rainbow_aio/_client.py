@@ -29,7 +29,6 @@ from ._exceptions import (
     InvalidArgumentError,
     ProtocolError,
     RainbowError,
-    RPCError,
     TLSError,
     error_from_status,
 )
@@ -38,7 +37,7 @@ from ._proto import rainbow_pb2 as pb
 from ._retry import build_retrying, may_have_reached_server, should_retry
 
 if TYPE_CHECKING:
-    from .poller import Poller, PollerGroup  # type: ignore[import-not-found,attr-defined,unused-ignore]
+    from .poller import Poller, PollerGroup
 
 __all__ = ["RainbowClient"]
 
@@ -103,7 +102,10 @@ class RainbowClient:
 
     A call's ``timeout=`` argument is its total budget, retries and backoff included; by
     default that budget is ``retry.total_timeout``. Each attempt's deadline is the smaller
-    of ``timeout`` (the client's) and what is left of the budget.
+    of ``timeout`` (the client's) and what is left of the budget. When the connection is
+    down, an attempt first waits up to ``connect_timeout`` for it (nothing is sent
+    meanwhile), so retries span a server restart instead of failing within grpc's
+    reconnect backoff; calls never use grpc's unbounded ``wait_for_ready``.
 
     Calls raise :class:`ClientClosedError` before ``connect()`` and after ``close()``.
     """
@@ -499,13 +501,13 @@ class RainbowClient:
 
     def poller(self, cluster: str, secret: str, **options: Any) -> Poller:
         """A :class:`~rainbow_aio.Poller` for ``cluster`` over this client's channel."""
-        from .poller import Poller  # type: ignore[import-not-found,attr-defined,unused-ignore]
+        from .poller import Poller
 
         return Poller(self, cluster, secret, **options)
 
     def poll_many(self, clusters: Mapping[str, str], **options: Any) -> PollerGroup:
         """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret)."""
-        from .poller import PollerGroup  # type: ignore[import-not-found,attr-defined,unused-ignore]
+        from .poller import PollerGroup
 
         return PollerGroup(self, clusters, **options)
 
@@ -647,7 +649,7 @@ class RainbowClient:
         )
         try:
             resp: _Resp = await retrying(attempt)
-        except RPCError as error:
+        except RainbowError as error:
             # Name the attempts in the final error (mapped again, by the one function).
             if error.code is None:
                 raise
@@ -661,7 +663,6 @@ class RainbowClient:
                 tls=self._tls is not None,
             )
             raise final from error.__cause__
-        # ``maybe_ran_before`` must describe attempts *before* the one that succeeded.
         return resp, trace
 
 
@@ -670,7 +671,7 @@ class _Trace:
     """What happened during one call's attempts."""
 
     attempts: int = 0
-    maybe_ran_before: bool = False  # an attempt that failed may have reached the server
+    maybe_ran_before: bool = False  # a failed attempt may have reached the server
     last_rtt: float = 0.0
 
 

@@ -158,3 +158,25 @@ async def test_stream_ping_ends_normally_on_the_servers_eof(
     assert len(set(counts)) == 3
     more = await rainbow_client.stream_ping(1)
     assert more[0] > counts[-1]  # one server-wide counter
+
+
+async def test_poller_and_poll_many_run_on_the_clients_channel(
+    rainbow_client: RainbowClient, rainbow_server: RainbowServer, alpha: Registration
+) -> None:
+    from rainbow_aio import Poller, PollerGroup
+
+    beta = await rainbow_client.register("beta", rainbow_server.secret)
+    job_id = await submit(rainbow_client, alpha)
+    poller = rainbow_client.poller("alpha", alpha.secret, max_jobs=5)
+    assert isinstance(poller, Poller)
+    async with poller:
+        job = await poller.get()
+        assert job.id == job_id
+        assert await job.accept()
+    group = rainbow_client.poll_many({"alpha": alpha.secret, "beta": beta.secret})
+    assert isinstance(group, PollerGroup)
+    beta_job = await submit(rainbow_client, beta)
+    async with group:
+        job = await group.get()
+        assert (job.cluster, job.id) == ("beta", beta_job)
+        job.release()
