@@ -131,7 +131,8 @@ class Poller:
     - **Failure isolation.** Transient errors (unavailable, deadline, database locked,
       other server errors) are counted in ``stats`` and retried with backoff; they never
       stop the poller. Wrong or missing credentials (``denied_attempts`` denials in a
-      row, or a missing secret) stop this poller only: ``get()`` and iteration raise the
+      row, a missing secret, a TLS failure, a closed client) stop this poller only, as
+      does an unexpected exception (a bug, logged): ``get()`` and iteration raise the
       error, and leaving the context raises it if nobody saw it.
     - **Bounded memory.** The in-flight bookkeeping holds only queued and held jobs, and
       its tombstones only ids settled while a listing was running.
