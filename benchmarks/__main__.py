@@ -5,7 +5,8 @@ against its own server process, and writes ``benchmarks/results/<UTC stamp>-<nam
 (``-quick`` is added to quick runs' names) plus a chart where one helps. The exit status
 is non-zero when any benchmark's correctness check failed; a missed speed target is
 reported, not an error. ``list`` names the benchmarks; ``summary FILE...`` prints the
-targets of result files as a table.
+targets of result files; ``report FILE...`` prints their markdown tables (BENCHMARKS.md);
+``profile FILE`` summarises a py-spy profile written by ``run --profile``.
 """
 
 from __future__ import annotations
@@ -134,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         "the results, *.pyspy.txt; summarise with `profile FILE`)",
     )
     sub.add_parser("list", help="name the benchmarks")
+    rp = sub.add_parser("report", help="markdown tables of result files (for BENCHMARKS.md)")
+    rp.add_argument("files", nargs="+", type=Path)
     pr = sub.add_parser("profile", help="summarise a py-spy profile written by run --profile")
     pr.add_argument("file", type=Path)
     pr.add_argument("--top", type=int, default=25)
@@ -147,6 +150,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.cmd == "summary":
         return summary(args.files)
+    if args.cmd == "report":
+        from benchmarks._report import render
+
+        print(render(args.files))
+        return 0
     if args.cmd == "profile":
         print(H.profile_summary(args.file, args.top))
         return 0

@@ -40,7 +40,7 @@ GOAL = 0.90
 SIZES: dict[str, dict[str, Any]] = {
     "toy": {"in_flight": [1, 4], "rounds": 2, "round_seconds": 0.05, "warmup": 0.02},
     "quick": {"in_flight": [1, 64], "rounds": 2, "round_seconds": 0.4, "warmup": 0.15},
-    "full": {"in_flight": [1, 64], "rounds": 8, "round_seconds": 1.0, "warmup": 0.5},
+    "full": {"in_flight": [1, 64], "rounds": 6, "round_seconds": 0.8, "warmup": 0.3},
 }
 
 

@@ -1,7 +1,7 @@
 """5. Latency: submit-to-handed-out and submit-to-accepted, idle and under steady load.
 
 Three processes: the server; a consumer worker running a ``PollerGroup`` over 10
-clusters with 16 consumers that accept every job they get; and a submitter worker (raw
+clusters with 64 consumers that accept every job they get; and a submitter worker (raw
 stub) that submits jobs into those clusters at scheduled (Poisson) times. The submitter
 writes ``time.monotonic_ns()`` into each job's name just before sending it; the consumer
 reads it back, and both clocks are the same system-wide CLOCK_MONOTONIC, so
@@ -36,7 +36,7 @@ from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 NAME = "latency"
 TITLE = "Latency: submit to handed out and to accepted, p50/p99"
 CLUSTERS = 10
-CONSUMERS = 16
+CONSUMERS = 64  # enough that accepting never makes jobs wait in the queue
 
 CONFIGS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -49,7 +49,7 @@ SIZES: dict[str, dict[str, Any]] = {
             "settle": 0.1, "override": {"max_interval": 0.25}},
     "quick": {"idle": {"jobs": 8, "mean_gap": 0.2}, "steady": {"rate": 200, "seconds": 1.5},
               "settle": 0.6},
-    "full": {"idle": {"jobs": 100, "mean_gap": 0.4}, "steady": {"rate": 300, "seconds": 15.0},
+    "full": {"idle": {"jobs": 60, "mean_gap": 0.4}, "steady": {"rate": 200, "seconds": 15.0},
              "settle": 6.0},
 }  # fmt: skip
 

@@ -37,7 +37,7 @@ SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "stored": [LIST_SIZE, 1_000, 100_000],
         "in_flight": [1, 16, 64],
-        "seconds": 4.0,
+        "seconds": 3.0,
         "warmup": 0.5,
     },
 }

@@ -1,0 +1,151 @@
+"""Markdown tables from result files: ``python -m benchmarks report FILE...``.
+
+BENCHMARKS.md quotes these tables, so every number in it can be traced to a JSON file.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+
+def _table(head: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    def cell(v: Any) -> str:
+        if v is None:
+            return "-"
+        if isinstance(v, float):
+            return f"{v:,.3f}" if abs(v) < 10 else f"{v:,.0f}"
+        if isinstance(v, int):
+            return f"{v:,}"
+        return str(v)
+
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _num(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if abs(v) >= 100:
+        return f"{v:,.0f}"
+    return f"{v:.1f}" if abs(v) >= 10 else f"{v:.3f}"
+
+
+def targets(data: dict[str, Any]) -> str:
+    if not data["targets"]:
+        return "_(no numeric target)_"
+    return _table(
+        ["target", "measured", "goal", "measured / goal", "verdict"],
+        (
+            [t["name"], f"{_num(t['measured'])} {t['unit']}".strip(),
+             f"{t['direction']} {t['goal']}", t["ratio_vs_goal"], f"**{t['verdict']}**"]
+            for t in data["targets"]
+        ),
+    )  # fmt: skip
+
+
+def server(d: dict[str, Any]) -> str:
+    rows = sorted(d["results"]["phases"], key=lambda p: (p["rpc"], p["stored"], p["in_flight"]))
+    return _table(
+        ["RPC", "jobs stored", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
+         "load-gen CPU %"],
+        ([p["rpc"], p.get("stored_total_at_start", p["stored"]), p["in_flight"],
+          p["calls_per_s"], p["latency"]["p50_ms"], p["latency"]["p99_ms"],
+          p["server_cpu_pct"], p["client_cpu_pct"]] for p in rows),
+    )  # fmt: skip
+
+
+def client_overhead(d: dict[str, Any]) -> str:
+    return _table(
+        ["call", "in flight", "raw stub calls/s", "RainbowClient calls/s", "ratio",
+         "per-round ratios", "raw CPU us/call", "client CPU us/call"],
+        ([r["op"], r["in_flight"], r["raw_calls_per_s"], r["client_calls_per_s"], r["ratio"],
+          " ".join(f"{x:.2f}" for x in r["round_ratios"]), r["raw_cpu_us_per_call"],
+          r["client_cpu_us_per_call"]] for r in d["results"]["rows"]),
+    )  # fmt: skip
+
+
+def original(d: dict[str, Any]) -> str:
+    return _table(
+        ["clusters", "max_jobs", "original jobs/s", "rainbow-aio jobs/s", "speed x",
+         "original CPU s/1000 jobs", "rainbow-aio CPU s/1000 jobs", "CPU ratio"],
+        ([s["clusters"], s["max_jobs"], s["baseline_jobs_per_s"], s["rainbow_aio_jobs_per_s"],
+          s["speedup"], s["baseline_cpu_s_per_1000"], s["rainbow_aio_cpu_s_per_1000"],
+          s["cpu_ratio"]] for s in d["results"]["summary"]),
+    )  # fmt: skip
+
+
+def drain(d: dict[str, Any]) -> str:
+    runs = _table(
+        ["settings", "accepts", "run", "jobs", "seconds", "jobs/s", "AcceptJobs calls",
+         "polls", "client CPU us/job", "server CPU s"],
+        ([r["variant"], r["mode"], r["run"], r["jobs"], r["seconds"], r["jobs_per_s"],
+          r["accept_calls"], r["polls"], r["client_cpu_us_per_job"], r["server_cpu_s"]]
+         for r in d["results"]["runs"]),
+    )  # fmt: skip
+    summ = _table(
+        ["settings", "batched jobs/s", "one-by-one jobs/s", "batched / one-by-one"],
+        ([v, s["batched_jobs_per_s"], s["one_by_one_jobs_per_s"], s["speedup"]]
+         for v, s in d["results"]["summary"].items()),
+    )  # fmt: skip
+    return summ + "\n\n" + runs
+
+
+def latency(d: dict[str, Any]) -> str:
+    return _table(
+        ["poller settings", "load", "jobs", "offered jobs/s", "handed out p50 ms",
+         "handed out p99 ms", "accepted p50 ms", "accepted p99 ms", "polls"],
+        ([p["config"], p["load"], p["jobs"], p["offered_rate_per_s"], p["handed_out"]["p50_ms"],
+          p["handed_out"]["p99_ms"], p["accepted"]["p50_ms"], p["accepted"]["p99_ms"],
+          p["polls"]] for p in d["results"]["phases"]),
+    )  # fmt: skip
+
+
+def scale(d: dict[str, Any]) -> str:
+    return _table(
+        ["pollers", "RSS KiB/poller", "RSS after MiB", "CPU % of a core",
+         "CPU % probe only", "CPU us/poll",
+         "loop lag p50 ms", "loop lag p99 ms", "polls/s", "expected polls/s", "start s",
+         "all polled s", "stop s"],
+        ([r["pollers"], r["rss_per_poller_kib"], r["rss_after_mib"], r["cpu_pct"],
+          r.get("cpu_pct_without_pollers"), r["cpu_us_per_poll"], r["lag"]["p50_ms"],
+          r["lag"]["p99_ms"], r["polls_per_s"],
+          r.get("expected_polls_per_s"), r["start_s"], r["all_polled_s"], r["stop_s"]]
+         for r in d["results"]["rows"]),
+    )  # fmt: skip
+
+
+TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "server": server,
+    "client_overhead": client_overhead,
+    "original": original,
+    "drain": drain,
+    "latency": latency,
+    "scale": scale,
+}
+
+
+def render(files: Sequence[Path]) -> str:
+    out = []
+    for f in files:
+        d = json.loads(f.read_text())
+        m = d["machine"]
+        out.append(f"### {d['benchmark']}: {d['title']}")
+        out.append(
+            f"`{d['command']}` -> `{f.name}`; {d['size']} size, {d['duration_s']} s, "
+            f"started {d['started_utc']}; load average {m['loadavg']} at start, "
+            f"{m.get('loadavg_end')} at end; {m['cores_logical']} cores, Python "
+            f"{m['python']}, grpcio {m['grpcio']}, commit {m['git_commit']}"
+            f"{' (dirty)' if m.get('git_dirty') else ''}; correctness checks: "
+            f"{sum(c['ok'] for c in d['checks'])}/{len(d['checks'])} passed."
+        )
+        if d["benchmark"] in TABLES and d["results"]:
+            out.append(TABLES[d["benchmark"]](d))
+        out.append(targets(d))
+        if d.get("chart"):
+            out.append(f"![{d['benchmark']}](benchmarks/results/{d['chart']})")
+        out.append("")
+    return "\n\n".join(out)
