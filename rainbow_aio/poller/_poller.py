@@ -44,6 +44,9 @@ log = logging.getLogger("rainbow_aio.poller")
 _NEW, _RUNNING, _STOPPED, _CLOSED = 0, 1, 2, 3
 _PHASES = ("new", "running", "stopped", "closed")
 
+# first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
+_RESEND_BACKOFF = 0.05
+
 # errors after which the same poll can never succeed: they stop this poller
 _FATAL = (MissingCredentialError, InvalidArgumentError, ClientClosedError, TLSError)
 # accept errors that prove the server did not act (when the call was sent once)
@@ -113,7 +116,9 @@ class Poller:
       (lowest ids first) always looks past them, however large the backlog.
     - **One owner.** ``accept()`` returns True only when this consumer owns the job, and
       False only when someone else took it; when neither can be known it raises
-      :class:`AcceptUncertainError` (see ``accept_mode``).
+      :class:`AcceptUncertainError` (see ``accept_mode``). An AcceptJobs whose answer
+      was lost (deadline, dropped connection) is sent again until an answer comes, so
+      in batched mode a job taken by a lost attempt is still reported as ours.
     - **Release.** ``job.release()`` puts the job back: it stays on the server and a later
       poll hands it out again. A job dropped without accept or release is released when
       garbage collected.
@@ -747,17 +752,44 @@ class Poller:
         self._tg.start_soon(self._send, batch)
 
     async def _send(self, batch: list[PolledJob]) -> None:
+        """Accept ``batch`` with one AcceptJobs and settle each job's outcome.
+
+        When a failed call may still have deleted the jobs (its answer was lost), the
+        same ids are sent again (with backoff) until an answer comes: SUCCESS proves
+        the jobs ours; PARTIAL then says some were already gone, which in batched mode
+        (this process the only accepter) means our earlier attempt took them. Without
+        this, a job deleted by a lost attempt would be owned by nobody.
+        """
         try:
             ids = [pj.job.id for pj in batch]
-            try:
-                result = await self._client.accept_jobs(self._cluster, self._secret, ids)
-            except Exception as exc:
-                attempts = exc.attempts if isinstance(exc, RainbowError) else None
-                self._accept_calls += attempts or 1
-                self._accept_failed(batch, exc)
-            else:
+            maybe_applied = False
+            backoff = 0.0
+            while True:
+                try:
+                    result = await self._client.accept_jobs(self._cluster, self._secret, ids)
+                except Exception as exc:
+                    attempts = exc.attempts if isinstance(exc, RainbowError) else None
+                    self._accept_calls += attempts or 1
+                    if not maybe_applied and _not_applied(exc):
+                        self._accept_refused(batch, exc)
+                        return
+                    maybe_applied = True
+                    if not (isinstance(exc, RainbowError) and exc.retryable):
+                        self._accept_unknown(batch, exc)
+                        return
+                    log.info(
+                        "cluster %r: AcceptJobs of %d job(s) may or may not have taken "
+                        "them (%s); sending it again to find out",
+                        self._cluster,
+                        len(ids),
+                        exc,
+                    )
+                    backoff = min(backoff * 2 or _RESEND_BACKOFF, self._opts.max_interval)
+                    await asyncio.sleep(self._jitter(backoff))
+                    continue
                 self._accept_calls += result.attempts
-                self._accept_answered(batch, result)
+                self._accept_answered(batch, result, maybe_applied=maybe_applied)
+                return
         finally:
             for pj in batch:
                 if pj._state is JobState.ACCEPTING:
@@ -768,15 +800,16 @@ class Poller:
             if not self._busy and self._idle is not None:
                 self._idle.set()
 
-    def _accept_answered(self, batch: list[PolledJob], result: AcceptResult) -> None:
+    def _accept_answered(
+        self, batch: list[PolledJob], result: AcceptResult, *, maybe_applied: bool
+    ) -> None:
         assert self._view is not None
         status = result.status
         if status is AcceptStatus.SUCCESS:
             for pj in batch:
                 self._settle(pj, JobState.ACCEPTED)
-        elif status is AcceptStatus.PARTIAL:
-            # answered on the first attempt: some id was already gone, so another
-            # process accepts for this cluster
+        elif status is AcceptStatus.PARTIAL and not maybe_applied:
+            # nothing of ours can have taken them before: someone else took some of them
             self._other_accepter("an AcceptJobs it sent came back PARTIAL")
             if len(batch) == 1:
                 self._settle(batch[0], JobState.LOST)
@@ -787,34 +820,33 @@ class Poller:
                         f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
                         "process took some of them and the answer does not say which",
                     )
-        else:  # UNCERTAIN: retried after a lost answer, then PARTIAL
-            if self._opts.accept_mode is AcceptMode.BATCHED and not self._view.per_id:
-                # only this process accepts for the cluster: our earlier attempt took them
-                for pj in batch:
-                    self._settle(pj, JobState.ACCEPTED)
-            else:
-                for pj in batch:
-                    self._settle_uncertain(
-                        pj,
-                        "AcceptJobs was retried after its answer was lost and came back "
-                        "PARTIAL: the earlier attempt or another process took the job",
-                    )
-
-    def _accept_failed(self, batch: list[PolledJob], exc: Exception) -> None:
-        not_applied = _not_applied(exc)
-        for pj in batch:
-            if not_applied:
-                # the server did not act: the consumer still holds the job and may retry
-                pj._state = JobState.HELD
-                self._resolve(pj, exc)
-                if pj._waiters == 0:
-                    self._release_job(pj)
-            else:
-                err = self._uncertain_error(
-                    pj, f"AcceptJobs failed and may have taken the job: {exc}"
+        elif self._opts.accept_mode is AcceptMode.BATCHED and not self._view.per_id:
+            # PARTIAL after an attempt whose answer was lost: only this process accepts
+            # for the cluster, so that earlier attempt took what this one did not
+            for pj in batch:
+                self._settle(pj, JobState.ACCEPTED)
+        else:
+            for pj in batch:
+                self._settle_uncertain(
+                    pj,
+                    "AcceptJobs was sent again after its answer was lost and came back "
+                    "PARTIAL: the earlier attempt or another process took the job",
                 )
-                err.__cause__ = exc
-                self._settle_uncertain(pj, err)
+
+    def _accept_refused(self, batch: list[PolledJob], exc: Exception) -> None:
+        """The server certainly did not act: the consumers still hold their jobs and
+        ``accept()`` raises ``exc`` (it may be called again)."""
+        for pj in batch:
+            pj._state = JobState.HELD
+            self._resolve(pj, exc)
+            if pj._waiters == 0:
+                self._release_job(pj)
+
+    def _accept_unknown(self, batch: list[PolledJob], exc: Exception) -> None:
+        for pj in batch:
+            err = self._uncertain_error(pj, f"AcceptJobs failed and may have taken the job: {exc}")
+            err.__cause__ = exc
+            self._settle_uncertain(pj, err)
 
     def _settle(self, pj: PolledJob, state: JobState) -> None:
         pj._state = state

@@ -199,3 +199,37 @@ async def accept_all(
         if result.status is AcceptStatus.SUCCESS:
             took.append(job_id)
     return took
+
+
+@pytest.mark.parametrize("mode", ["batched", "shared"])
+async def test_an_accept_whose_answer_missed_its_deadline_is_sent_again(
+    mode: str,
+    rainbow_client: RainbowClient,
+    rainbow_server: RainbowServer,
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    async with TcpProxy("127.0.0.1", rainbow_server.port) as proxy:
+        # the client never repeats an AcceptJobs after a deadline; the poller does
+        client = RainbowClient(proxy.address, timeout=0.3)
+        async with (
+            client,
+            client.poller(
+                cluster.name, cluster.secret, accept_mode=mode, min_interval=30, max_interval=30
+            ) as poller,
+        ):
+            job = await poller.get()
+            await wait_until(lambda: poller.stats.polls >= 2, what="the poller idle")
+            proxy.stall("down")
+            accepting = asyncio.create_task(job.accept())
+            await proxy.wait_held("down")  # the server took the job; the answer is late
+            await wait_until(lambda: poller.stats.accept_calls >= 1, what="the deadline")
+            proxy.resume()
+            # sent again, it comes back PARTIAL: the late attempt took the job
+            if mode == "batched":
+                assert await accepting is True  # and nobody else accepts for the cluster
+            else:
+                with pytest.raises(AcceptUncertainError):
+                    await accepting
+            assert poller.stats.accept_calls >= 2
+    assert await waiting(rainbow_client, cluster) == set()
