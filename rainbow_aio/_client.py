@@ -468,9 +468,12 @@ class RainbowClient:
         """
         _check_int("count", count, minimum=1)
         methods = self._require_methods("Stream", None)
-        deadline = self._budget(timeout)
+        budget = self._budget(timeout)
+        deadline = time.monotonic() + budget
+        await self._wait_connected("Stream", None, min(self._connect_timeout, budget))
+        remaining = max(deadline - time.monotonic(), 0.001)
         prefix = uuid.uuid4().hex
-        call = methods.stream(None, timeout=min(self._timeout, deadline))
+        call = methods.stream(None, timeout=min(self._timeout, remaining))
         counts: list[int] = []
         try:
             for i in range(count):

@@ -76,10 +76,10 @@ async def test_request_jobs_is_retried_after_a_lost_answer(
 
 
 async def test_request_jobs_is_retried_after_a_deadline(
-    rainbow_server: RainbowServer, proxy: TcpProxy, log_watch: LogWatch
+    reg: Registration, proxy: TcpProxy, log_watch: LogWatch
 ) -> None:
-    async with RainbowClient(proxy.address, retry=FAST_RETRY, timeout=0.2) as client:
-        reg = await client.register("alpha", rainbow_server.secret)
+    async with RainbowClient(proxy.address, retry=FAST_RETRY, timeout=0.5) as client:
+        await client.ping()  # connected before the stall
         proxy.stall("both")
         call = asyncio.create_task(client.request_jobs("alpha", reg.secret))
         await log_watch.wait_for_retries(1)
