@@ -693,6 +693,8 @@ class Poller:
         outcome = done.result()
         if isinstance(outcome, BaseException):
             raise outcome
+        if outcome:
+            pj._done = None  # a consumer has the job: never hand it out again
         return outcome
 
     def _abandoned(self, pj: PolledJob) -> None:
@@ -705,8 +707,10 @@ class Poller:
                 self._release_job(pj)
                 self._resolve(pj, False)
             # else: on the wire; _settle hands it out again if it was taken
-        elif state is JobState.ACCEPTED:
-            self._redeliver(pj)  # taken just as the consumer was cancelled
+        elif state is JobState.ACCEPTED and pj._done is not None:
+            # taken just as the consumers were cancelled, and none of them returned
+            pj._done = None
+            self._redeliver(pj)
         elif state is JobState.HELD:
             self._release_job(pj)  # the accept certainly failed; nobody will retry it
 
@@ -855,7 +859,8 @@ class Poller:
         if state is JobState.ACCEPTED:
             self._accepted += 1
             self._resolve(pj, True)
-            if pj._waiters == 0:
+            if pj._waiters == 0:  # its consumers were cancelled while it was on the wire
+                pj._done = None
                 self._redeliver(pj)
         else:
             self._lost += 1
