@@ -9,7 +9,9 @@ These are the cases where "did it happen?" has no answer on the wire:
 * AcceptJobs through a poller in batched mode (this process is the only accepter):
   the job was deleted by our own call, so this process owns it. The poller must not
   lose it: ``accept()`` either returns True, or raises AcceptUncertainError and the job
-  is not gone from the server (so a later poll hands it out again).
+  is not gone from the server (so a later poll hands it out again). (Before the poller
+  sent such accepts again until answered, this lost the job: accept() raised and nobody
+  owned it.)
 * RequestJobs: listing claims nothing, so a lost answer is simply retried.
 """
 
@@ -70,12 +72,6 @@ async def test_listing_whose_answer_is_lost_is_retried() -> None:
         assert [j.id for j in jobs] == [job_id]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="poller bug: in batched mode an accept whose answer is lost raises "
-    "AcceptUncertainError although this process, the only accepter, took the job; "
-    "the job is then gone from the server and owned by nobody",
-)
 async def test_batched_accept_whose_answer_is_lost_does_not_lose_the_job() -> None:
     async with through_proxy() as (admin, proxy, client):
         reg = await admin.register("lost-accept", "chocolate-cookies")
