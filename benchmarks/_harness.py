@@ -157,6 +157,9 @@ def machine_info() -> dict[str, Any]:
 
         mem_total = psutil.virtual_memory().total
     dirty = _git("status", "--porcelain", "--untracked-files=no")
+    commit = _git("rev-parse", "--short", "HEAD")
+    if commit is None:  # an exported tree (git archive) has no .git: told by the runner
+        commit = os.environ.get("RAINBOW_BENCH_COMMIT")
     return {
         "cores_logical": os.cpu_count(),
         "cores_usable": len(os.sched_getaffinity(0)),
@@ -168,7 +171,7 @@ def machine_info() -> dict[str, Any]:
         "grpcio": grpc.__version__,
         "protobuf": google.protobuf.__version__,
         "rainbow_aio": rainbow_aio.__version__,
-        "git_commit": _git("rev-parse", "--short", "HEAD"),
+        "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
     }

@@ -70,11 +70,12 @@ def client_overhead(d: dict[str, Any]) -> str:
 
 def original(d: dict[str, Any]) -> str:
     return _table(
-        ["clusters", "max_jobs", "original jobs/s", "rainbow-aio jobs/s", "speed x",
-         "original CPU s/1000 jobs", "rainbow-aio CPU s/1000 jobs", "CPU ratio"],
-        ([s["clusters"], s["max_jobs"], s["baseline_jobs_per_s"], s["rainbow_aio_jobs_per_s"],
-          s["speedup"], s["baseline_cpu_s_per_1000"], s["rainbow_aio_cpu_s_per_1000"],
-          s["cpu_ratio"]] for s in d["results"]["summary"]),
+        ["clusters", "max_jobs", "rainbow-aio settings", "original jobs/s",
+         "rainbow-aio jobs/s", "speed x", "original CPU s/1000 jobs",
+         "rainbow-aio CPU s/1000 jobs", "CPU ratio"],
+        ([s["clusters"], s["max_jobs"], s.get("mode", "rainbow_aio"), s["baseline_jobs_per_s"],
+          s["rainbow_aio_jobs_per_s"], s["speedup"], s["baseline_cpu_s_per_1000"],
+          s["rainbow_aio_cpu_s_per_1000"], s["cpu_ratio"]] for s in d["results"]["summary"]),
     )  # fmt: skip
 
 

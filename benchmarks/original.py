@@ -7,8 +7,10 @@ thread loops "new channel, RequestJobs(maxJobs), close; parse the JSON of each j
 channel, AcceptJobs(every listed id), close" until a listing comes back empty.
 
 rainbow-aio drains the same backlog with one process and one channel: a ``Poller`` (one
-cluster) or a ``PollerGroup`` (100 clusters) at the same ``max_jobs``, and 64 consumer
-tasks that each ``await job.accept()`` individually (accepts are batched by the poller).
+cluster) or a ``PollerGroup`` (100 clusters) at the same ``max_jobs``, and consumer tasks
+that each ``await job.accept()`` individually (accepts are batched by the poller): 64
+consumers with every other setting at its default, and "tuned" (``queue_size`` 1,000,
+256 consumers).
 
 For 1 and 100 clusters and ``max_jobs`` 1, 10 and 100, both drain identical pre-loaded
 backlogs on the same server (fresh clusters for each run; the two take turns going
@@ -37,9 +39,17 @@ from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 
 NAME = "original"
 TITLE = "rainbow-aio poller vs the original bindings' usage (channel per call, thread per cluster)"
-CONSUMERS = 64
 GOAL_SPEED = 5.0
 GOAL_CPU = 0.2
+
+# How rainbow-aio drains: at the same max_jobs as the original, with every other setting
+# at its default and 64 consumers; and "tuned" for a big backlog (a merged queue of 1,000
+# instead of 100, and 256 consumers, so that accepts batch up while one is in flight).
+RAINBOW_MODES: dict[str, dict[str, Any]] = {
+    "baseline": {},
+    "rainbow_aio": {"consumers": 64, "options": {}},
+    "rainbow_aio_tuned": {"consumers": 256, "options": {"queue_size": 1000}},
+}
 
 # (clusters, max_jobs) -> jobs per cluster
 SIZES: dict[str, dict[str, Any]] = {
@@ -53,16 +63,16 @@ SIZES: dict[str, dict[str, Any]] = {
 
 async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     p = SIZES[ctx.size]
-    plan = []  # (config, rep, mode) in run order: modes alternate who goes first
-    for n, (cfg, _) in enumerate(p["configs"].items()):
+    modes = list(RAINBOW_MODES) if ctx.size != "toy" else ["baseline", "rainbow_aio"]
+    plan = []  # (config, rep, mode) in run order: each mode takes its turn going first
+    for n, cfg in enumerate(p["configs"]):
         for rep in range(p["reps"]):
-            first = "baseline" if (n + rep) % 2 == 0 else "rainbow_aio"
-            second = "rainbow_aio" if first == "baseline" else "baseline"
-            plan += [(cfg, rep, first), (cfg, rep, second)]
+            k = (n + rep) % len(modes)
+            plan += [(cfg, rep, mode) for mode in modes[k:] + modes[:k]]
     runs: list[dict[str, Any]] = []
     async with H.server_process(ctx, NAME) as server:
         cluster_sets = {
-            (cfg, rep, mode): H.names(f"o{cfg[0]}x{cfg[1]}-{rep}-{mode[0]}", cfg[0])
+            (cfg, rep, mode): H.names(f"o{cfg[0]}x{cfg[1]}-{rep}-{mode}", cfg[0])
             for cfg, rep, mode in plan
         }
         all_names = [c for cs in cluster_sets.values() for c in cs]
@@ -79,14 +89,24 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 "secrets": {c: creds[c][1] for c in cs},
                 "max_jobs": max_jobs,
                 "total": sum(len(loaded[c]) for c in cs),
+                **RAINBOW_MODES[mode],
             }
             role = "baseline" if mode == "baseline" else "drain_with_poller"
+            label = f"{mode} {clusters} cluster(s) max_jobs={max_jobs} rep {rep}"
             s0 = H.process_cpu(server.pid)
-            res = await H.run_worker(f"benchmarks.original:{role}", params, limit=600)
+            res = await H.run_worker(
+                f"benchmarks.original:{role}",
+                params,
+                limit=600,
+                profile=(
+                    str(ctx.result_path(f"{NAME}-{mode}-{clusters}x{max_jobs}-{rep}", ".pyspy.txt"))
+                    if ctx.profile
+                    else None
+                ),
+            )
             s1 = H.process_cpu(server.pid)
             async with H.Admin(server.address) as admin:
                 remaining = await admin.waiting_many({c: creds[c] for c in cs})
-            label = f"{mode} {clusters} cluster(s) max_jobs={max_jobs} rep {rep}"
             verify_ok = H.verify_drain(
                 checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
             )
@@ -117,59 +137,61 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 f"{row['jobs_per_s']:,.0f} jobs/s, client CPU {row['client_cpu_s_per_1000']} "
                 f"s/1000 jobs"
             )
-    summary = summarise(runs)
+    summary = summarise(runs, [m for m in modes if m != "baseline"])
     targets = []
     for s in summary:
         tag = f"{s['clusters']} cluster(s), max_jobs={s['max_jobs']}"
+        if s["mode"] == "rainbow_aio_tuned":
+            tag += ", tuned"
         targets.append(H.target(f"jobs/s vs original, {tag}", s["speedup"], GOAL_SPEED, unit="x"))
-        targets.append(
-            H.target(
-                f"CPU per job vs original, {tag}",
-                s["cpu_ratio"],
-                GOAL_CPU,
-                higher_is_better=False,
-                unit="x",
-            )
-        )
+        targets.append(H.target(f"CPU per job vs original, {tag}", s["cpu_ratio"], GOAL_CPU,
+                                higher_is_better=False, unit="x"))  # fmt: skip
     params_out = {
         "configs": [
             {"clusters": c, "max_jobs": m, "jobs_per_cluster": n}
             for (c, m), n in p["configs"].items()
         ],
         "reps": p["reps"],
-        "consumers": CONSUMERS,
+        "modes": {m: RAINBOW_MODES[m] for m in modes},
     }
-    return {"params": params_out, "preload": note, "results": {"runs": runs,
-            "summary": summary}, "targets": targets}  # fmt: skip
+    return {
+        "params": params_out,
+        "preload": note,
+        "results": {"runs": runs, "summary": summary},
+        "targets": targets,
+    }
 
 
-def summarise(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per configuration: totals over reps for each mode, and the two ratios."""
+def summarise(runs: list[dict[str, Any]], modes: list[str]) -> list[dict[str, Any]]:
+    """Per configuration and rainbow-aio mode: totals over reps, and the two ratios."""
     out = []
-    keys = sorted({(r["clusters"], r["max_jobs"]) for r in runs})
-    for clusters, max_jobs in keys:
-        agg: dict[str, dict[str, float]] = {}
-        for mode in ("baseline", "rainbow_aio"):
-            rs = [r for r in runs if (r["clusters"], r["max_jobs"], r["mode"]) ==
-                  (clusters, max_jobs, mode)]  # fmt: skip
-            jobs = sum(r["jobs"] for r in rs)
-            agg[mode] = {
-                "jobs_per_s": jobs / sum(r["seconds"] for r in rs),
-                "cpu_per_1000": 1000 * sum(r["cpu_s"] for r in rs) / jobs,
-            }
-        b, a = agg["baseline"], agg["rainbow_aio"]
-        out.append(
-            {
-                "clusters": clusters,
-                "max_jobs": max_jobs,
-                "baseline_jobs_per_s": round(b["jobs_per_s"], 1),
-                "rainbow_aio_jobs_per_s": round(a["jobs_per_s"], 1),
-                "speedup": round(a["jobs_per_s"] / b["jobs_per_s"], 3),
-                "baseline_cpu_s_per_1000": round(b["cpu_per_1000"], 4),
-                "rainbow_aio_cpu_s_per_1000": round(a["cpu_per_1000"], 4),
-                "cpu_ratio": round(a["cpu_per_1000"] / b["cpu_per_1000"], 4),
-            }
-        )
+
+    def agg(clusters: int, max_jobs: int, mode: str) -> dict[str, float]:
+        rs = [r for r in runs if (r["clusters"], r["max_jobs"], r["mode"]) ==
+              (clusters, max_jobs, mode)]  # fmt: skip
+        jobs = sum(r["jobs"] for r in rs)
+        return {
+            "jobs_per_s": jobs / sum(r["seconds"] for r in rs),
+            "cpu_per_1000": 1000 * sum(r["cpu_s"] for r in rs) / jobs,
+        }
+
+    for clusters, max_jobs in sorted({(r["clusters"], r["max_jobs"]) for r in runs}):
+        b = agg(clusters, max_jobs, "baseline")
+        for mode in modes:
+            a = agg(clusters, max_jobs, mode)
+            out.append(
+                {
+                    "clusters": clusters,
+                    "max_jobs": max_jobs,
+                    "mode": mode,
+                    "baseline_jobs_per_s": round(b["jobs_per_s"], 1),
+                    "rainbow_aio_jobs_per_s": round(a["jobs_per_s"], 1),
+                    "speedup": round(a["jobs_per_s"] / b["jobs_per_s"], 3),
+                    "baseline_cpu_s_per_1000": round(b["cpu_per_1000"], 4),
+                    "rainbow_aio_cpu_s_per_1000": round(a["cpu_per_1000"], 4),
+                    "cpu_ratio": round(a["cpu_per_1000"] / b["cpu_per_1000"], 4),
+                }
+            )
     return out
 
 
@@ -177,27 +199,40 @@ def chart(payload: dict[str, Any], path: str) -> bool:
     import matplotlib.pyplot as plt
 
     summary = payload["results"]["summary"]
-    labels = [f"{s['clusters']}c / mj {s['max_jobs']}" for s in summary]
-    xs = range(len(summary))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    w = 0.38
+    configs = sorted({(s["clusters"], s["max_jobs"]) for s in summary})
+    modes = sorted({s["mode"] for s in summary})
+    labels = [f"{c}c / mj {m}" for c, m in configs]
+    xs = list(range(len(configs)))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.4))
+    w = 0.8 / (1 + len(modes))
+    names = {
+        "rainbow_aio": "rainbow-aio poller, defaults + max_jobs, 64 consumers",
+        "rainbow_aio_tuned": "rainbow-aio poller, queue_size 1000, 256 consumers",
+    }
     for ax, key, ylabel in (
         (axes[0], "jobs_per_s", "jobs drained per second (log)"),
         (axes[1], "cpu_s_per_1000", "client CPU s per 1,000 jobs (log)"),
     ):
+        base = {(s["clusters"], s["max_jobs"]): s[f"baseline_{key}"] for s in summary}
         ax.bar(
-            [x - w / 2 for x in xs],
-            [s[f"baseline_{key}"] for s in summary],
+            [x - 0.4 + w / 2 for x in xs],
+            [base[c] for c in configs],
             w,
-            label="original usage (sync, channel per call, thread per cluster)",
+            label="original usage: sync, channel per call, thread per cluster",
         )
-        ax.bar(
-            [x + w / 2 for x in xs],
-            [s[f"rainbow_aio_{key}"] for s in summary],
-            w,
-            label="rainbow-aio poller (one process, one channel)",
-        )
-        ax.set_xticks(list(xs), labels, fontsize=8)
+        for i, mode in enumerate(modes, start=1):
+            vals = {
+                (s["clusters"], s["max_jobs"]): s[f"rainbow_aio_{key}"]
+                for s in summary
+                if s["mode"] == mode
+            }
+            ax.bar(
+                [x - 0.4 + w / 2 + i * w for x in xs],
+                [vals[c] for c in configs],
+                w,
+                label=names.get(mode, mode),
+            )
+        ax.set_xticks(xs, labels, fontsize=8)
         ax.set_yscale("log")
         ax.set_ylabel(ylabel)
         ax.grid(True, axis="y", alpha=0.3)
@@ -293,11 +328,12 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
     async with RainbowClient(params["address"]) as client:
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
+        options = {"max_jobs": params["max_jobs"], **params["options"]}
         if len(secrets) == 1:
             ((cluster, secret),) = secrets.items()
-            source: Any = client.poller(cluster, secret, max_jobs=params["max_jobs"])
+            source: Any = client.poller(cluster, secret, **options)
         else:
-            source = client.poll_many(secrets, max_jobs=params["max_jobs"])
+            source = client.poll_many(secrets, **options)
         async with source as jobs:
 
             async def consume() -> None:
@@ -316,7 +352,7 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
                     else:
                         failed += 1
 
-            consumers = [asyncio.create_task(consume()) for _ in range(CONSUMERS)]
+            consumers = [asyncio.create_task(consume()) for _ in range(params["consumers"])]
             try:
                 await asyncio.wait_for(done.wait(), 600)
                 seconds = time.perf_counter() - t0
