@@ -27,9 +27,7 @@ async def submit(args: argparse.Namespace) -> int:
     command = " ".join(args.command)
     async with RainbowClient(args.host) as client:
         print(f"⭐️ Submitting job: {command}")
-        job_id = await client.submit_job(
-            args.cluster, args.token or "", command, nodes=args.nodes
-        )
+        job_id = await client.submit_job(args.cluster, args.token or "", command, nodes=args.nodes)
     if job_id is not None:  # the Go server never says; the embedded server does
         print(f"jobid: {job_id}")
     print("status: SUBMIT_SUCCESS")
