@@ -9,13 +9,17 @@ demo would record it if ``accept()`` ever said True twice for one job.
 
 from __future__ import annotations
 
+import os
+import pty
+import subprocess
+import sys
 import time
 
 from rainbow_aio import AcceptStatus, RainbowClient
 from rainbow_aio.cli.demo import DemoReport, account, render
 from rainbow_aio.server import RainbowServer
 
-from ._run import cli
+from ._run import ROOT, child_env, cli
 from .conftest import SECRET
 
 
@@ -146,3 +150,38 @@ async def test_a_small_demo_accepts_every_job_exactly_once() -> None:
     assert figure("duplicates") == "0"
     assert figure("lost") == "0"
     assert lines[-1] == "✅️ every job was accepted exactly once"
+
+
+def test_on_a_terminal_progress_refreshes_one_line() -> None:
+    """With a TTY on stdout the progress line is redrawn in place (carriage return and
+    erase-line), and the table follows on fresh lines."""
+    master, slave = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rainbow_aio", "demo", "--clusters", "2", "--jobs", "40"],
+        stdout=slave,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env=child_env(),
+        cwd=ROOT,
+    )
+    os.close(slave)
+    chunks = []
+    try:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child closed its end
+                break
+            if not data:
+                break
+            chunks.append(data)
+    finally:
+        os.close(master)
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        proc.stderr.close()
+        code = proc.wait(timeout=60)
+    screen = b"".join(chunks).decode("utf-8")
+    assert code == 0, err
+    assert "\r\x1b[2Ksubmitted " in screen
+    assert screen.rstrip().endswith("every job was accepted exactly once")
