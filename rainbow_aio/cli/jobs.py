@@ -20,7 +20,7 @@ from typing import Any
 
 from .._client import RainbowClient
 from .._config import RetryPolicy, TLSConfig
-from .._exceptions import ClusterExistsError, InvalidArgumentError
+from .._exceptions import ClusterExistsError, InvalidArgumentError, RainbowError
 from .._models import AcceptStatus, Job
 from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, DEFAULT_REGISTRATION_SECRET
 from ..server._gojson import encode_job
@@ -247,21 +247,25 @@ def poll(args: argparse.Namespace) -> int:
             accepted: list[int] = []
             # One id per call: AcceptJobs answers PARTIAL without saying which ids were
             # taken, so only single-id calls tell exactly what this command now owns.
-            for job_id in chosen:
-                result = await client.accept_jobs(args.cluster, args.secret, [job_id])
-                if result.status is AcceptStatus.PARTIAL:
-                    print(
-                        f"rainbow-aio: note: job {job_id} was taken by someone else first",
-                        file=sys.stderr,
-                    )
-                    continue
-                if result.status is AcceptStatus.UNCERTAIN:
-                    print(
-                        f"rainbow-aio: note: job {job_id} is gone from the queue, most "
-                        "likely taken by this command (an answer was lost and retried)",
-                        file=sys.stderr,
-                    )
-                accepted.append(job_id)
+            try:
+                for job_id in chosen:
+                    result = await client.accept_jobs(args.cluster, args.secret, [job_id])
+                    if result.status is AcceptStatus.PARTIAL:
+                        print(
+                            f"rainbow-aio: note: job {job_id} was taken by someone else first",
+                            file=sys.stderr,
+                        )
+                        continue
+                    if result.status is AcceptStatus.UNCERTAIN:
+                        print(
+                            f"rainbow-aio: note: job {job_id} is gone from the queue, most "
+                            "likely taken by this command (an answer was lost and retried)",
+                            file=sys.stderr,
+                        )
+                    accepted.append(job_id)
+            except RainbowError:
+                print(accepted)  # what this command did take before the failure
+                raise
             print(accepted)
             return 0 if accepted else EXIT_ERROR
 
