@@ -10,7 +10,9 @@ reads it back, and both clocks are the same system-wide CLOCK_MONOTONIC, so
 - *accepted* = when ``await job.accept()`` returned True - when the submit was sent.
 
 Loads: *idle*, one job at a time with a mean gap of a few hundred ms, so pollers are
-backed off when a job arrives; *steady*, a constant Poisson stream of jobs/s. Poller
+backed off when a job arrives; *steady*, a constant Poisson stream of jobs/s, timed only
+after a warm-up longer than ``max_interval`` (the pollers start the phase backed off,
+and jobs meeting that backoff are the idle case, not the steady one). Poller
 settings: the defaults (``min_interval`` 0.25 s, ``max_interval`` 5 s) and a low
 ``min_interval`` (0.01 s; ``max_interval`` unchanged).
 
@@ -45,12 +47,14 @@ CONFIGS: dict[str, dict[str, Any]] = {
 
 SIZES: dict[str, dict[str, Any]] = {
     # toy: correctness only; a short max_interval so no job waits out a 5 s backoff
-    "toy": {"idle": {"jobs": 3, "mean_gap": 0.05}, "steady": {"rate": 50, "seconds": 0.3},
+    "toy": {"idle": {"jobs": 3, "mean_gap": 0.05},
+            "steady": {"rate": 50, "seconds": 0.3, "warmup": 0.1},
             "settle": 0.1, "override": {"max_interval": 0.25}},
-    "quick": {"idle": {"jobs": 8, "mean_gap": 0.2}, "steady": {"rate": 200, "seconds": 1.5},
-              "settle": 0.6},
-    "full": {"idle": {"jobs": 60, "mean_gap": 0.4}, "steady": {"rate": 200, "seconds": 15.0},
-             "settle": 6.0},
+    "quick": {"idle": {"jobs": 8, "mean_gap": 0.2},
+              "steady": {"rate": 200, "seconds": 1.5, "warmup": 1.0}, "settle": 0.6},
+    # warm-up > max_interval (5 s): no timed job meets a poller still backed off from idle
+    "full": {"idle": {"jobs": 60, "mean_gap": 0.4},
+             "steady": {"rate": 200, "seconds": 15.0, "warmup": 6.0}, "settle": 6.0},
 }  # fmt: skip
 
 
@@ -70,13 +74,19 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             if load == "idle":
                 count = p["idle"]["jobs"]
                 gaps = [rng.expovariate(1 / p["idle"]["mean_gap"]) for _ in range(count)]
+                warmup = 0.0
             else:
-                count = int(p["steady"]["rate"] * p["steady"]["seconds"])
+                warmup = p["steady"]["warmup"]
+                span = p["steady"]["seconds"] + warmup
+                count = int(p["steady"]["rate"] * span)
                 gaps = [rng.expovariate(p["steady"]["rate"]) for _ in range(count)]
             offsets, t = [], 0.0
             for g in gaps:
                 t += g
                 offsets.append(round(t, 6))
+            # jobs sent during the warm-up are accepted and checked but not timed: the
+            # pollers start the phase backed off from idle, which is the idle figure
+            timed = [o >= warmup for o in offsets]
             targets_ = [cs[rng.randrange(CLUSTERS)] for _ in range(count)]
             ready = ctx.tmp / f"latency-ready-{n}"
             consumer = await H.start_worker(
@@ -100,6 +110,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                         "tokens": {c: creds[c][0] for c in cs},
                         "offsets": offsets,
                         "clusters": targets_,
+                        "timed": timed,
                     },
                     limit=120 + 3 * offsets[-1],
                 )
@@ -131,9 +142,13 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                     "options": {**CONFIGS[cfg], **p.get("override", {})},
                     "load": load,
                     "jobs": count,
+                    "timed_jobs": len(res["handed_out_s"]),
+                    "warmup_s": warmup,
                     "offered_rate_per_s": round(count / offsets[-1], 1),
                     "submit_seconds": sub["seconds"],
                     "submit_lag_p99_ms": sub["lag_p99_ms"],
+                    # SubmitJob answered = committed (fsync'd): a job cannot be listed sooner
+                    "submit_ack": sub["submit_ack"],
                     "handed_out": handed,
                     "accepted": accepted,
                     "consumer_cpu_s": res["cpu_s"],
@@ -145,7 +160,8 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             H.say(
                 f"  {label:<24} {count:>5} jobs: handed out p50 {handed['p50_ms']} / p99 "
                 f"{handed['p99_ms']} ms; accepted p50 {accepted['p50_ms']} / p99 "
-                f"{accepted['p99_ms']} ms; {res['polls']} polls"
+                f"{accepted['p99_ms']} ms; {res['polls']} polls; SubmitJob answered p50 "
+                f"{sub['submit_ack']['p50_ms']} / p99 {sub['submit_ack']['p99_ms']} ms"
             )
     params = {**p, "clusters": CLUSTERS, "consumers": CONSUMERS, "configs": CONFIGS}
     return {"params": params, "results": {"phases": phases}, "targets": []}
@@ -172,15 +188,17 @@ async def consume(params: dict[str, Any]) -> dict[str, Any]:
             while not done.is_set():
                 job = await group.get()
                 t_got = clock()
-                sent = int(job.job.name[1:])
+                name = job.job.name
+                sent = int(name[1:])
                 ok = await job.accept()
                 t_acc = clock()
                 if not ok:
                     failed += 1
                     continue
                 accepted.append(job.id)
-                handed.append((t_got - sent) / 1e9)
-                acc.append((t_acc - sent) / 1e9)
+                if name[0] == "t":  # "w": a warm-up job, not timed
+                    handed.append((t_got - sent) / 1e9)
+                    acc.append((t_acc - sent) / 1e9)
                 if len(accepted) >= total:
                     done.set()
 
@@ -224,22 +242,25 @@ async def submit(params: dict[str, Any]) -> dict[str, Any]:
     acked: list[tuple[str, int]] = []
     errors = 0
     lags: list[float] = []
+    ack_s: list[float] = []
     loop = asyncio.get_running_loop()
 
-    async def one(cluster: str) -> None:
+    async def one(cluster: str, timed: bool) -> None:
         nonlocal errors
         req = pb.SubmitJobRequest(
             cluster=cluster,
             token=tokens[cluster],
-            name=f"t{time.monotonic_ns()}",
+            name=f"{'t' if timed else 'w'}{time.monotonic_ns()}",
             command="true",
             nodes=1,
         )
+        t0 = time.perf_counter()
         try:
             r = await stub.SubmitJob(req, timeout=30)
         except grpc.aio.AioRpcError:
             errors += 1
             return
+        ack_s.append(time.perf_counter() - t0)
         if r.status == pb.SubmitJobResponse.SUBMIT_SUCCESS and r.jobid > 0:
             acked.append((cluster, r.jobid))
         else:
@@ -248,12 +269,13 @@ async def submit(params: dict[str, Any]) -> dict[str, Any]:
     tasks = []
     start = loop.time()
     try:
-        for offset, cluster in zip(params["offsets"], params["clusters"], strict=True):
+        plan = zip(params["offsets"], params["clusters"], params["timed"], strict=True)
+        for offset, cluster, timed in plan:
             delay = start + offset - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
             lags.append(max(0.0, loop.time() - (start + offset)))
-            tasks.append(asyncio.create_task(one(cluster)))
+            tasks.append(asyncio.create_task(one(cluster, timed)))
         await asyncio.gather(*tasks)
     finally:
         await channel.close()
@@ -263,4 +285,5 @@ async def submit(params: dict[str, Any]) -> dict[str, Any]:
         "errors": errors,
         "seconds": round(loop.time() - start, 3),
         "lag_p99_ms": None if p99 is None else round(p99 * 1000, 3),
+        "submit_ack": H.latency_summary(ack_s),
     }
