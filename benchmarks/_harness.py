@@ -171,6 +171,7 @@ def machine_info() -> dict[str, Any]:
         "grpcio": grpc.__version__,
         "protobuf": google.protobuf.__version__,
         "rainbow_aio": rainbow_aio.__version__,
+        "rainbow_aio_path": str(Path(rainbow_aio.__file__).parent),
         "git_commit": commit,
         "git_dirty": bool(dirty) if dirty is not None else None,
         "loadavg": [round(x, 2) for x in os.getloadavg()],
