@@ -29,13 +29,15 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from rainbow_aio._proto import rainbow_pb2 as pb
 from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
-from rainbow_aio.testing import ServerProcess
+
+if TYPE_CHECKING:
+    from rainbow_aio.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -253,6 +255,8 @@ def say(msg: str) -> None:
 @contextlib.asynccontextmanager
 async def server_process(ctx: RunContext, name: str) -> AsyncIterator[ServerProcess]:
     """A ``rainbow-aio serve`` child on 127.0.0.1 with a fresh database; always stopped."""
+    from rainbow_aio.testing import ServerProcess  # here: workers need not import pytest
+
     db = ctx.tmp / f"{name}-{uuid.uuid4().hex[:8]}.db"
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)  # dev mode slows asyncio; benchmarks measure release mode

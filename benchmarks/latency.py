@@ -50,8 +50,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "toy": {"idle": {"jobs": 3, "mean_gap": 0.05},
             "steady": {"rate": 50, "seconds": 0.3, "warmup": 0.1},
             "settle": 0.1, "override": {"max_interval": 0.25}},
-    "quick": {"idle": {"jobs": 8, "mean_gap": 0.2},
-              "steady": {"rate": 200, "seconds": 1.5, "warmup": 1.0}, "settle": 0.6},
+    "quick": {"idle": {"jobs": 6, "mean_gap": 0.15},
+              "steady": {"rate": 200, "seconds": 1.0, "warmup": 0.6}, "settle": 0.4},
     # warm-up > max_interval (5 s): no timed job meets a poller still backed off from idle
     "full": {"idle": {"jobs": 60, "mean_gap": 0.4},
              "steady": {"rate": 200, "seconds": 15.0, "warmup": 6.0}, "settle": 6.0},

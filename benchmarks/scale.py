@@ -40,7 +40,7 @@ JITTER_MEAN = 0.75
 
 SIZES: dict[str, dict[str, Any]] = {
     "toy": {"counts": [20], "idle": 0.2, "settle": 0.3, "window": 0.4},
-    "quick": {"counts": [100, 1000], "idle": 2.0, "settle": 2.2, "window": 2.5},
+    "quick": {"counts": [100, 1000], "idle": 1.0, "settle": 1.2, "window": 1.5},
     # idle = the default max_interval (5 s): what an idle poller does out of the box
     "full": {"counts": [10, 100, 1000, 10_000], "idle": 5.0, "settle": 6.0, "window": 15.0},
 }
@@ -167,7 +167,7 @@ async def idle(params: dict[str, Any]) -> dict[str, Any]:
         await asyncio.sleep(0.2)
         # what the process costs with the probe running and no poller, subtracted below
         base_cpu0, base_t0 = H.cpu_seconds(), loop.time()
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(min(1.0, params["window"]))
         base_pct = 100 * (H.cpu_seconds() - base_cpu0) / (loop.time() - base_t0)
         rss0 = H.rss_bytes()
         t0 = time.perf_counter()

@@ -31,8 +31,8 @@ SIZES: dict[str, dict[str, Any]] = {
     "quick": {
         "stored": [LIST_SIZE, 1_000],
         "in_flight": [1, 16, 64],
-        "seconds": 0.8,
-        "warmup": 0.2,
+        "seconds": 0.4,
+        "warmup": 0.1,
     },
     "full": {
         "stored": [LIST_SIZE, 1_000, 100_000],
