@@ -545,9 +545,9 @@ class Poller:
             for job in fresh:
                 if queued >= room:
                     break  # not tracked: a later poll lists it again
-                pj = PolledJob(job, self, found)
-                view.track(pj)
-                queue.put(pj)
+                # no local name for the PolledJob: a reference left in this frame would
+                # keep a job its consumer dropped from being released
+                self._enqueue(job, found)
                 queued += 1
             if queue.room > 0:
                 queue.wake_room()  # pass unused room on to other pollers
@@ -569,6 +569,12 @@ class Poller:
             return jobs, view.sift(start, jobs, asked)
         finally:
             view.end_listing(start)
+
+    def _enqueue(self, job: Job, found: int) -> None:
+        pj = PolledJob(job, self, found)
+        assert self._view is not None
+        self._view.track(pj)
+        self._queue.put(pj)
 
     def _grow(self, backoff: float) -> float:
         if backoff <= 0:

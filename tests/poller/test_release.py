@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 
 from rainbow_aio import RainbowClient
@@ -41,6 +42,19 @@ async def test_a_job_dropped_without_accept_or_release_is_handed_out_again(
         ids = {(await poller.get()).id, (await poller.get()).id}
         assert dropped in ids
         assert ids == set(cluster.ids)
+
+
+async def test_the_last_job_listed_is_released_when_its_consumer_drops_it(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+        dropped = (await poller.get()).id  # nothing in the poller may keep it alive
+        async with asyncio.timeout(10):
+            again = await poller.get()
+        assert again.id == dropped
+        assert await again.accept()
+    assert await waiting(rainbow_client, cluster) == set()
 
 
 async def test_iterating_without_settling_sees_every_job_again(
