@@ -25,7 +25,7 @@ from typing import Any, TextIO
 from .._client import RainbowClient
 from .._exceptions import RainbowError
 from ..poller import PolledJob
-from ..server import RainbowServer
+from ..server import RainbowServer, ServerStartError
 from ._common import EXIT_ERROR, error, explain
 
 __all__ = ["DemoOptions", "DemoReport", "account", "add_parser", "render", "run_demo"]
@@ -413,6 +413,8 @@ def demo(args: argparse.Namespace) -> int:
     )
     try:
         report = asyncio.run(run_demo(options))
+    except ServerStartError as exc:
+        return error(f"the embedded server could not start: {exc}")
     except RainbowError as exc:
         return error(explain(exc, host="the embedded server"))
     print(render(report))
