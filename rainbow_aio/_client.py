@@ -47,6 +47,7 @@ _Req = TypeVar("_Req")
 _Resp = TypeVar("_Resp")
 
 _PATH: Final = f"/{P.SERVICE}/"
+DEFAULT_MAX_RESPONSE_BYTES: Final = 256 << 20
 # After connect() gave up waiting, one fail-fast call asks grpc why (its last error).
 _DIAGNOSE_TIMEOUT: Final = 0.25
 
@@ -98,6 +99,10 @@ class RainbowClient:
             :class:`UnavailableError` (or :class:`TLSError`).
         submit_retry: ``"safe"`` (default) retries SubmitJob only when nothing can have
             been written; ``"at_least_once"`` also after lost answers (may duplicate).
+        max_response_bytes: the largest answer accepted, in bytes (default 256 MiB).
+            grpc's own default, 4 MiB, is too small for a full listing of a large
+            backlog or for a few large jobs (the job JSON can be six times the size of
+            a command full of ``&``), which would fail every listing of that cluster.
         channel_options: extra grpc channel arguments, applied last.
 
     A call's ``timeout=`` argument is its total budget, retries and backoff included; by
@@ -120,6 +125,7 @@ class RainbowClient:
         timeout: float = 10.0,
         connect_timeout: float = 5.0,
         submit_retry: SubmitRetry = "safe",
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         channel_options: Iterable[tuple[str, int | str]] = (),
     ) -> None:
         self._target = parse_host(host)
@@ -138,6 +144,13 @@ class RainbowClient:
         self._timeout = _positive("timeout", timeout)
         self._connect_timeout = _positive("connect_timeout", connect_timeout)
         self._submit_retry: SubmitRetry = submit_retry
+        if (
+            isinstance(max_response_bytes, bool)
+            or not isinstance(max_response_bytes, int)
+            or not 0 < max_response_bytes <= P.INT32_MAX
+        ):
+            raise InvalidArgumentError(f"max_response_bytes must be an int from 1 to {P.INT32_MAX}")
+        self._max_response_bytes = max_response_bytes
         self._extra_options = list(channel_options)
 
         self._channel: grpc.aio.Channel | None = None
@@ -252,6 +265,7 @@ class RainbowClient:
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", max(1000, round(self._retry.max_backoff * 1000))),
             ("grpc.primary_user_agent", "rainbow-aio"),
+            ("grpc.max_receive_message_length", self._max_response_bytes),
             *self._keepalive.channel_options(),
         ]
         if self._tls is not None and self._tls.server_name:

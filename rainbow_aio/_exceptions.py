@@ -225,4 +225,10 @@ def error_from_status(
         return make(InvalidArgumentError, f"the server refused the call: {details}")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return make(DeniedError, f"the server denied the call: {details}")
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return make(
+            ServerError,
+            f"a message was larger than allowed ({details}); ask for fewer jobs at a time "
+            "(max_jobs), or raise RainbowClient(max_response_bytes=...)",
+        )
     return make(ServerError, f"the server answered {code.name}: {details}")

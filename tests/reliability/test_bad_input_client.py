@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +32,7 @@ from rainbow_aio import (
     RainbowError,
     RainbowServer,
     RetryPolicy,
+    ServerError,
     TLSConfig,
 )
 from rainbow_aio import _protocol as P
@@ -241,22 +243,33 @@ async def test_one_megabyte_command_round_trips(env: Env) -> None:
 
 
 @ON_MODULE_LOOP
-async def test_a_job_too_big_to_list_gives_a_typed_error(env: Env) -> None:
+async def test_a_listing_larger_than_grpcs_default_limit_is_received(env: Env) -> None:
     """1 MB of '&' is 6 MB of job JSON (each becomes \\u0026), over gRPC's default 4 MB
-    receive limit: listing must fail with a typed error or succeed, never crash."""
+    receive limit: the client's larger default limit lists it whole."""
     reg = await env.fresh()
     big = "&" * (1 << 20)
     job_id = await env.client.submit_job(reg.cluster, reg.token, big)
-    error: RainbowError | None = None
-    try:
-        (job,) = await env.client.request_jobs(reg.cluster, reg.secret)
-    except RainbowError as exc:
-        error = exc
-    else:
-        assert (job.id, job.command) == (job_id, big)
-    assert error is None or error.rpc == "RequestJobs"
-    # whatever listing did, the job can still be accepted (and is gone afterwards)
+    (job,) = await env.client.request_jobs(reg.cluster, reg.secret)
+    assert (job.id, job.command) == (job_id, big)
     assert (await env.client.accept_jobs(reg.cluster, reg.secret, [job_id])).all_accepted
+    await env.healthy()
+
+
+@ON_MODULE_LOOP
+async def test_a_listing_over_the_clients_limit_gives_a_typed_error_with_a_hint(
+    env: Env,
+) -> None:
+    reg = await env.fresh()
+    job_id = await env.client.submit_job(reg.cluster, reg.token, "&" * (1 << 20))
+    async with RainbowClient(env.server.address, max_response_bytes=1 << 20) as small:
+        with pytest.raises(ServerError) as info:
+            await small.request_jobs(reg.cluster, reg.secret)
+    assert info.value.rpc == "RequestJobs"
+    assert info.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "max_response_bytes" in str(info.value)
+    # the job is untouched: it can still be accepted by id (and is gone afterwards)
+    assert (await env.client.accept_jobs(reg.cluster, reg.secret, [job_id])).all_accepted
+    assert await env.client.request_jobs(reg.cluster, reg.secret) == []
     await env.healthy()
 
 
