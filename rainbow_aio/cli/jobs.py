@@ -32,7 +32,8 @@ DEFAULT_TIMEOUT = 10.0
 
 
 def job_json(job: Job) -> str:
-    """The job as the server sent it: Go's compact JSON, keys in the server's order."""
+    """The job written the way the Go server writes it (compact, keys in its order, Go's
+    escaping): the very text a conforming server sent, rebuilt from the parsed job."""
     return encode_job(job.id, job.cluster, job.name, job.nodes, job.tasks, job.command)
 
 
