@@ -452,6 +452,17 @@ class Admin:
         )
         return set(r.jobs)
 
+    async def accept_all(self, cluster: str, secret: str, ids: Sequence[int]) -> bool:
+        """Accept (delete) these jobs in chunks; True when every chunk answered SUCCESS."""
+        ok = True
+        for i in range(0, len(ids), 5000):
+            r = await self.stub.AcceptJobs(
+                pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids[i : i + 5000]),
+                timeout=120,
+            )
+            ok &= r.status == pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
+        return ok
+
     async def waiting_many(self, creds: Creds, *, in_flight: int = 16) -> dict[str, set[int]]:
         out: dict[str, set[int]] = {}
 

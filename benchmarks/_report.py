@@ -50,7 +50,7 @@ def targets(data: dict[str, Any]) -> str:
 def server(d: dict[str, Any]) -> str:
     rows = sorted(d["results"]["phases"], key=lambda p: (p["rpc"], p["stored"], p["in_flight"]))
     return _table(
-        ["RPC", "jobs stored", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
+        ["RPC", "jobs stored at start", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
          "load-gen CPU %"],
         ([p["rpc"], p.get("stored_total_at_start", p["stored"]), p["in_flight"],
           p["calls_per_s"], p["latency"]["p50_ms"], p["latency"]["p99_ms"],
