@@ -4,6 +4,9 @@ The load generator is a separate process using the raw generated ``grpc.aio`` st
 the figure is the server's, not the client library's). For each number of jobs stored
 (pre-loaded into one cluster's queue) it runs, for each RPC and each number of calls in
 flight, a short warm-up and then a timed phase, recording every call's latency.
+RequestJobs runs first, so it sees exactly that many jobs stored; SubmitJob phases then
+add their own jobs (the result records the table size at the start of every phase), and
+those are deleted before the next level, so each level starts from its exact count.
 
 Correctness, checked while it runs: every SubmitJob answers SUBMIT_SUCCESS with a real,
 distinct id, and afterwards exactly the acknowledged ids are waiting on the server (none
