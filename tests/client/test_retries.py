@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import grpc
 import pytest
 from support.proxy import TcpProxy
 
@@ -43,6 +44,19 @@ async def client(proxy: TcpProxy) -> RainbowClient:
 @pytest.fixture
 async def reg(client: RainbowClient, rainbow_server: RainbowServer) -> Registration:
     return await client.register("alpha", rainbow_server.secret)
+
+
+async def cut_off(client: RainbowClient, proxy: TcpProxy) -> None:
+    """Refuse new connections, drop the live one, and wait until the client's channel has
+    seen the drop. Until then grpc may still write a call onto the dead socket, which is
+    an ambiguous failure (the bytes could have left), not "no connection could be made"."""
+    await proxy.refuse()
+    proxy.drop_all()
+    channel = client._channel  # the test needs grpc's view of the connection
+    assert channel is not None
+    async with asyncio.timeout(10):
+        while channel.get_state() is grpc.ChannelConnectivity.READY:
+            await channel.wait_for_state_change(grpc.ChannelConnectivity.READY)
 
 
 async def lose_the_answer(proxy: TcpProxy) -> None:
@@ -127,8 +141,7 @@ async def test_submit_at_least_once_retries_and_may_duplicate(
 async def test_submit_is_retried_when_no_connection_could_be_made(
     client: RainbowClient, reg: Registration, proxy: TcpProxy, log_watch: LogWatch
 ) -> None:
-    await proxy.refuse()
-    proxy.drop_all()
+    await cut_off(client, proxy)
     call = asyncio.create_task(client.submit_job("alpha", reg.token, "echo safe"))
     await log_watch.wait_for_retries(1)
     await proxy.accept()
@@ -153,8 +166,7 @@ async def test_register_is_not_retried_after_a_lost_answer(
 async def test_register_is_retried_when_no_connection_could_be_made(
     client: RainbowClient, proxy: TcpProxy, rainbow_server: RainbowServer, log_watch: LogWatch
 ) -> None:
-    await proxy.refuse()
-    proxy.drop_all()
+    await cut_off(client, proxy)
     call = asyncio.create_task(client.register("alpha", rainbow_server.secret))
     await log_watch.wait_for_retries(1)
     await proxy.accept()
@@ -181,8 +193,7 @@ async def test_accept_retried_without_a_connection_stays_certain(
 ) -> None:
     job_id = await client.submit_job("alpha", reg.token, "echo")
     assert job_id is not None
-    await proxy.refuse()
-    proxy.drop_all()
+    await cut_off(client, proxy)
     call = asyncio.create_task(client.accept_jobs("alpha", reg.secret, [job_id, job_id + 1000]))
     await log_watch.wait_for_retries(1)
     await proxy.accept()
