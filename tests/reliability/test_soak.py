@@ -336,6 +336,7 @@ async def test_soak_short(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)
 async def test_soak_full(tmp_path: Path) -> None:
     plan = Plan(
         clusters=50,
