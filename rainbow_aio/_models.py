@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ._exceptions import ProtocolError
+from ._gojson import encode_job
 
 __all__ = ["AcceptResult", "AcceptStatus", "Job", "Registration"]
 
@@ -22,6 +23,12 @@ class Job:
     nodes: int
     tasks: int
     command: str
+
+    def to_json(self) -> str:
+        """The job as the Go server writes it: compact, keys in the order ``id, cluster,
+        name, nodes, tasks, command``, and Go's escaping (``&`` as ``\\u0026``, ...).
+        For a job parsed from a conforming server this is the very text it sent."""
+        return encode_job(self.id, self.cluster, self.name, self.nodes, self.tasks, self.command)
 
     @classmethod
     def from_json(cls, job_id: int, text: str, *, cluster: str | None = None) -> Job:

@@ -11,10 +11,9 @@ for good, so only the cluster that will run it should accept it.
 
 import argparse
 import asyncio
-import json
 import sys
 
-from rainbow_aio import AcceptStatus, Job, RainbowClient, RainbowError
+from rainbow_aio import AcceptStatus, RainbowClient, RainbowError
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -32,20 +31,6 @@ def get_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def as_json(job: Job) -> str:
-    """The job in the server's JSON layout: compact, keys in the server's order (the
-    server also escapes &, < and > as \\u0026, \\u003c and \\u003e; this does not)."""
-    fields = {
-        "id": job.id,
-        "cluster": job.cluster,
-        "name": job.name,
-        "nodes": job.nodes,
-        "tasks": job.tasks,
-        "command": job.command,
-    }
-    return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
-
-
 async def poll(args: argparse.Namespace) -> int:
     async with RainbowClient(args.host) as client:
         # request_jobs gives the jobs lowest id first; max_jobs=None asks for all
@@ -53,7 +38,7 @@ async def poll(args: argparse.Namespace) -> int:
         print(f"Status: {'REQUEST_JOBS_SUCCESS' if jobs else 'REQUEST_JOBS_NORESULTS'}")
         print(f"Received {len(jobs)} jobs for inspection!")
         for job in jobs:
-            print(as_json(job))
+            print(job.to_json())  # the server's own JSON layout
 
         if not args.accept or args.accept <= 0 or not jobs:
             return 0

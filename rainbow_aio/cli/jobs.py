@@ -21,20 +21,13 @@ from typing import Any
 from .._client import RainbowClient
 from .._config import RetryPolicy, TLSConfig
 from .._exceptions import ClusterExistsError, InvalidArgumentError, RainbowError
-from .._models import AcceptStatus, Job
+from .._models import AcceptStatus
 from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, DEFAULT_REGISTRATION_SECRET
-from ..server._gojson import encode_job
 from ._common import EXIT_ERROR, run
 
-__all__ = ["add_client_options", "add_parser", "client_from_args", "job_json", "uses_tls"]
+__all__ = ["add_client_options", "add_parser", "client_from_args", "uses_tls"]
 
 DEFAULT_TIMEOUT = 10.0
-
-
-def job_json(job: Job) -> str:
-    """The job written the way the Go server writes it (compact, keys in its order, Go's
-    escaping): the very text a conforming server sent, rebuilt from the parsed job."""
-    return encode_job(job.id, job.cluster, job.name, job.nodes, job.tasks, job.command)
 
 
 def _common_options(parser: argparse.ArgumentParser, *, cluster_help: str) -> None:
@@ -240,7 +233,7 @@ def poll(args: argparse.Namespace) -> int:
             print(f"Status: {status}")
             print(f"Received {len(jobs)} jobs for inspection!")
             for job in jobs:
-                print(job_json(job))
+                print(job.to_json())
             if args.accept <= 0 or not jobs:
                 return 0
             chosen = [job.id for job in jobs[: args.accept]]

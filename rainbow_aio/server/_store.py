@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ._gojson import encode_job
+from .._gojson import encode_job
 
 __all__ = ["ClusterCredentials", "JobIndex", "Store", "StoreError"]
 

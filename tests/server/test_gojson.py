@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rainbow_aio.server._gojson import encode_job, encode_string
+from rainbow_aio import Job
+from rainbow_aio._gojson import encode_job, encode_string
 
 GO_STRINGS = [
     ("", '""'),
@@ -72,3 +73,14 @@ def test_output_is_ascii_safe_where_go_escapes(text: str) -> None:
     for forbidden in ("<", ">", "&", "\u2028", "\u2029"):
         assert forbidden not in out
     assert not any(ord(c) < 0x20 for c in out)
+
+
+# text that can cross the wire (protobuf strings are UTF-8, so no lone surrogates)
+WIRE_TEXT = st.text(st.characters(exclude_categories=("Cs",)))
+
+
+@given(WIRE_TEXT, WIRE_TEXT, st.integers(-(2**31), 2**31 - 1))
+def test_job_to_json_rebuilds_what_the_server_sent(name: str, command: str, nodes: int) -> None:
+    sent = encode_job(7, "alpha", name, nodes, 1, command)
+    job = Job.from_json(7, sent, cluster="alpha")
+    assert job.to_json() == sent
