@@ -615,6 +615,23 @@ class RainbowClient:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closing.wait(), seconds)
 
+    def _final(
+        self, error: RainbowError, rpc: str, cluster: str | None, trace: _Trace
+    ) -> RainbowError:
+        """The error a call ends with: mapped again, by the one mapping function, so that
+        it names the host and the attempts made."""
+        if error.code is None:
+            return error
+        return error_from_status(
+            error.code,
+            error.details,
+            rpc=rpc,
+            cluster=cluster,
+            host=self._host,
+            attempts=trace.attempts,
+            tls=self._tls is not None,
+        )
+
     async def _unary(
         self,
         rpc: str,
@@ -657,29 +674,38 @@ class RainbowClient:
             trace.last_rtt = time.perf_counter() - started
             return resp
 
+        def retry_if(error: BaseException) -> bool:
+            return should_retry(rpc, error, submit_retry=self._submit_retry)
+
+        try:
+            # The first attempt goes out directly: building a tenacity retrier costs
+            # more than a local call, and most calls never need one.
+            return await attempt(), trace
+        except RainbowError as error:
+            if error.code is None or not retry_if(error) or self._retry.max_attempts < 2:
+                raise self._final(error, rpc, cluster, trace) from error.__cause__
+            failed_first: list[BaseException] = [error]
+
+        async def replay_first_then_attempt() -> _Resp:
+            # tenacity sees the first failure as its attempt 1, so the attempt count and
+            # the backoff schedule are the policy's, as if it had made that attempt.
+            if failed_first:
+                raise failed_first.pop()
+            return await attempt()
+
         retrying = build_retrying(
             self._retry,
             rpc=rpc,
-            budget=budget,
-            retry_if=lambda e: should_retry(rpc, e, submit_retry=self._submit_retry),
+            budget=max(deadline - time.monotonic(), 0.0),
+            retry_if=retry_if,
             sleep=self._sleep,
         )
         try:
-            resp: _Resp = await retrying(attempt)
+            resp: _Resp = await retrying(replay_first_then_attempt)
         except RainbowError as error:
-            # Name the attempts in the final error (mapped again, by the one function).
             if error.code is None:
                 raise
-            final = error_from_status(
-                error.code,
-                error.details,
-                rpc=rpc,
-                cluster=cluster,
-                host=self._host,
-                attempts=trace.attempts,
-                tls=self._tls is not None,
-            )
-            raise final from error.__cause__
+            raise self._final(error, rpc, cluster, trace) from error.__cause__
         return resp, trace
 
 
