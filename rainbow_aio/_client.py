@@ -12,7 +12,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, TypeVar
@@ -408,6 +408,41 @@ class RainbowClient:
         server. Raises :class:`DeniedError` and :class:`MissingCredentialError`, and
         :class:`ProtocolError` when a job is not valid job JSON.
         """
+        listing = await self._request_listing(cluster, secret, max_jobs, timeout=timeout)
+        return [
+            Job.from_json(job_id, listing[job_id], cluster=cluster) for job_id in sorted(listing)
+        ]
+
+    async def _list_new_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        max_jobs: int | None,
+        known: Container[int],
+        *,
+        timeout: float | None = None,
+    ) -> tuple[list[Job], list[int]]:
+        """``request_jobs`` for pollers: only the jobs whose ids are not in ``known`` are
+        parsed and returned (ascending), with every id listed (ascending).
+
+        A poller lists the jobs it already has in flight again on every poll (the server
+        lists the lowest ids first); their JSON is not parsed again. ``known`` is asked
+        once per listed id, right after the answer arrives. Same checks, retries and
+        errors as ``request_jobs``.
+        """
+        listing = await self._request_listing(cluster, secret, max_jobs, timeout=timeout)
+        listed = sorted(listing)
+        fresh = [
+            Job.from_json(job_id, listing[job_id], cluster=cluster)
+            for job_id in listed
+            if job_id not in known
+        ]
+        return fresh, listed
+
+    async def _request_listing(
+        self, cluster: str, secret: str, max_jobs: int | None, *, timeout: float | None
+    ) -> Mapping[int, str]:
+        """One RequestJobs (checked, retried, errors mapped): the answer's id -> JSON map."""
         _check_name("cluster", cluster)
         _check_str("secret", secret)
         if max_jobs is not None:
@@ -421,10 +456,7 @@ class RainbowClient:
         status = pb.RequestJobsResponse.ResultType
         if resp.status not in (status.REQUEST_JOBS_SUCCESS, status.REQUEST_JOBS_NORESULTS):
             raise _unexpected("RequestJobs", cluster, status.Name(resp.status))
-        return [
-            Job.from_json(job_id, resp.jobs[job_id], cluster=cluster)
-            for job_id in sorted(resp.jobs)
-        ]
+        return resp.jobs
 
     async def accept_jobs(
         self,
