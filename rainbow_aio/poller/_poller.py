@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Container, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -60,16 +60,18 @@ _NOT_APPLIED = (
 
 
 class PollingClient(Protocol):
-    """What a poller needs from :class:`~rainbow_aio.RainbowClient`."""
+    """What a poller needs from :class:`~rainbow_aio.RainbowClient`: a listing that
+    parses only the jobs not in ``known`` (and returns every id listed), and accepts."""
 
-    async def request_jobs(
+    async def _list_new_jobs(
         self,
         cluster: str,
         secret: str,
-        max_jobs: int | None = None,
+        max_jobs: int | None,
+        known: Container[int],
         *,
         timeout: float | None = ...,  # noqa: ASYNC109
-    ) -> list[Job]: ...
+    ) -> tuple[list[Job], list[int]]: ...
 
     async def accept_jobs(
         self,
@@ -146,10 +148,12 @@ class Poller:
 
     - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight).
     - ``queue_size`` (100): listed jobs that may wait for a consumer.
-    - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): while polls bring new jobs and
-      there is room, the next poll starts at once; after an empty poll (or an error) the
-      wait doubles from ``min_interval`` up to ``max_interval``, each wait randomised to
-      between half and all of it so that idle pollers do not poll in step.
+    - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): while polls bring new jobs, the
+      next poll starts as soon as the queue has room (also when a poll found new jobs
+      but a group's other pollers filled the shared queue meanwhile: that poll is not
+      empty); after an empty poll (or an error) the wait doubles from ``min_interval``
+      up to ``max_interval``, each wait randomised to between half and all of it so that
+      idle pollers do not poll in step.
     - ``accept_mode`` (``"batched"``): see :class:`AcceptMode`. Batched mode assumes this
       process is the only one accepting for the cluster.
     - ``accept_window`` (0.005 s) / ``accept_batch_size`` (256): accepts requested
@@ -513,7 +517,7 @@ class Poller:
                     continue
             try:
                 began = time.monotonic()
-                jobs, fresh = await self._list(view)
+                listed, fresh = await self._list(view)
             except Exception as exc:
                 self._errors += 1
                 self._last_error = _describe(exc)
@@ -537,36 +541,39 @@ class Poller:
                 return
             denials = 0
             self._polls += 1
-            self._jobs_listed += len(jobs)
+            self._jobs_listed += listed
             self._last_latency = time.monotonic() - began
-            queued = 0
-            room = queue.room
             found = view.seq
-            for job in fresh:
-                if queued >= room:
-                    break  # not tracked: a later poll lists it again
+            # the jobs beyond the room left are not tracked: a later poll lists them again
+            for job in fresh[: max(queue.room, 0)]:
                 # no local name for the PolledJob: a reference left in this frame would
                 # keep a job its consumer dropped from being released
                 self._enqueue(job, found)
-                queued += 1
             if queue.room > 0:
                 queue.wake_room()  # pass unused room on to other pollers
-            if queued:
+            if fresh:
+                # new jobs, even if other pollers filled the shared queue during the
+                # listing and none fitted: poll again as soon as there is room (the
+                # loop's top waits for it) rather than back off while they wait
                 backoff = delay = 0.0
             else:
                 self._empty_polls += 1
                 backoff = self._grow(backoff)
                 delay = self._jitter(backoff)
 
-    async def _list(self, view: ClusterView) -> tuple[list[Job], list[Job]]:
-        """One RequestJobs: every job listed, and those that may be handed out."""
+    async def _list(self, view: ClusterView) -> tuple[int, list[Job]]:
+        """One RequestJobs: how many jobs it listed, and those that may be handed out
+        (only these are parsed)."""
         want = min(self._opts.max_jobs, self._queue.room)
         # look past every id in flight (the server lists the lowest ids first)
         asked = min(want + len(view.inflight) + len(view.tombstones), P.INT32_MAX)
         start = view.begin_listing()
         try:
-            jobs = await self._client.request_jobs(self._cluster, self._secret, asked)
-            return jobs, view.sift(start, jobs, asked)
+            fresh, ids = await self._client._list_new_jobs(
+                self._cluster, self._secret, asked, view.hidden(start)
+            )
+            view.listed(start, ids, asked)
+            return len(ids), fresh
         finally:
             view.end_listing(start)
 

@@ -22,10 +22,9 @@ pollers that use them, so two pollers of one cluster in one process share one vi
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterable
+from collections.abc import Collection, Container, Set
 from typing import Any
 
-from .._models import Job
 from ._job import JobState, PolledJob
 
 __all__ = ["ClusterView", "acquire_view", "release_view"]
@@ -68,29 +67,23 @@ class ClusterView:
                 break
             del stones[job_id]
 
-    def sift(self, start: int, jobs: Iterable[Job], asked: int) -> list[Job]:
-        """The jobs of a listing that started at ``start`` that may be handed out.
+    def hidden(self, start: int) -> Container[int]:
+        """The ids a listing that started at ``start`` must not hand out: those in flight
+        and those settled since it started. Asked right after the listing's answer
+        arrives (the client skips their JSON)."""
+        return _Hidden(self, start)
+
+    def listed(self, start: int, ids: Collection[int], asked: int) -> None:
+        """A listing that started at ``start`` returned ``ids``.
 
         When the listing was complete (fewer jobs than ``asked``, so it showed every job
         waiting), queued jobs that were known to wait before it started and that it no
         longer shows were taken by someone else: they are dropped from their queues.
         """
-        fresh: list[Job] = []
-        seen: set[int] = set()
-        count = 0
-        for job in jobs:
-            count += 1
-            seen.add(job.id)
-            if job.id in self.inflight:
-                continue
-            if self.tombstones.get(job.id, -1) >= start:
-                continue
-            fresh.append(job)
-        if count < asked and self.inflight:
-            self._drop_vanished(start, seen)
-        return fresh
+        if len(ids) < asked and self.inflight:
+            self._drop_vanished(start, ids if isinstance(ids, Set) else set(ids))
 
-    def _drop_vanished(self, start: int, seen: set[int]) -> None:
+    def _drop_vanished(self, start: int, seen: Set[int]) -> None:
         vanished: list[PolledJob] = []
         for job_id, ref in list(self.inflight.items()):
             if job_id in seen:
@@ -135,6 +128,22 @@ class ClusterView:
             if pj is not None and pj._poller is owner:
                 out.append(pj)
         return out
+
+
+class _Hidden:
+    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
+
+    __slots__ = ("start", "view")
+
+    def __init__(self, view: ClusterView, start: int) -> None:
+        self.view = view
+        self.start = start
+
+    def __contains__(self, job_id: object) -> bool:
+        if not isinstance(job_id, int):
+            return False
+        view = self.view
+        return job_id in view.inflight or view.tombstones.get(job_id, -1) >= self.start
 
 
 _registry: weakref.WeakKeyDictionary[Any, dict[str, ClusterView]] = weakref.WeakKeyDictionary()

@@ -1,0 +1,124 @@
+"""A poll that finds new jobs when the shared queue has no room left, and the listing
+that parses only new jobs."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Container
+
+import pytest
+
+from rainbow_aio import DeniedError, Job, PolledJob, RainbowClient, RainbowServer
+
+from .conftest import MakeCluster, waiting
+
+
+class OrderedListings(RainbowClient):
+    """A real client whose first two listings are put in order.
+
+    The first listing of ``late`` is sent, then the first listing of ``early`` may go
+    out; ``late``'s answer is handed to its poller only once ``release_late`` is set.
+    So ``late``'s poll finds new jobs after ``early``'s jobs have filled the queue.
+    """
+
+    def __init__(self, host: str, early: str, late: str) -> None:
+        super().__init__(host)
+        self.early, self.late = early, late
+        self.late_sent = asyncio.Event()
+        self.release_late = asyncio.Event()
+        self.gated: set[str] = set()
+
+    async def _list_new_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        max_jobs: int | None,
+        known: Container[int],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> tuple[list[Job], list[int]]:
+        first = cluster not in self.gated
+        self.gated.add(cluster)
+        if first and cluster == self.early:
+            await self.late_sent.wait()
+        if not (first and cluster == self.late):
+            return await super()._list_new_jobs(cluster, secret, max_jobs, known, timeout=timeout)
+        self.late_sent.set()
+        listing = await super()._list_new_jobs(cluster, secret, max_jobs, known, timeout=timeout)
+        await self.release_late.wait()
+        return listing
+
+
+async def test_poll_finding_jobs_without_room_is_not_empty_and_polls_again_when_room_appears(
+    rainbow_server: RainbowServer,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    early = await make_cluster(jobs=2)
+    late = await make_cluster(jobs=3)
+    client = OrderedListings(rainbow_server.address, early.name, late.name)
+    # a long interval: a poller that backed off would not poll again within the test
+    group = client.poll_many(
+        {early.name: early.secret, late.name: late.secret},
+        queue_size=2,
+        max_jobs=10,
+        min_interval=60,
+        max_interval=60,
+    )
+    got: list[PolledJob] = []
+    async with client, contextlib.AsyncExitStack() as stack:
+        with monkeypatch.context() as patch:
+            patch.setattr(random, "random", lambda: 0.0)  # first polls at once
+            await stack.enter_async_context(group)
+        async with asyncio.timeout(20):
+            while group.qsize() < 2:  # noqa: ASYNC110 - no event announces a full queue
+                await asyncio.sleep(0.002)
+            client.release_late.set()
+            while group.stats[late.name].polls < 1:  # noqa: ASYNC110
+                await asyncio.sleep(0.002)
+        stats = group.stats[late.name]
+        # it found new jobs (as many as there was room when it asked) and none fitted:
+        # not an empty poll, and nothing handed out
+        assert (stats.polls, stats.empty_polls, stats.jobs_listed) == (1, 0, 2)
+        assert group.qsize() == 2
+        assert all(job.cluster == early.name for job in group._queue._items)
+
+        # each job taken makes room, and the late cluster's poller polls again at once
+        # (a backoff would wait 30 to 60 s, beyond this timeout)
+        async with asyncio.timeout(20):
+            while len(got) < 5:
+                got.append(await group.get())
+        stats = group.stats[late.name]
+        assert stats.handed_out == 3
+        assert stats.polls >= 2
+        assert stats.empty_polls <= 1  # the poll that found it drained, if it came
+        for job in got:
+            assert await job.accept()
+    assert sorted((j.cluster, j.id) for j in got) == sorted(
+        [(early.name, i) for i in early.ids] + [(late.name, i) for i in late.ids]
+    )
+    assert await waiting(rainbow_client, early) == set()
+    assert await waiting(rainbow_client, late) == set()
+
+
+async def test_list_new_jobs_parses_only_unknown_ids_and_fails_like_request_jobs(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=5)
+    everything = await rainbow_client.request_jobs(cluster.name, cluster.secret)
+    ids = [job.id for job in everything]
+    known = {ids[0], ids[3]}
+    fresh, listed = await rainbow_client._list_new_jobs(cluster.name, cluster.secret, 4, known)
+    assert listed == ids[:4]
+    assert fresh == [job for job in everything[:4] if job.id not in known]
+    fresh, listed = await rainbow_client._list_new_jobs(cluster.name, cluster.secret, None, ())
+    assert (fresh, listed) == (everything, ids)
+
+    with pytest.raises(DeniedError) as listing_error:
+        await rainbow_client._list_new_jobs(cluster.name, "wrong", None, known)
+    with pytest.raises(DeniedError) as request_error:
+        await rainbow_client.request_jobs(cluster.name, "wrong")
+    assert str(listing_error.value) == str(request_error.value)
