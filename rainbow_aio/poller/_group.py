@@ -14,7 +14,14 @@ import anyio.abc
 from .._exceptions import InvalidArgumentError
 from ._errors import PollerStoppedError
 from ._job import PolledJob
-from ._options import DEFAULTS, AcceptMode, PollerOptions, PollerStats, parse_accept_mode
+from ._options import (
+    DEFAULTS,
+    GROUP_QUEUE_SIZE,
+    AcceptMode,
+    PollerOptions,
+    PollerStats,
+    parse_accept_mode,
+)
 from ._poller import _NEW, _RUNNING, Poller, PollingClient
 from ._queue import JobQueue
 from ._run import AcceptWhen, Handler, run_handler
@@ -28,7 +35,9 @@ class PollerGroup:
     """Polls many clusters at once; their jobs arrive in one queue and carry ``.cluster``.
 
     From ``client.poll_many({cluster: secret, ...}, **options)``; the options are those of
-    :class:`Poller` and apply to every cluster (``queue_size`` bounds the merged queue)::
+    :class:`Poller` and apply to every cluster, except that ``queue_size`` bounds the
+    merged queue of all clusters and so defaults to 1,000 rather than 100 (see
+    ``GROUP_QUEUE_SIZE`` in ``_options.py`` for why)::
 
         async with client.poll_many(secrets, max_jobs=10) as group:
             await group.run(handler, concurrency=8, accept="before")
@@ -55,7 +64,7 @@ class PollerGroup:
         clusters: Mapping[str, str] | None = None,
         *,
         max_jobs: int = DEFAULTS.max_jobs,
-        queue_size: int = DEFAULTS.queue_size,
+        queue_size: int = GROUP_QUEUE_SIZE,
         min_interval: float = DEFAULTS.min_interval,
         max_interval: float = DEFAULTS.max_interval,
         accept_mode: AcceptMode | str = DEFAULTS.accept_mode,

@@ -8,7 +8,14 @@ from dataclasses import dataclass
 from .. import _protocol as P
 from .._exceptions import InvalidArgumentError
 
-__all__ = ["DEFAULTS", "AcceptMode", "PollerOptions", "PollerStats", "parse_accept_mode"]
+__all__ = [
+    "DEFAULTS",
+    "GROUP_QUEUE_SIZE",
+    "AcceptMode",
+    "PollerOptions",
+    "PollerStats",
+    "parse_accept_mode",
+]
 
 
 class AcceptMode(enum.StrEnum):
@@ -103,3 +110,16 @@ def parse_accept_mode(value: AcceptMode | str) -> AcceptMode:
 
 DEFAULTS: PollerOptions = PollerOptions()
 """The default options (``PollerOptions.max_jobs`` is a slot, not the default)."""
+
+GROUP_QUEUE_SIZE = 1000
+"""The default ``queue_size`` of a :class:`PollerGroup`, whose clusters share one queue.
+
+A single poller's 100 slots hold ten polls' worth of jobs at the default ``max_jobs``.
+Shared by tens of clusters, 100 slots are two or three jobs per cluster: polls then
+bring back a job or two each (listing the cluster's in-flight jobs again every time),
+and a backlog drains at the pace of consumers waiting for room rather than at the pace
+of the server. A thousand slots keep a poll's worth per cluster for up to a hundred
+clusters at the default ``max_jobs``. What it costs is memory: a queued job is one
+parsed :class:`Job` (a few hundred bytes plus its command), so about a megabyte for
+ordinary commands. Lower it when commands are large or when jobs should stay on the
+server (visible to other processes) until a consumer is free."""

@@ -147,7 +147,8 @@ class Poller:
     Options (keywords of ``client.poller()``):
 
     - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight).
-    - ``queue_size`` (100): listed jobs that may wait for a consumer.
+    - ``queue_size`` (100): listed jobs that may wait for a consumer (a group's
+      clusters share one queue, of 1,000 by default).
     - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): while polls bring new jobs, the
       next poll starts as soon as the queue has room (also when a poll found new jobs
       but a group's other pollers filled the shared queue meanwhile: that poll is not

@@ -31,6 +31,9 @@ async def test_client_factories_build_pollers_with_options(
     assert isinstance(group, PollerGroup)
     assert group.options.queue_size == 5
     assert group.clusters == [c.name]
+    # a group's clusters share one queue, so its default is larger than one poller's
+    assert rainbow_client.poller(c.name, c.secret).options.queue_size == 100
+    assert rainbow_client.poll_many({c.name: c.secret}).options.queue_size == 1000
 
 
 @pytest.mark.parametrize(
