@@ -9,11 +9,23 @@ measure, not what the tests check.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _kill_group(pgid: int) -> bool:
+    """Kill what is left of a process group; True if anything was left."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    os.killpg(pgid, signal.SIGKILL)
+    return True
 
 
 def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
@@ -28,7 +40,10 @@ def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
     )
     names = sorted(line.split()[0] for line in listing.stdout.splitlines() if line.strip())
     assert names, listing.stderr
-    proc = subprocess.run(
+    # The harness starts server and worker processes of its own; it runs in a session
+    # of its own so that, whatever ends this test (a failure, pytest-timeout), the
+    # whole process group is killed and nothing is left running.
+    proc = subprocess.Popen(
         [
             sys.executable,
             "-m",
@@ -40,12 +55,18 @@ def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
             str(tmp_path),
         ],
         cwd=ROOT,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=180,
-        check=False,
+        start_new_session=True,
     )
-    output = f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    try:
+        stdout, stderr = proc.communicate(timeout=170)
+    finally:
+        left_running = _kill_group(proc.pid)
+        proc.wait()
+    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
+    assert not left_running, "the harness left processes running\n" + output
     assert proc.returncode == 0, output
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
     assert sorted(r["benchmark"] for r in results) == names, output
