@@ -94,7 +94,9 @@ class PollerGroup:
             shutdown_timeout=shutdown_timeout,
             denied_attempts=denied_attempts,
         )
-        self._queue = JobQueue(self._opts.queue_size)
+        self._queue = JobQueue(
+            self._opts.queue_size, refill=min(self._opts.max_jobs, self._opts.queue_size // 2)
+        )
         self._members: dict[str, Poller] = {}
         self._errors: dict[str, BaseException] = {}
         self._errors_raised = False

@@ -129,7 +129,9 @@ class Poller:
       finishes in the background, and if it took the job the job is handed out again,
       already accepted (``job.accepted`` is True and ``accept()`` returns True at once).
     - **Backpressure.** At most ``queue_size`` listed jobs wait in the queue; while it is
-      full the poller does not poll.
+      full the poller does not poll. In a group, once the shared queue is full, polls
+      wait until there is room for ``max_jobs`` (at most half the queue), so that a
+      poll, which lists every job in flight again, brings a batch of new ones.
     - **Graceful shutdown.** ``stop()`` (or leaving the context) stops polling, ends
       iteration (``get()`` raises :class:`PollerStoppedError`) and gives back the jobs
       still queued, untouched on the server. Jobs already handed out can still be
@@ -150,7 +152,7 @@ class Poller:
     - ``queue_size`` (100): listed jobs that may wait for a consumer (a group's
       clusters share one queue, of 1,000 by default).
     - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): while polls bring new jobs, the
-      next poll starts as soon as the queue has room (also when a poll found new jobs
+      next poll starts as soon as the queue has room for it (also when a poll found new jobs
       but a group's other pollers filled the shared queue meanwhile: that poll is not
       empty); after an empty poll (or an error) the wait doubles from ``min_interval``
       up to ``max_interval``, each wait randomised to between half and all of it so that
@@ -508,11 +510,11 @@ class Poller:
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
-            while queue.room <= 0:
+            while not queue.pollable:
                 await queue.wait_room()
             if limiter is not None:
                 await limiter.acquire()
-                if queue.room <= 0:  # other pollers filled the queue meanwhile
+                if not queue.pollable:  # other pollers filled the queue meanwhile
                     limiter.release()
                     delay = 0.0
                     continue
@@ -551,7 +553,7 @@ class Poller:
                 # keep a job its consumer dropped from being released
                 self._enqueue(job, found)
             if queue.room > 0:
-                queue.wake_room()  # pass unused room on to other pollers
+                queue.wake_room()  # pass unused room (and this poll's share) on
             if fresh:
                 # new jobs, even if other pollers filled the shared queue during the
                 # listing and none fitted: poll again as soon as there is room (the
@@ -569,6 +571,7 @@ class Poller:
         # look past every id in flight (the server lists the lowest ids first)
         asked = min(want + len(view.inflight) + len(view.tombstones), P.INT32_MAX)
         start = view.begin_listing()
+        self._queue.listing += 1
         try:
             fresh, ids = await self._client._list_new_jobs(
                 self._cluster, self._secret, asked, view.hidden(start)
@@ -576,6 +579,10 @@ class Poller:
             view.listed(start, ids, asked)
             return len(ids), fresh
         finally:
+            queue = self._queue
+            queue.listing -= 1
+            # this poll's share of the room is free again (it may have failed)
+            queue.wake_room()
             view.end_listing(start)
 
     def _enqueue(self, job: Job, found: int) -> None:

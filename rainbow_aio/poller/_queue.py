@@ -24,12 +24,35 @@ class JobQueue:
 
     Accepted jobs put back with :meth:`put_owned` may exceed the bound (there is at most
     one per cancelled ``accept()``); pollers only add listed jobs while there is room.
+
+    ``refill`` (1 for a single poller; a group's) is the room a poll is worth once the
+    queue has been full: from then on pollers wait (:meth:`wait_room`) until that many
+    slots are free again, and each slot freed wakes at most one poller per ``refill``
+    slots. A poll lists every job the cluster has in flight again, so with many pollers
+    on one full queue, polling for each slot freed would list the same jobs over and
+    over for one new job each. Likewise, each poll in flight (``listing``) counts as
+    ``refill`` slots taken when deciding whether another poll may go out, so that the
+    slots freed one by one by consumers do not send every waiting poller off for the
+    same few slots.
     """
 
-    __slots__ = ("_closed", "_getters", "_items", "_live", "_room_waiters", "maxsize")
+    __slots__ = (
+        "_closed",
+        "_getters",
+        "_items",
+        "_live",
+        "_refilling",
+        "_room_waiters",
+        "listing",
+        "maxsize",
+        "refill",
+    )
 
-    def __init__(self, maxsize: int) -> None:
+    def __init__(self, maxsize: int, refill: int = 1) -> None:
         self.maxsize = maxsize
+        self.refill = max(1, min(refill, maxsize))
+        self._refilling = False  # full since room was last >= refill
+        self.listing = 0  # polls in flight (kept by the pollers)
         self._items: deque[PolledJob] = deque()
         self._live = 0  # items that will be handed out (dropped ones excluded)
         self._getters: deque[asyncio.Future[None]] = deque()
@@ -44,6 +67,13 @@ class JobQueue:
         return self.maxsize - self._live
 
     @property
+    def pollable(self) -> bool:
+        """Whether a poll may go out: there is room, and ``refill`` slots of it if the
+        queue has been full since there last were."""
+        free = self.maxsize - self._live - self.listing * self.refill
+        return free >= self.refill if self._refilling else free > 0
+
+    @property
     def closed(self) -> bool:
         return self._closed is not None
 
@@ -52,6 +82,8 @@ class JobQueue:
     def put(self, job: PolledJob) -> None:
         self._items.append(job)
         self._live += 1
+        if self._live >= self.maxsize and self.refill > 1:
+            self._refilling = True
         self._wake_getter()
 
     def put_owned(self, job: PolledJob) -> None:
@@ -79,8 +111,8 @@ class JobQueue:
         self._closed = None
 
     async def wait_room(self) -> None:
-        """Return once there is room (at once if there is)."""
-        if self.room > 0:
+        """Return once there is room for a poll (at once if there is)."""
+        if self.pollable:
             return
         fut = asyncio.get_running_loop().create_future()
         self._room_waiters.append(fut)
@@ -94,14 +126,17 @@ class JobQueue:
             raise
 
     def wake_room(self) -> None:
-        """Wake as many room waiters as there are free slots."""
-        free = self.room
+        """Wake one room waiter per ``refill`` free slots (if a poll may go out)."""
+        if not self.pollable:
+            return
+        self._refilling = False
+        free = self.room - self.listing * self.refill
         waiters = self._room_waiters
         while free > 0 and waiters:
             fut = waiters.popleft()
             if not fut.done():
                 fut.set_result(None)
-                free -= 1
+                free -= self.refill
 
     # consumers
 
