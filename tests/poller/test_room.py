@@ -12,7 +12,7 @@ import pytest
 
 from rainbow_aio import DeniedError, Job, PolledJob, RainbowClient, RainbowServer
 
-from .conftest import MakeCluster, waiting
+from .conftest import FAST, MakeCluster, waiting
 
 
 class OrderedListings(RainbowClient):
@@ -122,3 +122,28 @@ async def test_list_new_jobs_parses_only_unknown_ids_and_fails_like_request_jobs
     with pytest.raises(DeniedError) as request_error:
         await rainbow_client.request_jobs(cluster.name, "wrong")
     assert str(listing_error.value) == str(request_error.value)
+
+
+async def test_a_full_shared_queue_refills_in_polls_of_max_jobs(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    clusters = [await make_cluster(jobs=40) for _ in range(8)]
+    total = sum(len(c.ids) for c in clusters)
+    got: list[PolledJob] = []
+    async with rainbow_client.poll_many(
+        {c.name: c.secret for c in clusters}, queue_size=20, max_jobs=10, **FAST
+    ) as group:
+        async with asyncio.timeout(30):
+            while len(got) < total:
+                job = await group.get()
+                got.append(job)
+                assert await job.accept()
+        stats = group.stats.values()
+    assert sorted((j.cluster, j.id) for j in got) == sorted(
+        (c.name, i) for c in clusters for i in c.ids
+    )
+    # a poll re-lists the cluster's in-flight jobs, so one per freed slot would be
+    # wasteful: polls in flight count against the room, and a full queue waits for
+    # max_jobs free slots, so polls that found jobs bring several each (about 10)
+    finding = sum(s.polls - s.empty_polls for s in stats)
+    assert finding <= total / 4
