@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import random
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import TracebackType
 
 import anyio
@@ -24,14 +24,14 @@ from ._options import (
 )
 from ._poller import _NEW, _RUNNING, Poller, PollingClient
 from ._queue import JobQueue
-from ._run import AcceptWhen, Handler, run_handler
+from ._run import JobSource
 
 __all__ = ["PollerGroup"]
 
 _STOPPED, _CLOSED = 2, 3
 
 
-class PollerGroup:
+class PollerGroup(JobSource):
     """Polls many clusters at once; their jobs arrive in one queue and carry ``.cluster``.
 
     From ``client.poll_many({cluster: secret, ...}, **options)``; the options are those of
@@ -171,40 +171,7 @@ class PollerGroup:
         """
         if self._phase == _NEW:
             raise RuntimeError("enter the group first: async with client.poll_many(...)")
-        pj = await self._queue.get()
-        pj._poller._hand_out(pj)
-        return pj
-
-    def __aiter__(self) -> AsyncIterator[PolledJob]:
-        return self
-
-    async def __anext__(self) -> PolledJob:
-        try:
-            return await self.get()
-        except PollerStoppedError:
-            raise StopAsyncIteration from None
-
-    async def run(
-        self, handler: Handler, *, concurrency: int = 1, accept: AcceptWhen = "before"
-    ) -> None:
-        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time.
-
-        ``accept``:
-
-        - ``"before"`` (default): accept first; run the handler only if this process now
-          owns the job (jobs lost to others, or with an uncertain accept, are skipped
-          and logged).
-        - ``"after"``: run the handler, then accept if it returned normally; if it raised,
-          the job is released (it will be handed out again).
-        - ``"manual"``: the handler accepts or releases itself.
-
-        In every style a job the handler left unsettled is released, and a handler's
-        exception is logged and does not stop the loop. A new job is taken only when a
-        handler slot is free. Returns once the group is stopped (``stop()``, possibly from
-        a handler) and the running handlers have finished; raises the ``ExceptionGroup``
-        of errors if every cluster failed. Cancelling it cancels the running handlers.
-        """
-        await run_handler(self, handler, concurrency=concurrency, accept=accept)
+        return await self._take()
 
     # lifecycle
 

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Container, Iterable
+from collections.abc import Container, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
 
@@ -30,7 +30,7 @@ from ._errors import AcceptUncertainError, PollerStoppedError
 from ._job import JobState, PolledJob
 from ._options import DEFAULTS, AcceptMode, PollerOptions, PollerStats, parse_accept_mode
 from ._queue import JobQueue
-from ._run import AcceptWhen, Handler, run_handler
+from ._run import JobSource
 from ._view import ClusterView, acquire_view, release_view
 
 if TYPE_CHECKING:
@@ -97,7 +97,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-class Poller:
+class Poller(JobSource):
     """Lists one cluster's jobs with RequestJobs and hands each out once, to be accepted.
 
     Use it as an async context manager, from ``client.poller(cluster, secret, ...)``::
@@ -334,29 +334,7 @@ class Poller:
             raise RuntimeError("this poller belongs to a group: get jobs from the group")
         if self._phase == _NEW:
             raise RuntimeError("enter the poller first: async with client.poller(...)")
-        pj = await self._queue.get()
-        pj._poller._hand_out(pj)
-        return pj
-
-    def __aiter__(self) -> AsyncIterator[PolledJob]:
-        return self
-
-    async def __anext__(self) -> PolledJob:
-        try:
-            return await self.get()
-        except PollerStoppedError:
-            raise StopAsyncIteration from None
-
-    async def run(
-        self, handler: Handler, *, concurrency: int = 1, accept: AcceptWhen = "before"
-    ) -> None:
-        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time.
-
-        See :meth:`PollerGroup.run` for ``accept`` and for how handler errors are treated.
-        Returns once the poller is stopped and running handlers have finished; raises the
-        poller's error if it failed.
-        """
-        await run_handler(self, handler, concurrency=concurrency, accept=accept)
+        return await self._take()
 
     async def stop(self) -> None:
         """Stop polling and handing out; give back queued jobs; wait (up to

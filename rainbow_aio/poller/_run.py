@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import anyio
 
@@ -12,7 +12,10 @@ from .._exceptions import InvalidArgumentError
 from ._errors import AcceptUncertainError, PollerStoppedError
 from ._job import JobState, PolledJob
 
-__all__ = ["AcceptWhen", "Handler", "run_handler"]
+if TYPE_CHECKING:
+    from ._queue import JobQueue
+
+__all__ = ["AcceptWhen", "Handler", "JobSource", "run_handler"]
 
 log = logging.getLogger("rainbow_aio.poller")
 
@@ -22,6 +25,56 @@ AcceptWhen = Literal["before", "after", "manual"]
 
 class _Source(Protocol):
     async def get(self) -> PolledJob: ...
+
+
+class JobSource:
+    """What a :class:`Poller` and a :class:`PollerGroup` share as sources of jobs: taking
+    the next job from their queue, async iteration, and the handler style (``run``)."""
+
+    __slots__ = ()
+
+    _queue: JobQueue
+
+    async def get(self) -> PolledJob:
+        raise NotImplementedError
+
+    async def _take(self) -> PolledJob:
+        pj = await self._queue.get()
+        pj._poller._hand_out(pj)
+        return pj
+
+    def __aiter__(self) -> JobSource:
+        return self
+
+    async def __anext__(self) -> PolledJob:
+        try:
+            return await self.get()
+        except PollerStoppedError:
+            raise StopAsyncIteration from None
+
+    async def run(
+        self, handler: Handler, *, concurrency: int = 1, accept: AcceptWhen = "before"
+    ) -> None:
+        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time.
+
+        ``accept``:
+
+        - ``"before"`` (default): accept first; run the handler only if this process now
+          owns the job (jobs lost to others, or with an uncertain accept, are skipped
+          and logged).
+        - ``"after"``: run the handler, then accept if it returned normally; if it raised,
+          the job is released (it will be handed out again).
+        - ``"manual"``: the handler accepts or releases itself.
+
+        In every style a job the handler left unsettled is released, and a handler's
+        exception is logged and does not stop the loop. A new job is taken only when a
+        handler slot is free. Returns once the source is stopped (``stop()``, possibly
+        from a handler) and the running handlers have finished; raises what ``get()``
+        raises when the source failed (a poller's error; for a group, the
+        ``ExceptionGroup`` of errors once every cluster failed). Cancelling it cancels
+        the running handlers.
+        """
+        await run_handler(self, handler, concurrency=concurrency, accept=accept)
 
 
 async def run_handler(
