@@ -1,4 +1,5 @@
-"""What the ``rainbow-aio`` subcommands share: running a coroutine and reporting errors.
+"""What the ``rainbow-aio`` subcommands share: running a coroutine, reporting errors, and
+checking numeric options.
 
 An expected failure (a :class:`~rainbow_aio.RainbowError`, a bad argument) ends the command
 with exactly one line on stderr, ``rainbow-aio: error: WHAT — WHAT TO DO``, and a non-zero
@@ -8,9 +9,10 @@ or a secret.
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Final
 
 from .._exceptions import (
@@ -27,7 +29,15 @@ from .._exceptions import (
     UnavailableError,
 )
 
-__all__ = ["EXIT_ERROR", "EXIT_USAGE", "error", "explain", "run"]
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_USAGE",
+    "error",
+    "explain",
+    "positive_float",
+    "run",
+    "whole_number",
+]
 
 EXIT_ERROR: Final = 1
 """The command could not do its job (server unreachable, denied, jobs lost...)."""
@@ -109,3 +119,29 @@ def run(main: Coroutine[Any, Any, int], *, host: str, hint: str = "", tls: bool 
         return asyncio.run(main)
     except RainbowError as exc:
         return error(explain(exc, host=host, hint=hint, tls=tls))
+
+
+def whole_number(minimum: int) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, not {text}")
+        return value
+
+    return parse
+
+
+def positive_float(text: str) -> float:
+    """An argparse ``type`` for a number above 0 (NaN refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
+    return value

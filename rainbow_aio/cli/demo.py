@@ -26,7 +26,7 @@ from .._client import RainbowClient
 from .._exceptions import RainbowError
 from ..poller import PolledJob
 from ..server import RainbowServer, ServerStartError
-from ._common import EXIT_ERROR, error, explain
+from ._common import EXIT_ERROR, error, explain, positive_float, whole_number
 
 __all__ = ["DemoOptions", "DemoReport", "account", "add_parser", "render", "run_demo"]
 
@@ -338,26 +338,6 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
     )
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     """Register ``demo`` on the ``rainbow-aio`` parser."""
     d = DemoOptions()
@@ -371,31 +351,31 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--clusters",
-        type=_positive_int,
+        type=whole_number(1),
         default=d.clusters,
         help=f"clusters to register (default {d.clusters})",
     )
     p.add_argument(
         "--jobs",
-        type=_positive_int,
+        type=whole_number(1),
         default=d.jobs,
         help=f"jobs to submit in all (default {d.jobs:,})",
     )
     p.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=whole_number(1),
         default=d.concurrency,
         help=f"submissions, and job handlers, in flight at once (default {d.concurrency})",
     )
     p.add_argument(
         "--max-jobs",
-        type=_positive_int,
+        type=whole_number(1),
         default=d.max_jobs,
         help=f"most jobs one poll of a cluster asks for (default {d.max_jobs})",
     )
     p.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=d.timeout,
         help=f"seconds to wait for the last jobs after submitting ends (default {d.timeout:g})",
     )

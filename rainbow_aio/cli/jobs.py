@@ -23,7 +23,7 @@ from .._config import RetryPolicy, TLSConfig
 from .._exceptions import ClusterExistsError, InvalidArgumentError, RainbowError
 from .._models import AcceptStatus
 from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, DEFAULT_REGISTRATION_SECRET
-from ._common import EXIT_ERROR, run
+from ._common import EXIT_ERROR, positive_float, run, whole_number
 
 __all__ = ["add_client_options", "add_parser", "client_from_args", "uses_tls"]
 
@@ -42,7 +42,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_TIMEOUT,
         help=f"seconds to wait for each call, retries included (default {DEFAULT_TIMEOUT:g})",
     )
@@ -89,26 +89,6 @@ def client_from_args(args: argparse.Namespace) -> RainbowClient:
     )
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, not {text}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, not {text}")
-    return value
-
-
 def add_parser(subparsers: Any) -> None:
     """Register ``register``, ``submit`` and ``poll`` on the ``rainbow-aio`` parser."""
     p = subparsers.add_parser(
@@ -151,7 +131,7 @@ def add_parser(subparsers: Any) -> None:
     _common_options(p, cluster_help=f"cluster whose jobs to list (default {DEFAULT_CLUSTER})")
     p.add_argument(
         "--max-jobs",
-        type=_non_negative_int,
+        type=whole_number(0),
         default=None,
         help="Maximum jobs to request (unset defaults to all; 0 also means all)",
     )
@@ -162,7 +142,7 @@ def add_parser(subparsers: Any) -> None:
         default=1,
         help="Nodes for job (defaults to 1; kept for the original script, not used)",
     )
-    p.add_argument("--accept", type=_non_negative_int, default=0, help="Number of jobs to accept")
+    p.add_argument("--accept", type=whole_number(0), default=0, help="Number of jobs to accept")
     p.set_defaults(func=poll)
 
 
