@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -568,6 +569,67 @@ async def preload(
         out[cluster].append(job_id)
     note = {"method": used, "jobs": len(rows), "seconds": round(time.perf_counter() - t0, 3)}
     return out, note
+
+
+async def accept_each(
+    jobs: Any, *, total: int, consumers: int, limit: float, t0: float, cpu0: float
+) -> dict[str, Any]:
+    """Run ``consumers`` tasks that take jobs from ``jobs`` (a Poller or PollerGroup) and
+    accept each one on its own, until ``total`` are accepted or ``limit`` seconds pass.
+
+    Returns the wall and CPU seconds since ``t0`` / ``cpu0`` (taken by the caller, so
+    that start-up can be counted), the accepted ids, failed accepts and their errors.
+    """
+    accepted: list[int] = []
+    errors: list[str] = []
+    failed = 0
+    done = asyncio.Event()
+
+    async def consume() -> None:
+        nonlocal failed
+        while not done.is_set():
+            job = await jobs.get()
+            try:
+                ok = await job.accept()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                ok = False
+            if ok:
+                accepted.append(job.id)
+                if len(accepted) >= total:
+                    done.set()
+            else:
+                failed += 1
+
+    tasks = [asyncio.create_task(consume()) for _ in range(consumers)]
+    try:
+        await asyncio.wait_for(done.wait(), limit)
+        seconds = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "seconds": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
+        "failed_accepts": failed,
+        "errors": errors,
+        "accepted": accepted,
+    }
+
+
+def jsonable(obj: Any) -> Any:
+    """A stats snapshot as plain JSON (dataclass, mapping or object attributes)."""
+    if obj is None or isinstance(obj, int | float | str | bool):
+        return obj
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    return str(obj)
 
 
 def verify_drain(

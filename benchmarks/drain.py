@@ -16,12 +16,10 @@ Correctness, checked for every run: every loaded job accepted exactly once, ever
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import Any
 
 from benchmarks import _harness as H
-from benchmarks.original import _jsonable
 
 NAME = "drain"
 TITLE = "Drain rate: 20,000 jobs over 50 clusters, batched vs one-by-one accepts"
@@ -161,49 +159,17 @@ def _sum_stats(stats: dict[str, Any]) -> dict[str, int]:
 async def consume(params: dict[str, Any]) -> dict[str, Any]:
     from rainbow_aio import RainbowClient
 
-    total = params["total"]
-    accepted: list[int] = []
-    errors: list[str] = []
-    failed = 0
-    done = asyncio.Event()
     async with RainbowClient(params["address"]) as client:
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
         async with client.poll_many(params["secrets"], **params["options"]) as group:
-
-            async def consumer() -> None:
-                nonlocal failed
-                while not done.is_set():
-                    job = await group.get()
-                    try:
-                        ok = await job.accept()
-                    except Exception as exc:
-                        errors.append(f"{type(exc).__name__}: {exc}")
-                        ok = False
-                    if ok:
-                        accepted.append(job.id)
-                        if len(accepted) >= total:
-                            done.set()
-                    else:
-                        failed += 1
-
-            tasks = [
-                asyncio.create_task(consumer()) for _ in range(params.get("consumers", CONSUMERS))
-            ]
-            try:
-                await asyncio.wait_for(done.wait(), 800)
-                seconds = time.perf_counter() - t0
-                cpu = H.cpu_seconds() - cpu0
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            stats = group.stats
-    return {
-        "seconds": round(seconds, 4),
-        "cpu_s": round(cpu, 4),
-        "failed_accepts": failed,
-        "errors": errors,
-        "poller_stats": _jsonable(stats),
-        "accepted": accepted,
-    }
+            result = await H.accept_each(
+                group,
+                total=params["total"],
+                consumers=params.get("consumers", CONSUMERS),
+                limit=800,
+                t0=t0,
+                cpu0=cpu0,
+            )
+            result["poller_stats"] = H.jsonable(group.stats)
+    return result

@@ -25,7 +25,6 @@ nothing is left waiting on the server.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -321,11 +320,6 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
     from rainbow_aio import RainbowClient
 
     secrets: dict[str, str] = params["secrets"]
-    total = params["total"]
-    accepted: list[int] = []
-    errors: list[str] = []
-    failed = 0
-    done = asyncio.Event()
     async with RainbowClient(params["address"]) as client:
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
@@ -336,53 +330,13 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
         else:
             source = client.poll_many(secrets, **options)
         async with source as jobs:
-
-            async def consume() -> None:
-                nonlocal failed
-                while not done.is_set():
-                    job = await jobs.get()
-                    try:
-                        ok = await job.accept()
-                    except Exception as exc:
-                        errors.append(f"{type(exc).__name__}: {exc}")
-                        ok = False
-                    if ok:
-                        accepted.append(job.id)
-                        if len(accepted) >= total:
-                            done.set()
-                    else:
-                        failed += 1
-
-            consumers = [asyncio.create_task(consume()) for _ in range(params["consumers"])]
-            try:
-                await asyncio.wait_for(done.wait(), 600)
-                seconds = time.perf_counter() - t0
-                cpu = H.cpu_seconds() - cpu0
-            finally:
-                for c in consumers:
-                    c.cancel()
-                await asyncio.gather(*consumers, return_exceptions=True)
-            stats = getattr(jobs, "stats", None)
-    return {
-        "seconds": round(seconds, 4),
-        "cpu_s": round(cpu, 4),
-        "failed_accepts": failed,
-        "errors": errors,
-        "poller_stats": _jsonable(stats),
-        "accepted": accepted,
-    }
-
-
-def _jsonable(obj: Any) -> Any:
-    """A stats snapshot as plain JSON (dataclass, mapping or object attributes)."""
-    import dataclasses
-
-    if obj is None or isinstance(obj, int | float | str | bool):
-        return obj
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        obj = dataclasses.asdict(obj)
-    if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_jsonable(v) for v in obj]
-    return str(obj)
+            result = await H.accept_each(
+                jobs,
+                total=params["total"],
+                consumers=params["consumers"],
+                limit=600,
+                t0=t0,
+                cpu0=cpu0,
+            )
+            result["poller_stats"] = H.jsonable(getattr(jobs, "stats", None))
+    return result
