@@ -30,13 +30,15 @@ from ._exceptions import (
     TLSError,
     UnavailableError,
 )
-from ._models import AcceptResult, AcceptStatus, Job, Registration
+from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
+from ._outcome import CallOutcome
 from .poller import (
     AcceptMode,
     AcceptUncertainError,
     PolledJob,
     Poller,
     PollerGroup,
+    PollerOptions,
     PollerStats,
     PollerStoppedError,
 )
@@ -55,7 +57,9 @@ __all__ = [
     # results
     "AcceptResult",
     "AcceptStatus",
+    "CallOutcome",
     "Job",
+    "JobListing",
     "Registration",
     # errors
     "AcceptUncertainError",
@@ -78,6 +82,7 @@ __all__ = [
     "PolledJob",
     "Poller",
     "PollerGroup",
+    "PollerOptions",
     "PollerStats",
     # server
     "RainbowServer",

@@ -12,17 +12,24 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Callable, Container, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Any, Final, TypeVar, Unpack
 
 import grpc
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from . import _protocol as P
-from ._config import KeepAliveConfig, RetryPolicy, SubmitRetry, TLSConfig, parse_host
+from ._config import (
+    KeepAliveConfig,
+    RetryPolicy,
+    SubmitRetry,
+    TLSConfig,
+    parse_host,
+    positive_seconds,
+)
 from ._exceptions import (
     ClientClosedError,
     ClusterExistsError,
@@ -32,12 +39,13 @@ from ._exceptions import (
     TLSError,
     error_from_status,
 )
-from ._models import AcceptResult, AcceptStatus, Job, Registration
+from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
+from ._outcome import CallOutcome
 from ._proto import rainbow_pb2 as pb
-from ._retry import build_retrying, may_have_reached_server, should_retry
+from ._retry import attempt_outcome, build_retrying, should_retry
 
 if TYPE_CHECKING:
-    from .poller import Poller, PollerGroup
+    from .poller import Poller, PollerGroup, PollerKwargs, PollerOptions
 
 __all__ = ["RainbowClient"]
 
@@ -48,6 +56,8 @@ _Resp = TypeVar("_Resp")
 
 _PATH: Final = f"/{P.SERVICE}/"
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 << 20
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_ATTEMPT_TIMEOUT: Final = 10.0
 # After connect() gave up waiting, one fail-fast call asks grpc why (its last error).
 _DIAGNOSE_TIMEOUT: Final = 0.25
 
@@ -94,7 +104,10 @@ class RainbowClient:
         retry: attempts and backoff for retryable failures (see ``_retry.py`` for which
             failures each RPC retries).
         keepalive: HTTP/2 keepalive; the default suits a stock Go gRPC server.
-        timeout: the deadline of each attempt, in seconds.
+        timeout: each call's whole time budget in seconds, retries and backoff included
+            (default 30). A call's own ``timeout=`` replaces it for that call.
+        attempt_timeout: the deadline of one attempt within a call (default 10); an
+            attempt never runs past what is left of the call's budget.
         connect_timeout: how long ``connect()`` waits for the server before it raises
             :class:`UnavailableError` (or :class:`TLSError`).
         submit_retry: ``"safe"`` (default) retries SubmitJob only when nothing can have
@@ -104,15 +117,18 @@ class RainbowClient:
             backlog or for a few large jobs (the job JSON can be six times the size of
             a command full of ``&``), which would fail every listing of that cluster.
         channel_options: extra grpc channel arguments, applied last.
+        interceptors: ``grpc.aio`` client interceptors, passed to the channel as they are
+            (your own auth headers, logging or tracing); they see every attempt.
 
-    A call's ``timeout=`` argument is its total budget, retries and backoff included; by
-    default that budget is ``retry.total_timeout``. Each attempt's deadline is the smaller
-    of ``timeout`` (the client's) and what is left of the budget. When the connection is
-    down, an attempt first waits up to ``connect_timeout`` for it (nothing is sent
-    meanwhile), so retries span a server restart instead of failing within grpc's
-    reconnect backoff; calls never use grpc's unbounded ``wait_for_ready``.
+    ``timeout`` always means a call's whole budget: with the server down, a client built
+    with ``timeout=2`` fails each call after about 2 seconds. When the connection is down,
+    an attempt first waits up to ``connect_timeout`` (within the budget) for it, nothing
+    being sent meanwhile, so retries span a server restart instead of failing within
+    grpc's reconnect backoff; calls never use grpc's unbounded ``wait_for_ready``.
 
-    Calls raise :class:`ClientClosedError` before ``connect()`` and after ``close()``.
+    Every error a call raises carries ``outcome`` (:class:`CallOutcome`): whether the
+    server certainly did not act, may have acted, or acted. Calls raise
+    :class:`ClientClosedError` before ``connect()`` and after ``close()``.
     """
 
     def __init__(
@@ -122,11 +138,13 @@ class RainbowClient:
         tls: TLSConfig | None = None,
         retry: RetryPolicy | None = None,
         keepalive: KeepAliveConfig | None = None,
-        timeout: float = 10.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
         connect_timeout: float = 5.0,
         submit_retry: SubmitRetry = "safe",
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         channel_options: Iterable[tuple[str, int | str]] = (),
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         self._target = parse_host(host)
         if tls is not None and not isinstance(tls, TLSConfig):
@@ -141,8 +159,9 @@ class RainbowClient:
         self._tls = tls
         self._retry = retry or RetryPolicy()
         self._keepalive = keepalive or KeepAliveConfig()
-        self._timeout = _positive("timeout", timeout)
-        self._connect_timeout = _positive("connect_timeout", connect_timeout)
+        self._timeout = positive_seconds("timeout", timeout)
+        self._attempt_timeout = positive_seconds("attempt_timeout", attempt_timeout)
+        self._connect_timeout = positive_seconds("connect_timeout", connect_timeout)
         self._submit_retry: SubmitRetry = submit_retry
         if (
             isinstance(max_response_bytes, bool)
@@ -152,12 +171,21 @@ class RainbowClient:
             raise InvalidArgumentError(f"max_response_bytes must be an int from 1 to {P.INT32_MAX}")
         self._max_response_bytes = max_response_bytes
         self._extra_options = list(channel_options)
+        self._interceptors = list(interceptors)
+        for interceptor in self._interceptors:
+            if not isinstance(interceptor, grpc.aio.ClientInterceptor):
+                raise InvalidArgumentError(
+                    "interceptors must be grpc.aio client interceptors, not "
+                    f"{type(interceptor).__name__}"
+                )
 
         self._channel: grpc.aio.Channel | None = None
         self._methods: _Methods | None = None
         self._closed = False
         self._close_task: asyncio.Task[None] | None = None
-        self._closing: asyncio.Event | None = None  # made in the loop, by connect()
+        # made in the loop by the first connect(); set by close(), which ends a connect()
+        # still waiting, retry backoffs and waits for a connection
+        self._closing: asyncio.Event | None = None
         self._connect_lock: asyncio.Lock | None = None
 
     # -- properties -------------------------------------------------------------------
@@ -178,8 +206,14 @@ class RainbowClient:
 
     @property
     def timeout(self) -> float:
-        """The deadline of each attempt, in seconds."""
+        """Each call's whole time budget in seconds (retries included), unless the call
+        gives its own ``timeout=``."""
         return self._timeout
+
+    @property
+    def attempt_timeout(self) -> float:
+        """The deadline of one attempt, in seconds (never past the call's budget)."""
+        return self._attempt_timeout
 
     @property
     def connected(self) -> bool:
@@ -215,22 +249,27 @@ class RainbowClient:
 
         Raises :class:`UnavailableError` naming the host (or :class:`TLSError` when the
         TLS handshake fails) if no connection is up within ``connect_timeout`` seconds.
-        Does nothing when already connected; a closed client cannot reconnect.
+        Does nothing when already connected; a closed client cannot reconnect. A
+        ``close()`` while it waits ends the wait: it then closes the channel it was
+        opening and raises :class:`ClientClosedError`.
         """
         if self._closed:
             raise ClientClosedError("the client is closed; create a new RainbowClient")
         if self._connect_lock is None:
             self._connect_lock = asyncio.Lock()
+            self._closing = asyncio.Event()
         async with self._connect_lock:
             if self._methods is not None:
                 return
             channel = self._make_channel()
             try:
                 await self._wait_ready(channel)
+                if self._closed:
+                    raise ClientClosedError("the client was closed while it was connecting")
             except BaseException:
                 await channel.close(None)
                 raise
-            self._closing = asyncio.Event()
+            # only ever set here, under the lock, on a client not closed
             self._channel = channel
             self._methods = _Methods.bind(channel)
         _log.info("connected to rainbow server at %s (%s)", self._host, self._mode())
@@ -240,15 +279,20 @@ class RainbowClient:
 
         New calls raise :class:`ClientClosedError` at once; calls in flight get up to
         ``grace`` seconds to finish (``None``: none) and are then cancelled, raising
-        :class:`ClientClosedError`. Retries waiting for their next attempt stop. Safe to
-        call more than once and from several tasks.
+        :class:`ClientClosedError`. Retries waiting for their next attempt stop, and a
+        ``connect()`` still waiting for the server gives up and closes what it opened
+        before this returns. Safe to call more than once and from several tasks.
         """
         self._closed = True
+        if self._closing is not None:
+            self._closing.set()
+        lock = self._connect_lock
+        if lock is not None and lock.locked():
+            async with lock:  # a connect() in progress sees the client closed and gives up
+                pass
         if self._channel is None:
             return
         if self._close_task is None:
-            if self._closing is not None:
-                self._closing.set()
             _log.debug("closing the channel to %s (grace %s s)", self._host, grace)
             self._close_task = asyncio.create_task(self._channel.close(grace))
         await asyncio.shield(self._close_task)
@@ -271,10 +315,15 @@ class RainbowClient:
         if self._tls is not None and self._tls.server_name:
             options.append(("grpc.ssl_target_name_override", self._tls.server_name))
         options.extend(self._extra_options)
+        interceptors = self._interceptors or None
         if self._tls is None:
-            return grpc.aio.insecure_channel(self._target, options=options)
+            return grpc.aio.insecure_channel(
+                self._target, options=options, interceptors=interceptors
+            )
         creds = self._tls.channel_credentials()
-        return grpc.aio.secure_channel(self._target, creds, options=options)
+        return grpc.aio.secure_channel(
+            self._target, creds, options=options, interceptors=interceptors
+        )
 
     async def _wait_ready(self, channel: grpc.aio.Channel) -> None:
         """Wait for READY; give up at the connect timeout, or at once on a TLS failure.
@@ -302,8 +351,8 @@ class RainbowClient:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 break
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            if await self._until_closing(channel.wait_for_state_change(state), remaining):
+                return  # closed meanwhile: connect() sees it and gives up
             state = channel.get_state(try_to_connect=True)
         else:
             return
@@ -322,20 +371,24 @@ class RainbowClient:
 
     # -- the calls --------------------------------------------------------------------
 
-    async def register(self, cluster: str, secret: str) -> Registration:
+    async def register(
+        self, cluster: str, secret: str, *, timeout: float | None = None
+    ) -> Registration:
         """Register ``cluster`` with the server's registration ``secret``.
 
         Returns the cluster's token (for submitters) and secret (for the cluster itself).
         Raises :class:`ClusterExistsError` when the name is taken (the credentials were
         shown once, at the first registration, and cannot be shown again) and
         :class:`DeniedError` for a wrong registration secret. Repeated only when nothing
-        can have been written, so a lost answer never turns into "exists".
+        can have been written, so a lost answer never turns into "exists": an error with
+        ``outcome`` UNKNOWN means the cluster may be registered with credentials nobody
+        saw.
         """
         _check_name("cluster", cluster)
         _check_str("secret", secret)
         request = pb.RegisterRequest(name=cluster, secret=secret, sent=_now())
         resp, _ = await self._unary(
-            "Register", lambda m: m.register, request, cluster=cluster, timeout=None
+            "Register", lambda m: m.register, request, cluster=cluster, timeout=timeout
         )
         status = pb.RegisterResponse.ResultType
         if resp.status == status.REGISTER_EXISTS:
@@ -408,38 +461,37 @@ class RainbowClient:
         server. Raises :class:`DeniedError` and :class:`MissingCredentialError`, and
         :class:`ProtocolError` when a job is not valid job JSON.
         """
-        listing = await self._request_listing(cluster, secret, max_jobs, timeout=timeout)
+        listing = await self._listing(cluster, secret, max_jobs, timeout=timeout)
         return [
             Job.from_json(job_id, listing[job_id], cluster=cluster) for job_id in sorted(listing)
         ]
 
-    async def _list_new_jobs(
+    async def request_listing(
         self,
         cluster: str,
         secret: str,
-        max_jobs: int | None,
-        known: Container[int],
+        max_jobs: int | None = None,
         *,
+        skip: Container[int] = (),
         timeout: float | None = None,
-    ) -> tuple[list[Job], list[int]]:
-        """``request_jobs`` for pollers: only the jobs whose ids are not in ``known`` are
-        parsed and returned (ascending), with every id listed (ascending).
+    ) -> JobListing:
+        """``request_jobs`` for code that lists the same jobs again and again (pollers).
 
-        A poller lists the jobs it already has in flight again on every poll (the server
-        lists the lowest ids first); their JSON is not parsed again. ``known`` is asked
-        once per listed id, right after the answer arrives. Same checks, retries and
-        errors as ``request_jobs``.
+        Returns every id listed and the parsed jobs whose ids are not in ``skip`` (both
+        ascending): jobs already known are not parsed again. ``skip`` is asked once per
+        listed id, right after the answer arrives. Same checks, retries and errors as
+        ``request_jobs``.
         """
-        listing = await self._request_listing(cluster, secret, max_jobs, timeout=timeout)
-        listed = sorted(listing)
-        fresh = [
+        listing = await self._listing(cluster, secret, max_jobs, timeout=timeout)
+        ids = tuple(sorted(listing))
+        jobs = [
             Job.from_json(job_id, listing[job_id], cluster=cluster)
-            for job_id in listed
-            if job_id not in known
+            for job_id in ids
+            if job_id not in skip
         ]
-        return fresh, listed
+        return JobListing(ids=ids, jobs=jobs)
 
-    async def _request_listing(
+    async def _listing(
         self, cluster: str, secret: str, max_jobs: int | None, *, timeout: float | None
     ) -> Mapping[int, str]:
         """One RequestJobs (checked, retried, errors mapped): the answer's id -> JSON map."""
@@ -473,7 +525,8 @@ class RainbowClient:
         ``UNCERTAIN``: the call was repeated after an attempt that may have reached the
         server, and the repeat said PARTIAL: the earlier attempt may have taken them.
         Ids must be distinct positive int32 values. Raises :class:`DeniedError` and
-        :class:`MissingCredentialError`.
+        :class:`MissingCredentialError`; an error's ``outcome`` says whether the ids may
+        have been taken (UNKNOWN) or certainly were not (NOT_APPLIED).
         """
         _check_name("cluster", cluster)
         _check_str("secret", secret)
@@ -519,7 +572,7 @@ class RainbowClient:
         await self._wait_connected("Stream", None, min(self._connect_timeout, budget))
         remaining = max(deadline - time.monotonic(), 0.001)
         prefix = uuid.uuid4().hex
-        call = methods.stream(None, timeout=min(self._timeout, remaining))
+        call = methods.stream(None, timeout=min(self._attempt_timeout, remaining))
         counts: list[int] = []
         try:
             for i in range(count):
@@ -548,17 +601,36 @@ class RainbowClient:
 
     # -- pollers ----------------------------------------------------------------------
 
-    def poller(self, cluster: str, secret: str, **options: Any) -> Poller:
-        """A :class:`~rainbow_aio.Poller` for ``cluster`` over this client's channel."""
+    def poller(
+        self,
+        cluster: str,
+        secret: str,
+        options: PollerOptions | None = None,
+        **overrides: Unpack[PollerKwargs],
+    ) -> Poller:
+        """A :class:`~rainbow_aio.Poller` for ``cluster`` over this client's channel.
+
+        Options come as a :class:`~rainbow_aio.PollerOptions`, as keywords (the fields
+        of ``PollerOptions``), or both (keywords win)."""
         from .poller import Poller
 
-        return Poller(self, cluster, secret, **options)
+        return Poller(self, cluster, secret, options, **overrides)
 
-    def poll_many(self, clusters: Mapping[str, str], **options: Any) -> PollerGroup:
-        """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret)."""
+    def poll_many(
+        self,
+        clusters: Mapping[str, str],
+        options: PollerOptions | None = None,
+        *,
+        max_concurrent_polls: int = 128,
+        **overrides: Unpack[PollerKwargs],
+    ) -> PollerGroup:
+        """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret),
+        with the options of :meth:`poller` for every cluster."""
         from .poller import PollerGroup
 
-        return PollerGroup(self, clusters, **options)
+        return PollerGroup(
+            self, clusters, options, max_concurrent_polls=max_concurrent_polls, **overrides
+        )
 
     # -- machinery --------------------------------------------------------------------
 
@@ -576,8 +648,8 @@ class RainbowClient:
 
     def _budget(self, timeout: float | None) -> float:
         if timeout is None:
-            return self._retry.total_timeout
-        return _positive("timeout", timeout)
+            return self._timeout
+        return positive_seconds("timeout", timeout)
 
     def _map(
         self, exc: grpc.aio.AioRpcError, rpc: str, cluster: str | None, *, attempts: int | None
@@ -600,7 +672,11 @@ class RainbowClient:
         task = asyncio.current_task()
         if self._closed and (task is None or task.cancelling() == 0):
             raise ClientClosedError(
-                "the client was closed while the call was in flight", rpc=rpc, cluster=cluster
+                "the client was closed while the call was in flight; the server may have "
+                "acted on it",
+                rpc=rpc,
+                cluster=cluster,
+                outcome=CallOutcome.UNKNOWN,
             ) from None
 
     async def _wait_connected(self, rpc: str, cluster: str | None, limit: float) -> None:
@@ -617,14 +693,7 @@ class RainbowClient:
         assert closing is not None
         if channel.get_state(try_to_connect=True) is grpc.ChannelConnectivity.READY:
             return
-        ready = asyncio.ensure_future(channel.channel_ready())
-        closed = asyncio.ensure_future(closing.wait())
-        try:
-            await asyncio.wait({ready, closed}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in (ready, closed):
-                waiter.cancel()
-            await asyncio.gather(ready, closed, return_exceptions=True)
+        await self._until_closing(channel.channel_ready(), limit)
         self._require_methods(rpc, cluster)  # closed meanwhile: ClientClosedError
         state = channel.get_state()
         if state in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.TRANSIENT_FAILURE):
@@ -637,6 +706,21 @@ class RainbowClient:
             host=self._host,
             tls=self._tls is not None,
         )
+
+    async def _until_closing(self, waited: Awaitable[object], limit: float) -> bool:
+        """Await ``waited`` for at most ``limit`` seconds, or until the client is closed
+        (then True). ``waited`` is cancelled if it has not finished."""
+        closing = self._closing
+        assert closing is not None
+        work = asyncio.ensure_future(waited)
+        closed = asyncio.ensure_future(closing.wait())
+        try:
+            await asyncio.wait({work, closed}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (work, closed):
+                waiter.cancel()
+            await asyncio.gather(work, closed, return_exceptions=True)
+        return closing.is_set()
 
     async def _sleep(self, seconds: float) -> None:
         """Backoff sleep that ends early when the client is closed."""
@@ -651,18 +735,21 @@ class RainbowClient:
         self, error: RainbowError, rpc: str, cluster: str | None, trace: _Trace
     ) -> RainbowError:
         """The error a call ends with: mapped again, by the one mapping function, so that
-        it names the host and the attempts made."""
-        if error.code is None:
-            return error
-        return error_from_status(
-            error.code,
-            error.details,
-            rpc=rpc,
-            cluster=cluster,
-            host=self._host,
-            attempts=trace.attempts,
-            tls=self._tls is not None,
-        )
+        it names the host and the attempts made, with the whole call's outcome (UNKNOWN
+        as soon as one attempt may have reached the server)."""
+        if error.code is not None:
+            error = error_from_status(
+                error.code,
+                error.details,
+                rpc=rpc,
+                cluster=cluster,
+                host=self._host,
+                attempts=trace.attempts,
+                tls=self._tls is not None,
+            )
+        if trace.maybe_ran_before:
+            error.outcome = CallOutcome.UNKNOWN
+        return error
 
     async def _unary(
         self,
@@ -684,23 +771,26 @@ class RainbowClient:
             trace.attempts += 1
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise error_from_status(
+                spent = error_from_status(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
                     f"the call's {budget:g} s budget is spent",
                     rpc=rpc,
                     cluster=cluster,
                 )
+                spent.outcome = CallOutcome.NOT_APPLIED  # this attempt sent nothing
+                raise spent
             await self._wait_connected(rpc, cluster, min(self._connect_timeout, remaining))
             remaining = max(deadline - time.monotonic(), 0.001)
             started = time.perf_counter()
             try:
-                resp = await method(request, timeout=min(self._timeout, remaining))
+                resp = await method(request, timeout=min(self._attempt_timeout, remaining))
             except grpc.aio.AioRpcError as exc:
                 error = self._map(exc, rpc, cluster, attempts=None)
-                if may_have_reached_server(error):
+                if attempt_outcome(error).may_have_acted:
                     trace.maybe_ran_before = True
                 raise error from exc
             except asyncio.CancelledError:
+                trace.maybe_ran_before = True
                 self._raise_if_closed_under(rpc, cluster)
                 raise
             trace.last_rtt = time.perf_counter() - started
@@ -714,7 +804,7 @@ class RainbowClient:
             # more than a local call, and most calls never need one.
             return await attempt(), trace
         except RainbowError as error:
-            if error.code is None or not retry_if(error) or self._retry.max_attempts < 2:
+            if not retry_if(error) or self._retry.max_attempts < 2:
                 raise self._final(error, rpc, cluster, trace) from error.__cause__
             failed_first: list[BaseException] = [error]
 
@@ -735,8 +825,6 @@ class RainbowClient:
         try:
             resp: _Resp = await retrying(replay_first_then_attempt)
         except RainbowError as error:
-            if error.code is None:
-                raise
             raise self._final(error, rpc, cluster, trace) from error.__cause__
         return resp, trace
 
@@ -746,7 +834,8 @@ class _Trace:
     """What happened during one call's attempts."""
 
     attempts: int = 0
-    maybe_ran_before: bool = False  # a failed attempt may have reached the server
+    # an attempt that did not succeed may have reached the server (outcome UNKNOWN)
+    maybe_ran_before: bool = False
     last_rtt: float = 0.0
 
 
@@ -769,12 +858,6 @@ def _unexpected(rpc: str, cluster: str | None, status: str) -> ProtocolError:
         rpc=rpc,
         cluster=cluster,
     )
-
-
-def _positive(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-        raise InvalidArgumentError(f"{name} must be a positive number of seconds")
-    return float(value)
 
 
 def _check_str(name: str, value: object) -> None:

@@ -22,7 +22,14 @@ import grpc
 
 from ._exceptions import InvalidArgumentError
 
-__all__ = ["KeepAliveConfig", "RetryPolicy", "SubmitRetry", "TLSConfig", "parse_host"]
+__all__ = [
+    "KeepAliveConfig",
+    "RetryPolicy",
+    "SubmitRetry",
+    "TLSConfig",
+    "parse_host",
+    "positive_seconds",
+]
 
 SubmitRetry = Literal["safe", "at_least_once"]
 """How SubmitJob is retried.
@@ -36,13 +43,13 @@ retried too, so a job whose first answer was lost can be stored twice.
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How often, and for how long, the client repeats a call that failed retryably.
+    """How often a call that failed retryably is repeated, and how long it waits between.
 
     Between attempts the client sleeps a random time between 0 and
     ``min(max_backoff, initial_backoff * 2 ** (attempt - 1))`` seconds (exponential
     backoff with full jitter). It stops after ``max_attempts`` attempts, and never starts
-    an attempt (or a sleep) that would end later than ``total_timeout`` seconds after the
-    call began. A call's own ``timeout=`` argument replaces ``total_timeout``.
+    an attempt (or a sleep) that would end after the call's time budget (its
+    ``timeout``: see :class:`~rainbow_aio.RainbowClient`).
 
     ``RetryPolicy.disabled()`` sends every call exactly once.
     """
@@ -50,14 +57,13 @@ class RetryPolicy:
     max_attempts: int = 6
     initial_backoff: float = 0.2
     max_backoff: float = 5.0
-    total_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
             raise InvalidArgumentError("RetryPolicy.max_attempts must be an int")
         if self.max_attempts < 1:
             raise InvalidArgumentError("RetryPolicy.max_attempts must be at least 1")
-        for name in ("initial_backoff", "max_backoff", "total_timeout"):
+        for name in ("initial_backoff", "max_backoff"):
             value = getattr(self, name)
             if not _positive_finite(value):
                 raise InvalidArgumentError(f"RetryPolicy.{name} must be a positive number")
@@ -68,6 +74,14 @@ class RetryPolicy:
     def disabled(cls) -> RetryPolicy:
         """A policy that sends every call once and never repeats it."""
         return cls(max_attempts=1)
+
+
+def positive_seconds(name: str, value: object) -> float:
+    """``value`` as a float number of seconds, or :class:`InvalidArgumentError` naming
+    ``name`` when it is not a positive, finite number."""
+    if not _positive_finite(value):
+        raise InvalidArgumentError(f"{name} must be a positive, finite number of seconds")
+    return float(value)  # type: ignore[arg-type]
 
 
 def _positive_finite(value: object) -> bool:

@@ -1,9 +1,11 @@
 """The errors rainbow-aio raises.
 
 Every error derives from :class:`RainbowError` and carries what a caller needs to act on
-it: the RPC, the cluster (where there is one), the gRPC status code and the details
-string. ``retryable`` says whether repeating the same call can succeed; the client's retry
-policy (``_retry.py``) reads it, and so can an application.
+it: the RPC, the cluster (where there is one), the gRPC status code, the details string,
+and ``outcome`` (a :class:`~rainbow_aio.CallOutcome`): whether the call certainly did not
+act on the server, may have acted, or acted. ``retryable`` says whether repeating the same
+call can succeed; the client's retry policy (``_retry.py``) reads it, and so can an
+application.
 
     RainbowError
     ├── InvalidArgumentError      bad input, refused before any RPC (also a ValueError)
@@ -17,7 +19,7 @@ policy (``_retry.py``) reads it, and so can an application.
         ├── MissingCredentialError  an empty token or secret reached the server
         ├── ServerBusyError       "database is locked" (retryable)
         ├── UnavailableError      no connection to the server, after retries (retryable)
-        │   └── TLSError          the TLS handshake failed (plaintext against TLS, wrong CA...)
+        ├── TLSError              the TLS handshake failed (plaintext against TLS, wrong CA...)
         ├── DeadlineExceededError the call's deadline passed (also a TimeoutError)
         └── ServerError           any other error status or details string
 
@@ -32,6 +34,7 @@ from __future__ import annotations
 import grpc
 
 from . import _protocol as P
+from ._outcome import CallOutcome
 
 __all__ = [
     "ClientClosedError",
@@ -48,13 +51,21 @@ __all__ = [
     "TLSError",
     "UnavailableError",
     "error_from_status",
+    "never_sent",
 ]
 
 
 class RainbowError(Exception):
-    """Root of every rainbow-aio error."""
+    """Root of every rainbow-aio error.
+
+    ``outcome`` says whether the call that failed acted on the server. Each class has a
+    default that holds when nothing else is known (for example :class:`DeniedError`:
+    not applied); the client sets it from what happened to every attempt, so an error
+    raised after a retry whose first answer was lost says ``UNKNOWN`` whatever its class.
+    """
 
     retryable: bool = False
+    default_outcome: CallOutcome = CallOutcome.NOT_APPLIED
 
     def __init__(
         self,
@@ -65,6 +76,7 @@ class RainbowError(Exception):
         code: grpc.StatusCode | None = None,
         details: str | None = None,
         attempts: int | None = None,
+        outcome: CallOutcome | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -74,6 +86,8 @@ class RainbowError(Exception):
         self.details = details
         #: how many times the client sent the call before giving up (None: not a call)
         self.attempts = attempts
+        #: whether the call acted on the server (see :class:`~rainbow_aio.CallOutcome`)
+        self.outcome: CallOutcome = self.default_outcome if outcome is None else outcome
 
     def __str__(self) -> str:
         where = []
@@ -88,7 +102,8 @@ class RainbowError(Exception):
         code = self.code.name if self.code is not None else None
         return (
             f"{type(self).__name__}({self.message!r}, rpc={self.rpc!r}, "
-            f"cluster={self.cluster!r}, code={code}, details={self.details!r})"
+            f"cluster={self.cluster!r}, code={code}, details={self.details!r}, "
+            f"outcome={self.outcome.name})"
         )
 
 
@@ -97,7 +112,10 @@ class InvalidArgumentError(RainbowError, ValueError):
 
 
 class ClientClosedError(RainbowError):
-    """The client is closed (or was never connected), so no call can be made."""
+    """The client is closed (or was never connected).
+
+    Raised before sending (``outcome`` NOT_APPLIED), or for a call that was on the wire
+    when the client was closed (``outcome`` UNKNOWN: the server may have acted)."""
 
 
 class ClusterExistsError(RainbowError):
@@ -106,6 +124,8 @@ class ClusterExistsError(RainbowError):
 
 class ProtocolError(RainbowError):
     """The server's answer breaks the wire contract (bad job JSON, unknown status)."""
+
+    default_outcome = CallOutcome.UNKNOWN
 
 
 class RPCError(RainbowError):
@@ -127,25 +147,31 @@ class ServerBusyError(RPCError):
 
 
 class UnavailableError(RPCError):
-    """The server could not be reached (refused, reset, not listening), after retries."""
+    """The server could not be reached (refused, reset, not listening), after retries.
+
+    ``outcome`` is NOT_APPLIED when no connection existed for the call (it never left the
+    client) and UNKNOWN when a connection was lost with the call on it."""
 
     retryable = True
+    default_outcome = CallOutcome.UNKNOWN
 
 
-class TLSError(UnavailableError):
-    """The TLS handshake failed: plaintext against TLS, an untrusted certificate, no client cert."""
-
-    retryable = False
+class TLSError(RPCError):
+    """The TLS handshake failed: plaintext against TLS, an untrusted certificate, no client
+    cert. A configuration problem, so never retried (and not an :class:`UnavailableError`)."""
 
 
 class DeadlineExceededError(RPCError, TimeoutError):
     """The call did not finish within its deadline."""
 
     retryable = True
+    default_outcome = CallOutcome.UNKNOWN
 
 
 class ServerError(RPCError):
-    """Any other error status or details string."""
+    """Any other error status or details string (the server may have acted)."""
+
+    default_outcome = CallOutcome.UNKNOWN
 
 
 _UNKNOWN_DETAILS: dict[str, type[RPCError]] = {
@@ -157,9 +183,22 @@ _UNKNOWN_DETAILS: dict[str, type[RPCError]] = {
 
 _TLS_HINTS = ("ssl", "tls", "handshake", "certificate")
 
-# grpc core says this when no connection could be set up for the call, so the call itself
-# never left the client (see _retry.py, which relies on it for unsafe RPCs).
-_NOT_CONNECTED_MARK = "failed to connect to all addresses"
+# Wordings that mean the call was never written to any connection: grpc core's when no
+# connection could be made for it (pick_first found no ready address, or the name did not
+# resolve), and the client's own when it gave up waiting for a connection. _retry.py
+# relies on them for the RPCs that must not be repeated once the server may have acted.
+_NOT_CONNECTED_MARKS = (
+    "failed to connect to all addresses",
+    "dns resolution failed",
+    "no connection within",
+)
+
+
+def never_sent(details: str | None) -> bool:
+    """Whether an UNAVAILABLE status with these details means the call never left the
+    client (no connection existed for it)."""
+    lowered = (details or "").lower()
+    return any(mark in lowered for mark in _NOT_CONNECTED_MARKS)
 
 
 def _attempts_text(attempts: int | None) -> str:
@@ -207,7 +246,8 @@ def error_from_status(
                 "client and server agree on TLS and that the CA and certificates match",
             )
         hint = ""
-        if _NOT_CONNECTED_MARK in lowered and "refused" not in lowered and tls is not None:
+        unsent = never_sent(details)
+        if _NOT_CONNECTED_MARKS[0] in lowered and "refused" not in lowered and tls is not None:
             # something accepted the connection and closed it before gRPC could start
             hint = (
                 "; the server closed the connection during setup: if it requires a client "
@@ -216,9 +256,11 @@ def error_from_status(
                 else "; something accepted the connection but closed it before gRPC "
                 "started: if the server uses TLS, pass tls=TLSConfig(...)"
             )
-        return make(
+        error = make(
             UnavailableError, f"cannot reach the rainbow server{where}{tried}: {details}{hint}"
         )
+        error.outcome = CallOutcome.NOT_APPLIED if unsent else CallOutcome.UNKNOWN
+        return error
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
         return make(DeadlineExceededError, f"deadline exceeded{tried}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:

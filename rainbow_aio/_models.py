@@ -9,8 +9,9 @@ from typing import Any
 
 from ._exceptions import ProtocolError
 from ._gojson import encode_job
+from ._outcome import CallOutcome
 
-__all__ = ["AcceptResult", "AcceptStatus", "Job", "Registration"]
+__all__ = ["AcceptResult", "AcceptStatus", "Job", "JobListing", "Registration"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,13 +89,33 @@ class AcceptStatus(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class AcceptResult:
-    """The outcome of ``RainbowClient.accept_jobs``."""
+    """The answer of ``RainbowClient.accept_jobs``.
+
+    ``status`` says what the answer means for the ids; ``outcome`` is
+    :attr:`CallOutcome.APPLIED <rainbow_aio.CallOutcome.APPLIED>` (the server acted and
+    answered), the same fact a failed call carries as ``error.outcome``; ``attempts``
+    counts the attempts sent, retries included.
+    """
 
     job_ids: tuple[int, ...]
     status: AcceptStatus
     attempts: int = 1
+    outcome: CallOutcome = CallOutcome.APPLIED
 
     @property
     def all_accepted(self) -> bool:
         """True when the server confirmed that every id was taken by this call."""
         return self.status is AcceptStatus.SUCCESS
+
+
+@dataclass(frozen=True, slots=True)
+class JobListing:
+    """One RequestJobs answer, from ``RainbowClient.request_listing``.
+
+    ``ids`` holds every id the server listed, ascending; ``jobs`` the parsed jobs whose ids
+    were not in the call's ``skip``, ascending. ``len(ids) < max_jobs`` means the listing
+    showed every job waiting for the cluster.
+    """
+
+    ids: tuple[int, ...]
+    jobs: list[Job]

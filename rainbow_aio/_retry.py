@@ -18,7 +18,8 @@ Stream         no             no            no             no
 
 - *not connected*: UNAVAILABLE before any connection existed for the call (grpc says
   ``failed to connect to all addresses``): the request never left the client, so every
-  RPC may repeat it.
+  RPC may repeat it. (A failed TLS handshake also never sends the call, but repeating it
+  cannot help: it is raised at once.)
 - *conn. lost*: any other UNAVAILABLE (reset, dropped, server shutting down): the
   server may or may not have run the call.
 - *deadline*: the attempt's deadline passed; the server may still have run the call.
@@ -35,9 +36,17 @@ and the credentials would be gone for good.
    repeat says PARTIAL, the result is ``AcceptStatus.UNCERTAIN`` (the earlier attempt
    may have taken the jobs), never plainly PARTIAL.
 
+Every attempt also ends with a :class:`~rainbow_aio.CallOutcome` (``attempt_outcome``):
+not connected, database is locked and every refusal (denied, missing credential, invalid
+argument, TLS) are NOT_APPLIED; a lost connection, a deadline and any other server error
+are UNKNOWN. A call's outcome is UNKNOWN as soon as one of its attempts was, so an error
+raised after a retry never claims that nothing happened when an earlier attempt may have
+acted.
+
 Timing comes from :class:`~rainbow_aio.RetryPolicy`: exponential backoff with full
-jitter, at most ``max_attempts`` attempts, nothing started after the call's time budget.
-Each call builds its own ``AsyncRetrying``; none is shared between calls or tasks.
+jitter, at most ``max_attempts`` attempts, nothing started after the call's time budget
+(its ``timeout``). Each call builds its own ``AsyncRetrying``; none is shared between calls
+or tasks.
 """
 
 from __future__ import annotations
@@ -55,29 +64,21 @@ from ._exceptions import (
     DeadlineExceededError,
     RainbowError,
     ServerBusyError,
-    TLSError,
     UnavailableError,
+    never_sent,
 )
+from ._outcome import CallOutcome
 
 __all__ = [
     "RETRY_TABLE",
     "Fault",
+    "attempt_outcome",
     "build_retrying",
     "classify",
-    "may_have_reached_server",
     "should_retry",
 ]
 
 _log = logging.getLogger(__name__)
-
-# Wordings that mean the call was never written to any connection: grpc core's when no
-# connection could be made for it (pick_first found no ready address, or the name did
-# not resolve), and the client's own when it gave up waiting for a connection.
-_NOT_CONNECTED_MARKS: Final = (
-    "failed to connect to all addresses",
-    "dns resolution failed",
-    "no connection within",
-)
 
 
 class Fault(enum.Enum):
@@ -106,13 +107,8 @@ RETRY_TABLE: Final[Mapping[str, frozenset[Fault]]] = {
 
 def classify(error: BaseException) -> Fault | None:
     """Sort an attempt's error into a :class:`Fault`; None means "never retry"."""
-    if isinstance(error, TLSError):
-        return None  # a configuration problem: repeating cannot fix it
     if isinstance(error, UnavailableError):
-        details = (error.details or "").lower()
-        if any(mark in details for mark in _NOT_CONNECTED_MARKS):
-            return Fault.NOT_CONNECTED
-        return Fault.CONNECTION_LOST
+        return Fault.NOT_CONNECTED if never_sent(error.details) else Fault.CONNECTION_LOST
     if isinstance(error, DeadlineExceededError):
         return Fault.DEADLINE
     if isinstance(error, ServerBusyError):
@@ -129,9 +125,16 @@ def should_retry(rpc: str, error: BaseException, *, submit_retry: SubmitRetry = 
     return fault in RETRY_TABLE.get(key, frozenset())
 
 
-def may_have_reached_server(error: BaseException) -> bool:
-    """Whether the server may have acted on an attempt that failed with ``error``."""
-    return classify(error) is not Fault.NOT_CONNECTED
+def attempt_outcome(error: BaseException) -> CallOutcome:
+    """Whether the server may have acted on one attempt that failed with ``error``.
+
+    Read off the error's own ``outcome`` (set by ``error_from_status`` from the status
+    and details); anything that is not a :class:`RainbowError` (a bug, a cancellation)
+    is UNKNOWN.
+    """
+    if isinstance(error, RainbowError):
+        return error.outcome
+    return CallOutcome.UNKNOWN
 
 
 def build_retrying(

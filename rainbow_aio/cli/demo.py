@@ -38,7 +38,7 @@ class DemoOptions:
     clusters: int = 50
     jobs: int = 5000
     concurrency: int = 32
-    max_jobs: int | None = 100
+    max_jobs: int = 100
     timeout: float = 60.0
 
 

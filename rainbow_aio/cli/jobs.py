@@ -77,14 +77,13 @@ def client_from_args(args: argparse.Namespace) -> RainbowClient:
             )
         except OSError as exc:
             raise InvalidArgumentError(f"cannot read {exc.filename}: {exc.strerror}") from None
-    retry = RetryPolicy(
-        max_attempts=3, initial_backoff=0.2, max_backoff=1.0, total_timeout=args.timeout
-    )
+    retry = RetryPolicy(max_attempts=3, initial_backoff=0.2, max_backoff=1.0)
     return RainbowClient(
         args.host,
         tls=tls,
         retry=retry,
         timeout=args.timeout,
+        attempt_timeout=args.timeout,
         connect_timeout=min(args.timeout, 3.0),
     )
 

@@ -5,12 +5,19 @@
 - :class:`PollerGroup` (``client.poll_many({cluster: secret}, ...)``): many clusters,
   one merged queue, clusters added and removed while running, and ``run(handler)``.
 - :class:`PolledJob`: a handed-out job, with ``accept()`` and ``release()``.
-- :class:`PollerStats`, :class:`AcceptMode`, :class:`PollerOptions`.
+- :class:`PollerStats`, :class:`AcceptMode`, :class:`PollerOptions` (and
+  :class:`PollerKwargs`, the same options as typed keywords).
 - :class:`AcceptUncertainError`, :class:`PollerStoppedError`.
 
-Internals: ``_view`` (what is in flight, shared by the pollers of one cluster),
-``_queue`` (the bounded queue), ``_poller`` (polling loop and accept batching),
-``_group``, ``_run`` (the handler loop).
+Internals, as layers (each imports only the ones before it):
+
+1. ``_options``, ``_errors``, ``_job`` (job states and the ``PolledJob`` handle);
+2. ``_queue``: the bounded queue between pollers and consumers;
+3. ``_ledger``: one accept ledger per (client, cluster), the only owner of a job's state
+   and of everything about accepting (batches, sends, resends, outcomes);
+4. ``_run``: the consumer side (iteration, ``run(handler)``);
+5. ``_poller``: one cluster's poll loop, and ``Poller``;
+6. ``_group``: ``PollerGroup``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from __future__ import annotations
 from ._errors import AcceptUncertainError, PollerStoppedError
 from ._group import PollerGroup
 from ._job import JobState, PolledJob
-from ._options import AcceptMode, PollerOptions, PollerStats
+from ._options import AcceptMode, GiveUpHook, PollerKwargs, PollerOptions, PollerStats
 from ._poller import Poller
 from ._run import AcceptWhen, Handler
 
@@ -26,11 +33,13 @@ __all__ = [
     "AcceptMode",
     "AcceptUncertainError",
     "AcceptWhen",
+    "GiveUpHook",
     "Handler",
     "JobState",
     "PolledJob",
     "Poller",
     "PollerGroup",
+    "PollerKwargs",
     "PollerOptions",
     "PollerStats",
     "PollerStoppedError",

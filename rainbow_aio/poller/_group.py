@@ -7,6 +7,7 @@ import builtins
 import random
 from collections.abc import Mapping
 from types import TracebackType
+from typing import Unpack
 
 import anyio
 import anyio.abc
@@ -14,30 +15,22 @@ import anyio.abc
 from .._exceptions import InvalidArgumentError
 from ._errors import PollerStoppedError
 from ._job import PolledJob
-from ._options import (
-    DEFAULTS,
-    GROUP_QUEUE_SIZE,
-    AcceptMode,
-    PollerOptions,
-    PollerStats,
-    parse_accept_mode,
-)
-from ._poller import _NEW, _RUNNING, Poller, PollingClient
+from ._ledger import AcceptClient, Entry
+from ._options import GROUP_QUEUE_SIZE, PollerKwargs, PollerOptions, PollerStats
+from ._poller import CLOSED, NEW, PHASES, RUNNING, STOPPED, ClusterPoller, resolve_options
 from ._queue import JobQueue
 from ._run import JobSource
 
 __all__ = ["PollerGroup"]
-
-_STOPPED, _CLOSED = 2, 3
 
 
 class PollerGroup(JobSource):
     """Polls many clusters at once; their jobs arrive in one queue and carry ``.cluster``.
 
     From ``client.poll_many({cluster: secret, ...}, **options)``; the options are those of
-    :class:`Poller` and apply to every cluster, except that ``queue_size`` bounds the
-    merged queue of all clusters and so defaults to 1,000 rather than 100 (see
-    ``GROUP_QUEUE_SIZE`` in ``_options.py`` for why)::
+    :class:`Poller` (:class:`PollerOptions`) and apply to every cluster, except that
+    ``queue_size`` bounds the merged queue of all clusters and so defaults to 1,000 rather
+    than 100 (see ``GROUP_QUEUE_SIZE`` in ``_options.py`` for why)::
 
         async with client.poll_many(secrets, max_jobs=10) as group:
             await group.run(handler, concurrency=8, accept="before")
@@ -56,23 +49,21 @@ class PollerGroup(JobSource):
     cluster discards its error. Leaving the context raises an ``ExceptionGroup`` of the
     errors still kept, unless the body raised or ``get()``/``run()`` already raised them
     (which they do once every cluster of the group has failed).
+
+    ``remove()`` returns once the cluster's accepts are settled (up to
+    ``shutdown_timeout``; still unanswered then, they are reported uncertain). A cluster
+    added again while its old poller is still closing shares that poller's ledger, so no
+    job in flight is handed out twice.
     """
 
     def __init__(
         self,
-        client: PollingClient,
+        client: AcceptClient,
         clusters: Mapping[str, str] | None = None,
+        options: PollerOptions | None = None,
         *,
-        max_jobs: int = DEFAULTS.max_jobs,
-        queue_size: int = GROUP_QUEUE_SIZE,
-        min_interval: float = DEFAULTS.min_interval,
-        max_interval: float = DEFAULTS.max_interval,
-        accept_mode: AcceptMode | str = DEFAULTS.accept_mode,
-        accept_window: float = DEFAULTS.accept_window,
-        accept_batch_size: int = DEFAULTS.accept_batch_size,
-        shutdown_timeout: float = DEFAULTS.shutdown_timeout,
-        denied_attempts: int = DEFAULTS.denied_attempts,
         max_concurrent_polls: int = 128,
+        **overrides: Unpack[PollerKwargs],
     ) -> None:
         if (
             isinstance(max_concurrent_polls, bool)
@@ -83,24 +74,14 @@ class PollerGroup(JobSource):
         self._client = client
         self._max_polls = max_concurrent_polls
         self._limiter: asyncio.Semaphore | None = None
-        self._opts = PollerOptions(
-            max_jobs=max_jobs,
-            queue_size=queue_size,
-            min_interval=min_interval,
-            max_interval=max_interval,
-            accept_mode=parse_accept_mode(accept_mode),
-            accept_window=accept_window,
-            accept_batch_size=accept_batch_size,
-            shutdown_timeout=shutdown_timeout,
-            denied_attempts=denied_attempts,
-        )
-        self._queue = JobQueue(
+        self._opts = resolve_options(options, overrides, queue_size=GROUP_QUEUE_SIZE)
+        self._queue: JobQueue[Entry] = JobQueue(
             self._opts.queue_size, refill=min(self._opts.max_jobs, self._opts.queue_size // 2)
         )
-        self._members: dict[str, Poller] = {}
+        self._members: dict[str, ClusterPoller] = {}
         self._errors: dict[str, BaseException] = {}
         self._errors_raised = False
-        self._phase = _NEW
+        self._phase = NEW
         self._tg: anyio.abc.TaskGroup | None = None
         for cluster, secret in (clusters or {}).items():
             self.add(cluster, secret)
@@ -119,27 +100,35 @@ class PollerGroup(JobSource):
 
     def add(self, cluster: str, secret: str) -> None:
         """Start polling ``cluster`` too (at once if the group is running)."""
-        if self._phase >= _STOPPED:
+        if self._phase >= STOPPED:
             raise PollerStoppedError("the group was stopped", cluster=cluster)
         if cluster in self._members:
             raise InvalidArgumentError("the group already polls this cluster", cluster=cluster)
-        member = Poller._member(self._client, cluster, secret, self._opts, self._queue, self)
+        member = ClusterPoller(
+            self._client,
+            cluster,
+            secret,
+            self._opts,
+            self._queue,
+            on_fail=self._member_failed,
+        )
         self._members[cluster] = member
-        if self._phase == _RUNNING:
+        if self._phase == RUNNING:
             self._start_member(member, self._opts.min_interval)
             if self._queue.closed:
                 self._queue.reopen()  # closed because every cluster had failed
 
     async def remove(self, cluster: str) -> None:
         """Stop polling ``cluster``: its queued jobs are given back, accepts already
-        sent are waited for (up to ``shutdown_timeout``), jobs of it still held can no
-        longer be accepted. Its error, if it failed, is discarded."""
+        requested are waited for (up to ``shutdown_timeout``, then reported uncertain),
+        jobs of it still held are given back and can no longer be accepted. Its error, if
+        it failed, is discarded."""
         member = self._members.pop(cluster, None)
         if member is None:
             raise InvalidArgumentError("the group does not poll this cluster", cluster=cluster)
         self._errors.pop(cluster, None)
-        if member._phase != _NEW:
-            await member._close_member()
+        if member.phase != NEW:
+            await member.close()
 
     # state
 
@@ -169,20 +158,21 @@ class PollerGroup(JobSource):
         Raises :class:`PollerStoppedError` once the group is stopped and the queue is
         empty, and an ``ExceptionGroup`` of the errors once every cluster has failed.
         """
-        if self._phase == _NEW:
+        if self._phase == NEW:
             raise RuntimeError("enter the group first: async with client.poll_many(...)")
-        return await self._take()
+        entry = await self._queue.get()
+        return entry.hand_out()
 
     # lifecycle
 
     async def __aenter__(self) -> PollerGroup:
-        if self._phase != _NEW:
+        if self._phase != NEW:
             raise RuntimeError("a PollerGroup can be entered only once")
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         self._limiter = asyncio.Semaphore(self._max_polls)
-        self._phase = _RUNNING
+        self._phase = RUNNING
         # spread the first polls: at most about 100 per min_interval, within max_interval
         opts = self._opts
         spread = min(opts.max_interval, opts.min_interval * max(1.0, len(self._members) / 100))
@@ -190,28 +180,19 @@ class PollerGroup(JobSource):
             self._start_member(member, spread)
         return self
 
-    def _start_member(self, member: Poller, spread: float) -> None:
+    def _start_member(self, member: ClusterPoller, spread: float) -> None:
         assert self._tg is not None
-        member._limiter = self._limiter
-        member._first_delay = random.random() * spread
-        member._start(self._tg)
+        member.start(self._tg, limiter=self._limiter, first_delay=random.random() * spread)
 
     async def stop(self) -> None:
-        """Stop polling every cluster and end iteration; give queued jobs back; wait up
-        to ``shutdown_timeout`` for accepts already sent. Jobs already handed out can
-        still be accepted or released until the context is left."""
-        if self._phase == _RUNNING:
-            self._phase = _STOPPED
+        """Stop polling every cluster and end iteration; give queued jobs back; send the
+        accepts waiting for their window now. Jobs already handed out can still be
+        accepted or released until the context is left."""
+        if self._phase == RUNNING:
+            self._phase = STOPPED
             for member in self._members.values():
-                if member._phase == _RUNNING:
-                    member._halt()
+                member.stop()
             self._queue.close(self._stopped_error)
-        await self._wait_accepts()
-
-    async def _wait_accepts(self) -> None:
-        with anyio.CancelScope(shield=True), anyio.move_on_after(self._opts.shutdown_timeout):
-            for member in list(self._members.values()):
-                await member._wait_accepts()
 
     async def __aexit__(
         self,
@@ -224,10 +205,12 @@ class PollerGroup(JobSource):
         try:
             with anyio.CancelScope(shield=True):
                 await self.stop()
-                for member in self._members.values():
-                    if member._phase != _NEW:
-                        member._finish()
-                self._phase = _CLOSED
+                # the clusters settle their accepts side by side, within one shutdown bound
+                async with anyio.create_task_group() as closing:
+                    for member in self._members.values():
+                        if member.phase != NEW:
+                            closing.start_soon(member.close)
+                self._phase = CLOSED
         finally:
             tg.cancel_scope.cancel()
             await tg.__aexit__(None, None, None)
@@ -235,7 +218,7 @@ class PollerGroup(JobSource):
             raise self._error_group()
 
     def __repr__(self) -> str:
-        phase = ("new", "running", "stopped", "closed")[self._phase]
+        phase = PHASES[self._phase]
         return (
             f"PollerGroup(clusters={len(self._members)}, phase={phase}, "
             f"queued={len(self._queue)}, failed={len(self._errors)})"
@@ -243,11 +226,12 @@ class PollerGroup(JobSource):
 
     # called by members
 
-    def _member_failed(self, member: Poller) -> None:
-        if self._members.get(member.cluster) is not member or member._fatal is None:
+    def _member_failed(self, member: ClusterPoller) -> None:
+        error = member.error
+        if self._members.get(member.cluster) is not member or error is None:
             return
-        self._errors[member.cluster] = member._fatal
-        if all(m._fatal is not None for m in self._members.values()):
+        self._errors[member.cluster] = error
+        if all(m.error is not None for m in self._members.values()):
             self._queue.close(self._error_group)
 
     def _stopped_error(self) -> BaseException:

@@ -1,18 +1,21 @@
-"""A job handed out by a poller: ``PolledJob`` and the states it moves through."""
+"""A job handed out by a poller: the :class:`PolledJob` handle and the states it moves
+through.
+
+A ``PolledJob`` holds no state of its own: where the job stands is kept by the cluster's
+accept ledger (``_ledger.py``), in an entry that the handle only asks and forwards to,
+through the small :class:`JobEntry` interface below. So there is one place that changes a
+job's state, whichever poller, group, batch or consumer is involved.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import enum
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from .._models import Job
 
-if TYPE_CHECKING:
-    from ._poller import Poller
-
-__all__ = ["JobState", "PolledJob"]
+__all__ = ["JobEntry", "JobState", "PolledJob"]
 
 
 class JobState(enum.Enum):
@@ -36,7 +39,23 @@ class JobState(enum.Enum):
     """Taken out of the queue before anyone got it (stopped poller, or the job is gone)."""
 
 
-_UNSETTLED = (JobState.QUEUED, JobState.HELD)
+class JobEntry(Protocol):
+    """What a :class:`PolledJob` needs from the ledger's record of its job."""
+
+    @property
+    def job(self) -> Job: ...
+
+    @property
+    def cluster(self) -> str: ...
+
+    @property
+    def state(self) -> JobState: ...
+
+    async def accept(self) -> bool: ...
+
+    def release(self, *, failed: bool) -> None: ...
+
+    def collected(self) -> None: ...
 
 
 class PolledJob:
@@ -48,27 +67,23 @@ class PolledJob:
     - ``await accept()``: True when this consumer now owns the job (run it), False when
       someone else took it first (do not run it). Raises
       :class:`AcceptUncertainError` when that cannot be known, and the RPC's error when
-      the accept certainly did not happen (the job is then still held and can be
-      accepted again or released). Calling it again returns the same answer.
+      the accept certainly did not happen (``error.outcome`` is NOT_APPLIED; the job is
+      then still held and can be accepted again or released). Calling it again returns
+      the same answer.
     - ``release()``: give the job back without running it; it stays on the server and is
-      handed out again by a later poll.
+      handed out again by a later poll. ``release(failed=True)`` says the consumer failed
+      on it: it is handed out again only after a growing delay, and after
+      ``max_deliveries`` such failures no more (see :class:`PollerOptions`).
 
     A job that is dropped without either is released when it is garbage collected, so
     it can be handed out again; it is never lost, but until then it is not handed out.
     """
 
-    __slots__ = ("__weakref__", "_done", "_found", "_poller", "_state", "_waiters", "job")
+    __slots__ = ("__weakref__", "_entry", "job")
 
-    def __init__(self, job: Job, poller: Poller, found: int) -> None:
-        self.job = job
-        self._poller = poller
-        self._state = JobState.QUEUED
-        # the view's listing counter when this job was last known to be waiting
-        self._found = found
-        # resolves with the outcome (a bool or the exception to raise) of the current accept
-        self._done: asyncio.Future[bool | BaseException] | None = None
-        # consumers currently waiting in accept()
-        self._waiters = 0
+    def __init__(self, entry: JobEntry) -> None:
+        self._entry = entry
+        self.job: Job = entry.job
 
     @property
     def id(self) -> int:
@@ -78,42 +93,43 @@ class PolledJob:
     @property
     def cluster(self) -> str:
         """The cluster this job was polled for."""
-        return self._poller.cluster
+        return self._entry.cluster
 
     @property
     def accepted(self) -> bool:
         """True once this process owns the job; ``accept()`` then returns True at once."""
-        return self._state is JobState.ACCEPTED
+        return self._entry.state is JobState.ACCEPTED
 
     @property
     def state(self) -> JobState:
         """Where the job stands (for logs and tests)."""
-        return self._state
+        return self._entry.state
 
     async def accept(self) -> bool:
-        """Claim the job on the server (batched with other accepts, see :class:`Poller`).
+        """Claim the job on the server (see :class:`Poller` for how accepts are sent).
 
         Returns True when this consumer owns the job, False when someone else took it.
         Cancelling the caller never loses the job: an accept not yet sent is withdrawn and
         the job released; one already sent finishes in the background and, if it took the
         job, the job is handed out again with ``accepted`` already True.
         """
-        return await self._poller._accept(self)
+        return await self._entry.accept()
 
-    def release(self) -> None:
+    def release(self, *, failed: bool = False) -> None:
         """Give the job back without running it; a later poll hands it out again.
 
-        Does nothing once the job is accepted, lost, being accepted or already released.
+        ``failed=True``: the consumer failed on this job; it is handed out again only
+        after a delay, and no more after ``max_deliveries`` failures. Does nothing once
+        the job is accepted, lost, being accepted or already released.
         """
-        self._poller._release(self)
+        self._entry.release(failed=failed)
 
     def __repr__(self) -> str:
         return (
             f"PolledJob(cluster={self.cluster!r}, id={self.job.id}, "
-            f"name={self.job.name!r}, state={self._state.value})"
+            f"name={self.job.name!r}, state={self.state.value})"
         )
 
     def __del__(self) -> None:
-        if self._state in _UNSETTLED:
-            with contextlib.suppress(Exception):  # never raise from a finalizer
-                self._poller._collected(self)
+        with contextlib.suppress(Exception):  # never raise from a finalizer
+            self._entry.collected()

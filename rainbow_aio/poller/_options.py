@@ -1,17 +1,28 @@
-"""Options and statistics of pollers, as small frozen dataclasses."""
+"""Options and statistics of pollers, as small frozen dataclasses.
+
+:class:`PollerOptions` holds every knob of a poller; :class:`PollerKwargs` names the same
+fields for the keyword form (``client.poller(c, s, max_jobs=20)``), so that a type checker
+rejects a misspelt option. A test keeps the two in step.
+"""
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from typing import TypedDict
 
 from .. import _protocol as P
 from .._exceptions import InvalidArgumentError
+from .._models import Job
 
 __all__ = [
     "DEFAULTS",
     "GROUP_QUEUE_SIZE",
     "AcceptMode",
+    "GiveUpHook",
+    "PollerKwargs",
     "PollerOptions",
     "PollerStats",
     "parse_accept_mode",
@@ -24,19 +35,57 @@ class AcceptMode(enum.StrEnum):
     BATCHED = "batched"
     """Accepts made within ``accept_window`` go out as one AcceptJobs call. Assumes that
     only this process accepts jobs for the cluster (the secret is the cluster's own): a
-    retried call that comes back PARTIAL then means an earlier attempt took the jobs. If
-    another accepter shows up anyway, the affected accepts raise
+    call sent again after its answer was lost that comes back PARTIAL then means the lost
+    attempt took the jobs. If another accepter shows up anyway, the affected accepts raise
     :class:`AcceptUncertainError` and the cluster switches to one id per call."""
     SHARED = "shared"
     """One id per AcceptJobs call, for clusters whose jobs several processes accept: a
     PARTIAL answer then means someone else took the job (``accept()`` returns False), and
-    a retried call that comes back PARTIAL raises :class:`AcceptUncertainError`."""
+    a call sent again after a lost answer that comes back PARTIAL raises
+    :class:`AcceptUncertainError`."""
+
+
+GiveUpHook = Callable[[Job], object]
+"""Called with a job this process stopped handing out after ``max_deliveries`` failed
+deliveries (see :class:`PollerOptions`); what it returns is ignored, what it raises is
+logged."""
 
 
 @dataclass(frozen=True, slots=True)
 class PollerOptions:
-    """The knobs of a :class:`Poller` (see its docstring); one instance is shared by all
-    the pollers of a group."""
+    """The knobs of a :class:`Poller` or :class:`PollerGroup` (for a group, per cluster,
+    except ``queue_size``, which bounds the group's one merged queue).
+
+    Polling:
+
+    - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight).
+    - ``queue_size`` (100; a group's default is 1,000): listed jobs that may wait for a
+      consumer. While the queue is full, nothing is polled.
+    - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): after an empty poll (or an
+      error) the wait doubles from ``min_interval`` up to ``max_interval``, each wait
+      randomised to between half and all of it; a poll that finds new jobs is followed
+      at once by another (as soon as the queue has room).
+    - ``denied_attempts`` (3): consecutive denied polls that stop the cluster's poller
+      (the Go server sometimes answers a false "request denied" under load).
+
+    Accepting:
+
+    - ``accept_mode`` (``"batched"``): see :class:`AcceptMode`.
+    - ``accept_window`` (0.005 s) / ``accept_batch_size`` (256): in batched mode, the
+      accepts requested within the window (up to the size) go out as one AcceptJobs.
+    - ``shutdown_timeout`` (10 s): how long leaving a poller (or removing a cluster from a
+      group) waits for accepts already requested before it reports them as uncertain.
+
+    Failed deliveries (a handler that raised, or ``release(failed=True)``):
+
+    - ``redelivery_delay`` / ``max_redelivery_delay`` (1 s / 60 s): the job is handed out
+      again only after this delay, doubled at each failure up to the maximum, randomised
+      to between half and all of it.
+    - ``max_deliveries`` (5): after this many failed deliveries this process stops
+      handing the job out, logs it once at ERROR, counts it in ``stats.given_up`` and
+      calls ``on_give_up(job)``. The job stays on the server for other processes.
+    - ``on_give_up`` (None): see above.
+    """
 
     max_jobs: int = 10
     queue_size: int = 100
@@ -47,24 +96,80 @@ class PollerOptions:
     accept_batch_size: int = 256
     shutdown_timeout: float = 10.0
     denied_attempts: int = 3
+    max_deliveries: int = 5
+    redelivery_delay: float = 1.0
+    max_redelivery_delay: float = 60.0
+    on_give_up: GiveUpHook | None = None
 
     def __post_init__(self) -> None:
-        for name in ("max_jobs", "queue_size", "accept_batch_size", "denied_attempts"):
+        for name in (
+            "max_jobs",
+            "queue_size",
+            "accept_batch_size",
+            "denied_attempts",
+            "max_deliveries",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise InvalidArgumentError(f"{name} must be a positive int, not {value!r}")
         if self.max_jobs > P.INT32_MAX:
             raise InvalidArgumentError("max_jobs must fit in int32")
-        for name in ("min_interval", "max_interval", "shutdown_timeout"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-                raise InvalidArgumentError(f"{name} must be a positive number, not {value!r}")
+        for name in (
+            "min_interval",
+            "max_interval",
+            "shutdown_timeout",
+            "redelivery_delay",
+            "max_redelivery_delay",
+        ):
+            if not _seconds(getattr(self, name)):
+                raise InvalidArgumentError(
+                    f"{name} must be a positive, finite number, not {getattr(self, name)!r}"
+                )
         window = self.accept_window
-        if isinstance(window, bool) or not isinstance(window, int | float) or window < 0:
+        if not (_seconds(window) or window == 0):
             raise InvalidArgumentError(f"accept_window must be >= 0, not {window!r}")
         if self.max_interval < self.min_interval:
             raise InvalidArgumentError("max_interval must be >= min_interval")
+        if self.max_redelivery_delay < self.redelivery_delay:
+            raise InvalidArgumentError("max_redelivery_delay must be >= redelivery_delay")
+        if self.on_give_up is not None and not callable(self.on_give_up):
+            raise InvalidArgumentError("on_give_up must be callable or None")
         object.__setattr__(self, "accept_mode", parse_accept_mode(self.accept_mode))
+
+    def updated(self, **changes: object) -> PollerOptions:
+        """A copy with ``changes`` applied (checked like the constructor's arguments); an
+        unknown name is a ``TypeError``, as for any unexpected keyword argument."""
+        unknown = set(changes) - _FIELDS
+        if unknown:
+            raise TypeError(f"unknown poller option(s): {', '.join(sorted(unknown))}")
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def _seconds(value: object) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value > 0
+
+
+_FIELDS = frozenset(f.name for f in fields(PollerOptions))
+
+
+class PollerKwargs(TypedDict, total=False):
+    """The fields of :class:`PollerOptions` as keyword arguments (all optional)."""
+
+    max_jobs: int
+    queue_size: int
+    min_interval: float
+    max_interval: float
+    accept_mode: AcceptMode | str
+    accept_window: float
+    accept_batch_size: int
+    shutdown_timeout: float
+    denied_attempts: int
+    max_deliveries: int
+    redelivery_delay: float
+    max_redelivery_delay: float
+    on_give_up: GiveUpHook | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +193,8 @@ class PollerStats:
     """Jobs given back (by ``release()``, a cancelled accept, or shutdown)."""
     uncertain: int = 0
     """Accepts that raised :class:`AcceptUncertainError`."""
+    given_up: int = 0
+    """Jobs no longer handed out after ``max_deliveries`` failed deliveries."""
     errors: int = 0
     """Failed polls."""
     last_error: str | None = None
@@ -109,7 +216,7 @@ def parse_accept_mode(value: AcceptMode | str) -> AcceptMode:
 
 
 DEFAULTS: PollerOptions = PollerOptions()
-"""The default options (``PollerOptions.max_jobs`` is a slot, not the default)."""
+"""The default options of a single :class:`Poller`."""
 
 GROUP_QUEUE_SIZE = 1000
 """The default ``queue_size`` of a :class:`PollerGroup`, whose clusters share one queue.

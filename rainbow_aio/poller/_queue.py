@@ -2,7 +2,9 @@
 
 Unlike ``asyncio.Queue`` it lets a poller ask how much room is left and wait for room
 (a poller with no room does not poll), lets jobs be dropped in place when they turn out
-to be gone, and puts accepted jobs whose consumer was cancelled at the front.
+to be gone (an item says whether it is still ``deliverable``), and puts accepted jobs
+whose consumer was cancelled at the front. It holds the ledgers' entries; it never
+changes them.
 """
 
 from __future__ import annotations
@@ -11,16 +13,23 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
 
-from ._job import JobState, PolledJob
-
-__all__ = ["JobQueue"]
-
-_DELIVERABLE = (JobState.QUEUED, JobState.ACCEPTED)
+__all__ = ["JobQueue", "QueueItem"]
 
 
-class JobQueue:
-    """FIFO of :class:`PolledJob` with at most ``maxsize`` listed jobs in it.
+class QueueItem(Protocol):
+    """What the queue asks of an item: whether a consumer may still be given it."""
+
+    @property
+    def deliverable(self) -> bool: ...
+
+
+_Item = TypeVar("_Item", bound=QueueItem)
+
+
+class JobQueue(Generic[_Item]):
+    """FIFO of items with at most ``maxsize`` listed jobs in it.
 
     Accepted jobs put back with :meth:`put_owned` may exceed the bound (there is at most
     one per cancelled ``accept()``); pollers only add listed jobs while there is room.
@@ -53,7 +62,7 @@ class JobQueue:
         self.refill = max(1, min(refill, maxsize))
         self._refilling = False  # full since room was last >= refill
         self.listing = 0  # polls in flight (kept by the pollers)
-        self._items: deque[PolledJob] = deque()
+        self._items: deque[_Item] = deque()
         self._live = 0  # items that will be handed out (dropped ones excluded)
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
@@ -79,14 +88,14 @@ class JobQueue:
 
     # producers
 
-    def put(self, job: PolledJob) -> None:
+    def put(self, job: _Item) -> None:
         self._items.append(job)
         self._live += 1
         if self._live >= self.maxsize and self.refill > 1:
             self._refilling = True
         self._wake_getter()
 
-    def put_owned(self, job: PolledJob) -> None:
+    def put_owned(self, job: _Item) -> None:
         self._items.appendleft(job)
         self._live += 1
         self._wake_getter()
@@ -96,7 +105,7 @@ class JobQueue:
         self._live -= 1
         # dropped entries are skipped by get(); compact when they dominate
         if len(self._items) > 2 * self._live + 64:
-            self._items = deque(j for j in self._items if j._state in _DELIVERABLE)
+            self._items = deque(j for j in self._items if j.deliverable)
         self.wake_room()
 
     def close(self, error: Callable[[], BaseException]) -> None:
@@ -140,16 +149,16 @@ class JobQueue:
 
     # consumers
 
-    def get_nowait(self) -> PolledJob | None:
+    def get_nowait(self) -> _Item | None:
         while self._items:
             job = self._items.popleft()
-            if job._state in _DELIVERABLE:
+            if job.deliverable:
                 self._live -= 1
                 self.wake_room()
                 return job
         return None
 
-    async def get(self) -> PolledJob:
+    async def get(self) -> _Item:
         while True:
             job = self.get_nowait()
             if job is not None:

@@ -1,19 +1,17 @@
-"""The handler style: run ``async def handler(job)`` for each job a poller hands out."""
+"""The consumer side shared by :class:`Poller` and :class:`PollerGroup`: iteration and
+the handler style (``run(handler)``), written against ``get()`` alone."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Literal, Protocol
+from typing import Literal, Protocol
 
 import anyio
 
 from .._exceptions import InvalidArgumentError
 from ._errors import AcceptUncertainError, PollerStoppedError
 from ._job import JobState, PolledJob
-
-if TYPE_CHECKING:
-    from ._queue import JobQueue
 
 __all__ = ["AcceptWhen", "Handler", "JobSource", "run_handler"]
 
@@ -28,20 +26,13 @@ class _Source(Protocol):
 
 
 class JobSource:
-    """What a :class:`Poller` and a :class:`PollerGroup` share as sources of jobs: taking
-    the next job from their queue, async iteration, and the handler style (``run``)."""
+    """What a :class:`Poller` and a :class:`PollerGroup` share as sources of jobs: async
+    iteration and the handler style (``run``), both on top of their ``get()``."""
 
     __slots__ = ()
 
-    _queue: JobQueue
-
     async def get(self) -> PolledJob:
         raise NotImplementedError
-
-    async def _take(self) -> PolledJob:
-        pj = await self._queue.get()
-        pj._poller._hand_out(pj)
-        return pj
 
     def __aiter__(self) -> JobSource:
         return self
@@ -63,16 +54,17 @@ class JobSource:
           owns the job (jobs lost to others, or with an uncertain accept, are skipped
           and logged).
         - ``"after"``: run the handler, then accept if it returned normally; if it raised,
-          the job is released (it will be handed out again).
+          the job is released as failed (``release(failed=True)``): it is handed out
+          again after a growing delay, and no more after ``max_deliveries`` failures.
         - ``"manual"``: the handler accepts or releases itself.
 
-        In every style a job the handler left unsettled is released, and a handler's
-        exception is logged and does not stop the loop. A new job is taken only when a
-        handler slot is free. Returns once the source is stopped (``stop()``, possibly
-        from a handler) and the running handlers have finished; raises what ``get()``
-        raises when the source failed (a poller's error; for a group, the
-        ``ExceptionGroup`` of errors once every cluster failed). Cancelling it cancels
-        the running handlers.
+        In every style a job the handler left unsettled is released (as failed when the
+        handler raised), and a handler's exception is logged and does not stop the loop.
+        A new job is taken only when a handler slot is free. Returns once the source is
+        stopped (``stop()``, possibly from a handler) and the running handlers have
+        finished; raises what ``get()`` raises when the source failed (a poller's error;
+        for a group, the ``ExceptionGroup`` of errors once every cluster failed).
+        Cancelling it cancels the running handlers.
         """
         await run_handler(self, handler, concurrency=concurrency, accept=accept)
 
@@ -115,6 +107,7 @@ async def run_handler(
 
 
 async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen) -> None:
+    failed = False
     try:
         if accept == "before":
             if not await _accept(pj):
@@ -137,10 +130,11 @@ async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen) -> No
         else:
             await handler(pj)
     except Exception:
+        failed = True
         log.exception("cluster %r: the handler of job %d failed", pj.cluster, pj.id)
     finally:
         # whatever the handler did not settle goes back to the server
-        pj.release()
+        pj.release(failed=failed)
 
 
 async def _accept(pj: PolledJob) -> bool:

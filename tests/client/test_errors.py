@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from rainbow_aio import (
+    CallOutcome,
     DeadlineExceededError,
     DeniedError,
     InvalidArgumentError,
@@ -23,7 +24,7 @@ from rainbow_aio import (
     UnavailableError,
 )
 from rainbow_aio._exceptions import error_from_status
-from rainbow_aio._retry import RETRY_TABLE, Fault, classify, may_have_reached_server, should_retry
+from rainbow_aio._retry import RETRY_TABLE, Fault, attempt_outcome, classify, should_retry
 
 UNKNOWN = grpc.StatusCode.UNKNOWN
 REFUSED = (
@@ -109,9 +110,27 @@ def test_classify() -> None:
     assert classify(tls) is None
     assert classify(error_from_status(UNKNOWN, "request denied", rpc="X")) is None
     assert classify(ValueError("not ours")) is None
-    assert not may_have_reached_server(refused("X"))
-    assert may_have_reached_server(lost("X"))
-    assert may_have_reached_server(busy("X"))
+
+
+def test_each_attempt_knows_whether_the_server_may_have_acted() -> None:
+    not_applied, unknown = CallOutcome.NOT_APPLIED, CallOutcome.UNKNOWN
+    tls = error_from_status(grpc.StatusCode.UNAVAILABLE, HANDSHAKE, rpc="X")
+    expected = {
+        "refused (never sent)": (refused("X"), not_applied),
+        "connection lost": (lost("X"), unknown),
+        "deadline": (deadline("X"), unknown),
+        "database is locked": (busy("X"), not_applied),
+        "denied": (error_from_status(UNKNOWN, "request denied", rpc="X"), not_applied),
+        "secret required": (
+            error_from_status(UNKNOWN, "a cluster secret is required", rpc="X"),
+            not_applied,
+        ),
+        "TLS handshake": (tls, not_applied),
+        "unknown server error": (error_from_status(UNKNOWN, "?", rpc="X"), unknown),
+        "not a rainbow error": (ValueError("a bug"), unknown),
+    }
+    got = {case: attempt_outcome(error) for case, (error, _) in expected.items()}
+    assert got == {case: outcome for case, (_, outcome) in expected.items()}
 
 
 # (rpc, submit_retry) -> retried after: not connected, connection lost, deadline, busy
@@ -145,7 +164,9 @@ def test_other_unknown_details_are_never_retried(rpc: str, details: str) -> None
     assert not should_retry(rpc.split("/")[0], err, submit_retry="at_least_once")
 
 
-def test_tls_failures_are_never_retried() -> None:
+def test_tls_failures_are_never_retried_nor_caught_as_unavailable() -> None:
     err = error_from_status(grpc.StatusCode.UNAVAILABLE, HANDSHAKE, rpc="RequestJobs")
     assert isinstance(err, TLSError)
+    assert not isinstance(err, UnavailableError)
+    assert not err.retryable
     assert not should_retry("RequestJobs", err)

@@ -92,7 +92,7 @@ async def test_request_jobs_is_retried_after_a_lost_answer(
 async def test_request_jobs_is_retried_after_a_deadline(
     reg: Registration, proxy: TcpProxy, log_watch: LogWatch
 ) -> None:
-    async with RainbowClient(proxy.address, retry=FAST_RETRY, timeout=0.5) as client:
+    async with RainbowClient(proxy.address, retry=FAST_RETRY, attempt_timeout=0.5) as client:
         await client.ping()  # connected before the stall
         proxy.stall("both")
         call = asyncio.create_task(client.request_jobs("alpha", reg.secret))
@@ -231,8 +231,8 @@ async def test_denied_is_never_retried(
 async def test_close_stops_a_retrying_call(
     rainbow_server: RainbowServer, proxy: TcpProxy, log_watch: LogWatch
 ) -> None:
-    policy = RetryPolicy(initial_backoff=30, max_backoff=30, total_timeout=120)
-    client = RainbowClient(proxy.address, retry=policy, connect_timeout=0.1)
+    policy = RetryPolicy(initial_backoff=30, max_backoff=30)
+    client = RainbowClient(proxy.address, retry=policy, timeout=120, connect_timeout=0.1)
     await client.connect()
     await proxy.refuse()
     proxy.drop_all()

@@ -12,12 +12,12 @@ from support.proxy import TcpProxy
 from rainbow_aio import (
     AcceptStatus,
     AcceptUncertainError,
-    Poller,
     RainbowClient,
     RainbowServer,
     RetryPolicy,
 )
 from rainbow_aio.poller import JobState
+from rainbow_aio.poller._ledger import AcceptLedger, live_ledger
 
 from .conftest import FAST, Cluster, MakeCluster, submit, wait_until, waiting
 
@@ -29,10 +29,16 @@ async def other(rainbow_server: RainbowServer) -> AsyncIterator[RainbowClient]:
         yield client
 
 
-def view_sizes(poller: Poller) -> tuple[int, int]:
-    view = poller._view
-    assert view is not None
-    return len(view.inflight), len(view.tombstones)
+def ledger_of(client: RainbowClient, cluster: Cluster) -> AcceptLedger:
+    ledger = live_ledger(client, cluster.name)
+    assert ledger is not None
+    return ledger
+
+
+def ledger_sizes(client: RainbowClient, cluster: Cluster) -> tuple[int, int]:
+    """How many ids the cluster's ledger tracks in flight, and how many tombstones."""
+    ledger = ledger_of(client, cluster)
+    return len(ledger.entries), len(ledger.tombstones)
 
 
 async def test_partial_in_a_batch_is_uncertain_and_switches_to_one_id_per_call(
@@ -144,12 +150,10 @@ async def test_queued_jobs_taken_by_others_are_dropped_and_bookkeeping_stays_bou
         # the room lets the poller list again; that listing shows the other nine gone
         await wait_until(lambda: poller.qsize() == 0, what="the vanished jobs dropped")
         assert poller.stats.lost_to_others == 9
-        assert view_sizes(poller) == (1, 0)  # only the held job is still tracked
+        assert ledger_sizes(rainbow_client, cluster) == (1, 0)  # only the held job is still tracked
         assert await first.accept() is False
-        assert view_sizes(poller) == (0, 0)
-        view = poller._view
-        assert view is not None
-        assert view.per_id  # batched mode noticed the other accepter
+        assert ledger_sizes(rainbow_client, cluster) == (0, 0)
+        assert ledger_of(rainbow_client, cluster).per_id  # batched mode saw the other accepter
 
         # then a long race: both take jobs as they come, 300 more of them
         ours: list[int] = []
@@ -159,7 +163,7 @@ async def test_queued_jobs_taken_by_others_are_dropped_and_bookkeeping_stays_bou
         async def consume() -> None:
             while True:
                 job = await poller.get()
-                sizes.append(view_sizes(poller))
+                sizes.append(ledger_sizes(rainbow_client, cluster))
                 if await job.accept():
                     ours.append(job.id)
 
@@ -167,7 +171,7 @@ async def test_queued_jobs_taken_by_others_are_dropped_and_bookkeeping_stays_bou
             for _ in range(30):
                 await submit(rainbow_client, cluster, 10)
                 theirs.extend(await accept_all(other, cluster, one_by_one=True))
-                sizes.append(view_sizes(poller))
+                sizes.append(ledger_sizes(rainbow_client, cluster))
 
         async with asyncio.timeout(30), asyncio.TaskGroup() as tg:
             consumers = [tg.create_task(consume()) for _ in range(3)]

@@ -10,7 +10,9 @@ from collections.abc import Container
 
 import pytest
 
-from rainbow_aio import DeniedError, Job, PolledJob, RainbowClient, RainbowServer
+from rainbow_aio import DeniedError, PolledJob, RainbowClient, RainbowServer
+from rainbow_aio._models import JobListing
+from rainbow_aio.poller._ledger import live_ledger
 
 from .conftest import FAST, MakeCluster, waiting
 
@@ -30,23 +32,27 @@ class OrderedListings(RainbowClient):
         self.release_late = asyncio.Event()
         self.gated: set[str] = set()
 
-    async def _list_new_jobs(
+    async def request_listing(
         self,
         cluster: str,
         secret: str,
-        max_jobs: int | None,
-        known: Container[int],
+        max_jobs: int | None = None,
         *,
+        skip: Container[int] = (),
         timeout: float | None = None,  # noqa: ASYNC109
-    ) -> tuple[list[Job], list[int]]:
+    ) -> JobListing:
         first = cluster not in self.gated
         self.gated.add(cluster)
         if first and cluster == self.early:
             await self.late_sent.wait()
         if not (first and cluster == self.late):
-            return await super()._list_new_jobs(cluster, secret, max_jobs, known, timeout=timeout)
+            return await super().request_listing(
+                cluster, secret, max_jobs, skip=skip, timeout=timeout
+            )
         self.late_sent.set()
-        listing = await super()._list_new_jobs(cluster, secret, max_jobs, known, timeout=timeout)
+        listing = await super().request_listing(
+            cluster, secret, max_jobs, skip=skip, timeout=timeout
+        )
         await self.release_late.wait()
         return listing
 
@@ -84,7 +90,13 @@ async def test_poll_finding_jobs_without_room_is_not_empty_and_polls_again_when_
         # not an empty poll, and nothing handed out
         assert (stats.polls, stats.empty_polls, stats.jobs_listed) == (1, 0, 2)
         assert group.qsize() == 2
-        assert all(job.cluster == early.name for job in group._queue._items)
+        # the two queued are early's; none of late's was tracked
+        early_ledger = live_ledger(client, early.name)
+        assert early_ledger is not None
+        assert {e.job.id for e in early_ledger.entries.values()} == set(early.ids)
+        late_ledger = live_ledger(client, late.name)
+        assert late_ledger is not None
+        assert not late_ledger.entries
 
         # each job taken makes room, and the late cluster's poller polls again at once
         # (a backoff would wait 30 to 60 s, beyond this timeout)
@@ -104,21 +116,21 @@ async def test_poll_finding_jobs_without_room_is_not_empty_and_polls_again_when_
     assert await waiting(rainbow_client, late) == set()
 
 
-async def test_list_new_jobs_parses_only_unknown_ids_and_fails_like_request_jobs(
+async def test_request_listing_parses_only_ids_not_skipped_and_fails_like_request_jobs(
     rainbow_client: RainbowClient, make_cluster: MakeCluster
 ) -> None:
     cluster = await make_cluster(jobs=5)
     everything = await rainbow_client.request_jobs(cluster.name, cluster.secret)
-    ids = [job.id for job in everything]
+    ids = tuple(job.id for job in everything)
     known = {ids[0], ids[3]}
-    fresh, listed = await rainbow_client._list_new_jobs(cluster.name, cluster.secret, 4, known)
-    assert listed == ids[:4]
-    assert fresh == [job for job in everything[:4] if job.id not in known]
-    fresh, listed = await rainbow_client._list_new_jobs(cluster.name, cluster.secret, None, ())
-    assert (fresh, listed) == (everything, ids)
+    listing = await rainbow_client.request_listing(cluster.name, cluster.secret, 4, skip=known)
+    assert listing.ids == ids[:4]
+    assert listing.jobs == [job for job in everything[:4] if job.id not in known]
+    listing = await rainbow_client.request_listing(cluster.name, cluster.secret)
+    assert (listing.jobs, listing.ids) == (everything, ids)
 
     with pytest.raises(DeniedError) as listing_error:
-        await rainbow_client._list_new_jobs(cluster.name, "wrong", None, known)
+        await rainbow_client.request_listing(cluster.name, "wrong", skip=known)
     with pytest.raises(DeniedError) as request_error:
         await rainbow_client.request_jobs(cluster.name, "wrong")
     assert str(listing_error.value) == str(request_error.value)

@@ -1,11 +1,12 @@
-"""Two pollers of one cluster in one process share one view and never hand out a job twice."""
+"""Two pollers of one cluster in one process share one ledger and never hand out a job
+twice."""
 
 from __future__ import annotations
 
 import anyio
 
 from rainbow_aio import Poller, RainbowClient
-from rainbow_aio.poller import _view
+from rainbow_aio.poller._ledger import live_ledger
 
 from .conftest import FAST, MakeCluster, wait_until, waiting
 
@@ -52,5 +53,5 @@ async def test_two_pollers_of_one_cluster_never_hand_out_the_same_job(
     assert owned["a"]
     assert owned["b"]
     assert await waiting(rainbow_client, cluster) == set()
-    # the shared view went away with its last poller
-    assert rainbow_client not in _view._registry
+    # the shared ledger went away with its last poller
+    assert live_ledger(rainbow_client, cluster.name) is None

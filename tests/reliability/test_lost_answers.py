@@ -35,7 +35,7 @@ from rainbow_aio import (
 
 DEADLINE = 0.5
 HOLD = 2.0  # longer than DEADLINE: the answer arrives after the client gave up
-RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2, total_timeout=5)
+RETRY = RetryPolicy(max_attempts=3, initial_backoff=0.05, max_backoff=0.2)
 
 
 @contextlib.asynccontextmanager
@@ -44,7 +44,7 @@ async def through_proxy() -> AsyncIterator[tuple[RainbowClient, ChaosProxy, Rain
         RainbowServer("127.0.0.1:0") as server,
         ChaosProxy(server.address, chaos=False) as proxy,
         RainbowClient(server.address) as admin,
-        RainbowClient(proxy.address, retry=RETRY, timeout=DEADLINE) as client,
+        RainbowClient(proxy.address, retry=RETRY, timeout=5, attempt_timeout=DEADLINE) as client,
     ):
         yield admin, proxy, client
 

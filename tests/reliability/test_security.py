@@ -45,7 +45,7 @@ from rainbow_aio.testing import ServerProcess
 from ._secretscan import WATCH, SecretWatch
 
 REGISTRATION_SECRET = "security-registration-secret-9c1e"
-QUICK = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1, total_timeout=5.0)
+QUICK = RetryPolicy(max_attempts=2, initial_backoff=0.05, max_backoff=0.1)
 
 # Names chosen to trip every way a lookup could match the wrong cluster: case, LIKE
 # wildcards, SQL text, padding, NUL, look-alike unicode.
@@ -76,7 +76,7 @@ LOOK_ALIKES = [
 async def server_and_client(**server: Any) -> AsyncIterator[tuple[RainbowServer, RainbowClient]]:
     async with (
         RainbowServer("127.0.0.1:0", secret=REGISTRATION_SECRET, **server) as srv,
-        RainbowClient(srv.address, retry=QUICK) as client,
+        RainbowClient(srv.address, retry=QUICK, timeout=5.0) as client,
     ):
         yield srv, client
 
@@ -145,7 +145,7 @@ async def test_server_binds_public_address_when_allowed_or_with_own_secret() -> 
     for options in ({"allow_public_default_secret": True}, {"secret": REGISTRATION_SECRET}):
         async with (
             RainbowServer("0.0.0.0:0", **options) as server,
-            RainbowClient(f"127.0.0.1:{server.port}", retry=QUICK) as client,
+            RainbowClient(f"127.0.0.1:{server.port}", retry=QUICK, timeout=5.0) as client,
         ):
             await client.ping()
 
@@ -227,9 +227,11 @@ async def refused(*clients: RainbowClient) -> list[RainbowError]:
 
 async def test_tls_end_to_end(ca: trustme.CA, other_ca: trustme.CA) -> None:
     async with RainbowServer("127.0.0.1:0", secret=REGISTRATION_SECRET, tls=server_tls(ca)) as srv:
-        async with RainbowClient(srv.address, tls=client_tls(ca), retry=QUICK) as client:
+        async with RainbowClient(
+            srv.address, tls=client_tls(ca), retry=QUICK, timeout=5.0
+        ) as client:
             await full_round(client, "tls")
-        opts: dict[str, Any] = {"retry": QUICK, "connect_timeout": 1}
+        opts: dict[str, Any] = {"retry": QUICK, "timeout": 5.0, "connect_timeout": 1}
         # plaintext against TLS, and TLS trusting the wrong CA: refused, typed
         _, wrong_ca = await refused(
             RainbowClient(srv.address, **opts),
@@ -241,9 +243,11 @@ async def test_tls_end_to_end(ca: trustme.CA, other_ca: trustme.CA) -> None:
 async def test_mutual_tls_end_to_end(ca: trustme.CA, other_ca: trustme.CA) -> None:
     tls = server_tls(ca, client_ca=ca)
     async with RainbowServer("127.0.0.1:0", secret=REGISTRATION_SECRET, tls=tls) as srv:
-        async with RainbowClient(srv.address, tls=client_tls(ca, ca), retry=QUICK) as client:
+        async with RainbowClient(
+            srv.address, tls=client_tls(ca, ca), retry=QUICK, timeout=5.0
+        ) as client:
             await full_round(client, "mtls")
-        opts: dict[str, Any] = {"retry": QUICK, "connect_timeout": 1}
+        opts: dict[str, Any] = {"retry": QUICK, "timeout": 5.0, "connect_timeout": 1}
         await refused(
             RainbowClient(srv.address, tls=client_tls(ca), **opts),  # no client certificate
             RainbowClient(srv.address, tls=client_tls(ca, other_ca), **opts),  # wrong issuer
@@ -324,7 +328,7 @@ async def test_no_secret_in_serve_or_cli_output(tmp_path: Path) -> None:
     server = ServerProcess(tmp_path / "s.db", secret=REGISTRATION_SECRET)
     try:
         await server.start()
-        async with RainbowClient(server.address, retry=QUICK) as client:
+        async with RainbowClient(server.address, retry=QUICK, timeout=5.0) as client:
             reg = await client.register("cli", REGISTRATION_SECRET)
             other = await client.register("cli-other", REGISTRATION_SECRET)
             for wrong in ("wrong-registration-secret", "Chocolate-Cookies-x"):

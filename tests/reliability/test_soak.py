@@ -103,7 +103,7 @@ async def run_soak(plan: Plan, db: Path) -> dict[str, Any]:
     rng = random.Random(plan.seed)
     ledger = Ledger()
     names = [f"soak-{i:02d}" for i in range(plan.clusters)]
-    retry = RetryPolicy(max_attempts=8, initial_backoff=0.05, max_backoff=0.5, total_timeout=8)
+    retry = RetryPolicy(max_attempts=8, initial_backoff=0.05, max_backoff=0.5)
     server = ServerProcess(db, cleanup=True)
     started = time.monotonic()
     try:
@@ -119,8 +119,12 @@ async def run_soak(plan: Plan, db: Path) -> dict[str, Any]:
                 stall_time=(0.05, 3.0),  # the longer ones outlast a call's 2 s deadline
                 refuse_time=(0.05, 0.5),
             ) as proxy,
-            RainbowClient(proxy.address, retry=retry, timeout=2.0, connect_timeout=10) as poll,
-            RainbowClient(proxy.address, retry=retry, timeout=2.0, connect_timeout=10) as sub,
+            RainbowClient(
+                proxy.address, retry=retry, timeout=8, attempt_timeout=2.0, connect_timeout=10
+            ) as poll,
+            RainbowClient(
+                proxy.address, retry=retry, timeout=8, attempt_timeout=2.0, connect_timeout=10
+            ) as sub,
         ):
             regs: dict[str, Registration] = {}
             for name in names:

@@ -1,0 +1,768 @@
+"""The accept ledger: the one owner of everything about accepting one cluster's jobs.
+
+RequestJobs only lists, and AcceptJobs is the only claim. Between the two, this process
+has to remember which listed jobs it already handed out, which accepts are waiting to be
+sent, which are on the wire or being sent again after a lost answer, and how each one
+ended. All of that lives here, in one :class:`AcceptLedger` per (client, cluster), and
+nowhere else:
+
+- **entries**: one :class:`Entry` per job in flight (queued, held by a consumer, being
+  accepted). Its state changes only in this module. Consumers see it through a
+  :class:`~rainbow_aio.PolledJob` handle, which only asks and forwards.
+- **listings**: a counter and **tombstones**. A listing never hands out an id in flight.
+  An id settled (accepted, lost, uncertain) while a listing was running may still come
+  back from that listing, because the server read its rows before the delete; each
+  tombstone records the listing counter at the time, hides the id only from listings
+  that started no later, and is dropped once no such listing runs.
+- **holders**: each poller (or group member) attaches as a :class:`Holder`, with its
+  secret, its queue, its options, its counters, its pending accept batch and window, and
+  the tasks sending its accepts. Closing a holder flushes its batch, waits up to
+  ``shutdown_timeout`` for its sends, cancels what is left (those accepts are then
+  reported uncertain, never "not accepted"), and releases its held jobs; only then does
+  it detach. The ledger lives while any holder is attached, so a cluster removed and
+  added again while its old poller is still closing gets the same ledger back, with
+  every job in flight still known.
+- **failed deliveries**: a job released because its consumer failed is hidden from
+  listings for a growing, jittered delay, and after ``max_deliveries`` failures for good
+  (in this process; it stays on the server).
+- **per_id**: set once another accepter is detected in batched mode; from then on every
+  accept of this cluster goes out alone.
+
+How an accept ends is decided from the call's outcome alone (``CallOutcome``): a failure
+that certainly did not act gives the job back to its consumer (``accept()`` raises the
+error, the job is still held); one that may have acted is sent again until an answer
+comes (when the error is retryable) or is reported uncertain; an answer settles every job
+of the call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+import weakref
+from collections.abc import Collection, Container, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from .._exceptions import RainbowError
+from .._models import AcceptResult, AcceptStatus, Job, JobListing
+from .._outcome import CallOutcome
+from ._errors import AcceptUncertainError, PollerStoppedError
+from ._job import JobState, PolledJob
+from ._options import AcceptMode, PollerOptions
+from ._queue import JobQueue
+
+__all__ = ["AcceptClient", "AcceptCounts", "AcceptLedger", "Entry", "Holder", "attach"]
+
+log = logging.getLogger("rainbow_aio.poller")
+
+# first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
+_RESEND_BACKOFF: Final = 0.05
+
+# Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
+_NOT_NEEDED, _IN_QUEUE, _CLAIMED = 0, 1, 2
+
+
+class AcceptClient(Protocol):
+    """What the ledger and the pollers need from :class:`~rainbow_aio.RainbowClient`."""
+
+    async def request_listing(
+        self,
+        cluster: str,
+        secret: str,
+        max_jobs: int | None = ...,
+        *,
+        skip: Container[int] = ...,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> JobListing: ...
+
+    async def accept_jobs(
+        self,
+        cluster: str,
+        secret: str,
+        job_ids: Iterable[int],
+        *,
+        timeout: float | None = ...,  # noqa: ASYNC109
+    ) -> AcceptResult: ...
+
+
+@dataclass(slots=True)
+class AcceptCounts:
+    """A holder's job counters; written only by its ledger, read by its poller."""
+
+    handed_out: int = 0
+    accepted: int = 0
+    lost: int = 0
+    released: int = 0
+    uncertain: int = 0
+    given_up: int = 0
+    accept_calls: int = 0
+
+
+class Entry:
+    """The ledger's record of one listed job (see the module docstring).
+
+    The queue holds entries; a consumer gets a :class:`PolledJob` handle made by
+    :meth:`hand_out`. Every method forwards to the ledger, which alone changes the state.
+    """
+
+    __slots__ = (
+        "done",
+        "error",
+        "found",
+        "handle",
+        "holder",
+        "job",
+        "ledger",
+        "redelivery",
+        "state",
+        "waiters",
+    )
+
+    def __init__(self, job: Job, ledger: AcceptLedger, holder: Holder, found: int) -> None:
+        self.job = job
+        self.ledger = ledger
+        self.holder = holder
+        self.state = JobState.QUEUED
+        # the ledger's listing counter when the job was last known to be waiting
+        self.found = found
+        # resolves with the outcome (a bool or the exception to raise) of the current accept
+        self.done: asyncio.Future[bool | BaseException] | None = None
+        # consumers currently waiting in accept()
+        self.waiters = 0
+        self.handle: weakref.ref[PolledJob] | None = None
+        self.redelivery = _NOT_NEEDED
+        self.error: AcceptUncertainError | None = None
+
+    @property
+    def cluster(self) -> str:
+        return self.ledger.cluster
+
+    @property
+    def deliverable(self) -> bool:
+        """Whether a consumer may be given this entry from a queue."""
+        state = self.state
+        return state is JobState.QUEUED or (
+            state is JobState.ACCEPTED and self.redelivery == _IN_QUEUE
+        )
+
+    def hand_out(self) -> PolledJob:
+        """Give the job to a consumer (it came out of a queue): the handle it works with."""
+        return self.ledger.hand_out(self)
+
+    async def accept(self) -> bool:
+        return await self.ledger.accept(self)
+
+    def release(self, *, failed: bool) -> None:
+        self.ledger.release(self, failed=failed)
+
+    def collected(self) -> None:
+        self.ledger.collected(self)
+
+
+class Holder:
+    """One poller's membership in a ledger: what it accepts with, and what it holds."""
+
+    __slots__ = (
+        "closed",
+        "counts",
+        "ledger",
+        "opts",
+        "orphans",
+        "pending",
+        "queue",
+        "secret",
+        "sends",
+        "stopping",
+        "timer",
+    )
+
+    def __init__(
+        self, ledger: AcceptLedger, secret: str, queue: JobQueue[Entry], opts: PollerOptions
+    ) -> None:
+        self.ledger = ledger
+        self.secret = secret
+        self.queue = queue
+        self.opts = opts
+        self.counts = AcceptCounts()
+        # accepts waiting for the window (batched mode), and the window's timer
+        self.pending: list[Entry] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        # tasks sending this holder's accepts (resends included)
+        self.sends: set[asyncio.Task[None]] = set()
+        # accepted jobs put back in the queue for want of a consumer
+        self.orphans: list[Entry] | None = None
+        self.stopping = False  # no more polling: accepts go out at once
+        self.closed = False  # detached: its jobs can no longer be accepted
+
+    def track(self, job: Job, found: int) -> None:
+        """A listing found ``job`` waiting: record it and queue it."""
+        self.ledger.track(self, job, found)
+
+    def stop(self) -> None:
+        """Polling stopped: send the pending batch now, give back what is queued."""
+        self.ledger.stop_holder(self)
+
+    async def close(self) -> None:
+        """Settle this holder's accepts (bounded by ``shutdown_timeout``), give back its
+        held jobs, and detach. Run it shielded from cancellation."""
+        await self.ledger.close_holder(self)
+
+
+class AcceptLedger:
+    """Everything about accepting one cluster's jobs in this process (module docstring)."""
+
+    __slots__ = (
+        "__weakref__",
+        "client",
+        "cluster",
+        "entries",
+        "failures",
+        "given_up",
+        "holders",
+        "per_id",
+        "running",
+        "seq",
+        "tombstones",
+    )
+
+    def __init__(self, client: AcceptClient, cluster: str) -> None:
+        self.client = client
+        self.cluster = cluster
+        self.entries: dict[int, Entry] = {}
+        self.seq = 0  # listing counter: the start number of the latest listing
+        self.running: list[int] = []  # start numbers of the listings still running
+        # id -> listing counter when settled; insertion order is counter order
+        self.tombstones: dict[int, int] = {}
+        # id -> (failed deliveries, monotonic time before which it is not handed out)
+        self.failures: dict[int, tuple[int, float]] = {}
+        self.given_up: set[int] = set()
+        self.holders: set[Holder] = set()
+        self.per_id = False
+
+    # -- listings -----------------------------------------------------------------------
+
+    def begin_listing(self) -> int:
+        self.seq += 1
+        self.running.append(self.seq)
+        return self.seq
+
+    def end_listing(self, start: int) -> None:
+        self.running.remove(start)
+        floor = min(self.running) if self.running else self.seq + 1
+        stones = self.tombstones
+        while stones:
+            job_id = next(iter(stones))
+            if stones[job_id] >= floor:
+                break
+            del stones[job_id]
+
+    def hidden_count(self) -> int:
+        """How many listed ids this process may skip: a poll asks for that many more, so
+        that a listing (lowest ids first) always looks past them."""
+        hidden = len(self.entries) + len(self.tombstones) + len(self.given_up)
+        if self.failures:
+            now = time.monotonic()
+            hidden += sum(1 for _, not_before in self.failures.values() if not_before > now)
+        return hidden
+
+    def hidden(self, start: int) -> Container[int]:
+        """The ids a listing that started at ``start`` must not hand out. Asked right
+        after the listing's answer arrives (the client skips their JSON)."""
+        return _Hidden(self, start)
+
+    def listed(self, start: int, ids: Collection[int], asked: int) -> None:
+        """A listing that started at ``start`` returned ``ids`` (every id listed).
+
+        When the listing was complete (fewer jobs than ``asked``, so it showed every job
+        waiting), queued jobs known to wait before it started that it no longer shows
+        were taken by someone else: they leave their queues. Failed-delivery records of
+        jobs that are gone are forgotten.
+        """
+        if len(ids) >= asked:
+            return
+        seen = ids if isinstance(ids, set | frozenset) else set(ids)
+        vanished = [
+            entry
+            for job_id, entry in self.entries.items()
+            if job_id not in seen and entry.state is JobState.QUEUED and entry.found < start
+        ]
+        for entry in vanished:
+            entry.state = JobState.DROPPED
+            self._retire(entry)
+            entry.holder.counts.lost += 1
+            entry.holder.queue.discard()
+        if vanished:
+            self._other_accepter(vanished[0].holder, "jobs it had queued were accepted elsewhere")
+        for job_id in [i for i in self.failures if i not in seen]:
+            del self.failures[job_id]
+        self.given_up &= seen
+
+    # -- holders ------------------------------------------------------------------------
+
+    def attach(self, secret: str, queue: JobQueue[Entry], opts: PollerOptions) -> Holder:
+        holder = Holder(self, secret, queue, opts)
+        self.holders.add(holder)
+        return holder
+
+    def track(self, holder: Holder, job: Job, found: int) -> None:
+        if job.id in self.entries:
+            return  # hidden from listings; never queued twice
+        entry = Entry(job, self, holder, found)
+        self.entries[job.id] = entry
+        holder.queue.put(entry)
+
+    def stop_holder(self, holder: Holder) -> None:
+        holder.stopping = True
+        self._flush(holder)
+        for entry in self._entries_of(holder):
+            if entry.state is JobState.QUEUED:
+                entry.state = JobState.DROPPED
+                self._forget(entry)
+                holder.queue.discard()
+                holder.counts.released += 1
+
+    async def close_holder(self, holder: Holder) -> None:
+        if holder.closed:
+            return
+        self.stop_holder(holder)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + holder.opts.shutdown_timeout
+        # accepts requested while this waits are sent at once and waited for too
+        while holder.sends and (remaining := deadline - loop.time()) > 0:
+            await asyncio.wait(set(holder.sends), timeout=remaining)
+        holder.closed = True  # from here on, accept() raises PollerStoppedError
+        if holder.sends:
+            sends = set(holder.sends)
+            for task in sends:
+                task.cancel()  # each reports its jobs uncertain as it ends
+            await asyncio.gather(*sends, return_exceptions=True)
+        for entry in self._entries_of(holder):
+            if entry.state is JobState.HELD:
+                self._give_back(entry)
+        for entry in holder.orphans or ():
+            if entry.redelivery == _IN_QUEUE and holder.queue.closed:
+                log.error(
+                    "cluster %r: job %d was accepted after its consumer was cancelled, and "
+                    "nobody took it again before the poller closed; it is no longer on the "
+                    "server and has not been run",
+                    self.cluster,
+                    entry.job.id,
+                )
+        self.holders.discard(holder)
+        if not self.holders:
+            _forget_ledger(self)
+
+    def _entries_of(self, holder: Holder) -> list[Entry]:
+        return [entry for entry in self.entries.values() if entry.holder is holder]
+
+    # -- consumers ----------------------------------------------------------------------
+
+    def hand_out(self, entry: Entry) -> PolledJob:
+        if entry.state is JobState.QUEUED:
+            entry.state = JobState.HELD
+        elif entry.state is JobState.ACCEPTED:
+            entry.redelivery = _CLAIMED
+        entry.holder.counts.handed_out += 1
+        handle = entry.handle() if entry.handle is not None else None
+        if handle is None:
+            handle = PolledJob(entry)
+            entry.handle = weakref.ref(handle)
+        return handle
+
+    async def accept(self, entry: Entry) -> bool:
+        state = entry.state
+        if state is JobState.HELD:
+            holder = entry.holder
+            if holder.closed:
+                raise self._closed_error(entry)
+            entry.state = JobState.ACCEPTING
+            entry.done = asyncio.get_running_loop().create_future()
+            self._request(holder, entry)
+        elif state is JobState.ACCEPTED:
+            self._claim(entry)
+            return True
+        elif state is JobState.LOST:
+            return False
+        elif state is JobState.UNCERTAIN:
+            assert entry.error is not None
+            raise _again(entry.error)
+        elif state is not JobState.ACCEPTING:
+            if entry.holder.closed:
+                raise self._closed_error(entry)
+            raise RuntimeError(f"job {entry.job.id} cannot be accepted: it is {state.value}")
+        done = entry.done
+        assert done is not None
+        entry.waiters += 1
+        try:
+            await asyncio.shield(done)
+        except asyncio.CancelledError:
+            entry.waiters -= 1
+            if entry.waiters == 0:
+                self._abandoned(entry)
+            raise
+        entry.waiters -= 1
+        outcome = done.result()
+        if isinstance(outcome, BaseException):
+            raise outcome
+        if outcome:
+            self._claim(entry)
+        return outcome
+
+    def release(self, entry: Entry, *, failed: bool) -> None:
+        if entry.state is not JobState.HELD:
+            return
+        self._give_back(entry)
+        if failed:
+            self._failed_delivery(entry)
+
+    def collected(self, entry: Entry) -> None:
+        """The consumer dropped its handle: a job it still held goes back."""
+        if entry.state is JobState.HELD:
+            log.debug(
+                "cluster %r: job %d was dropped unsettled; released", self.cluster, entry.job.id
+            )
+            self._give_back(entry)
+
+    def _claim(self, entry: Entry) -> None:
+        """A consumer has the accepted job: never hand it out again."""
+        if entry.redelivery == _IN_QUEUE:
+            entry.holder.queue.discard()  # its queued copy is no longer deliverable
+        entry.redelivery = _CLAIMED
+
+    def _abandoned(self, entry: Entry) -> None:
+        """Every consumer waiting in ``accept()`` for ``entry`` was cancelled."""
+        state = entry.state
+        if state is JobState.ACCEPTING:
+            pending = entry.holder.pending
+            if pending is not None and entry in pending:
+                pending.remove(entry)  # never sent: withdraw it
+                _resolve(entry, False)
+                self._give_back(entry)
+            # else: on the wire; _accepted() hands it out again if it was taken
+        elif state is JobState.ACCEPTED and entry.redelivery == _NOT_NEEDED:
+            self._redeliver(entry)  # taken just as its consumers were cancelled
+        elif state is JobState.HELD:
+            self._give_back(entry)  # the accept certainly failed; nobody will retry it
+
+    def _closed_error(self, entry: Entry) -> PollerStoppedError:
+        return PollerStoppedError(
+            f"job {entry.job.id} cannot be accepted: its poller is closed (the job was given back)",
+            cluster=self.cluster,
+        )
+
+    # -- sending accepts ----------------------------------------------------------------
+
+    def _per_id(self, holder: Holder) -> bool:
+        return holder.opts.accept_mode is AcceptMode.SHARED or self.per_id
+
+    def _request(self, holder: Holder, entry: Entry) -> None:
+        if self._per_id(holder):
+            self._spawn(holder, [entry])
+            return
+        if holder.pending is None:
+            holder.pending = []
+        holder.pending.append(entry)
+        if holder.stopping or len(holder.pending) >= holder.opts.accept_batch_size:
+            self._flush(holder)
+        elif holder.timer is None:
+            holder.timer = asyncio.get_running_loop().call_later(
+                holder.opts.accept_window, self._flush, holder
+            )
+
+    def _flush(self, holder: Holder) -> None:
+        if holder.timer is not None:
+            holder.timer.cancel()
+            holder.timer = None
+        batch, holder.pending = holder.pending, None
+        if not batch:
+            return
+        if self._per_id(holder):
+            for entry in batch:
+                self._spawn(holder, [entry])
+        else:
+            self._spawn(holder, batch)
+
+    def _spawn(self, holder: Holder, batch: list[Entry]) -> None:
+        task = asyncio.get_running_loop().create_task(self._send(holder, batch))
+        holder.sends.add(task)
+        task.add_done_callback(holder.sends.discard)
+
+    async def _send(self, holder: Holder, batch: list[Entry]) -> None:
+        """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.
+
+        A failure that certainly did not act hands the jobs back to their consumers. One
+        that may have acted is sent again (with backoff) while the error is retryable:
+        SUCCESS then proves the jobs ours; PARTIAL means some were already gone, which in
+        batched mode (this process the only accepter) means the lost attempt took them.
+        Without this, a job deleted by a lost attempt would be owned by nobody. Whatever
+        is still unsettled when this task ends (cancelled at shutdown) is uncertain.
+        """
+        ids = [entry.job.id for entry in batch]
+        maybe_applied = False
+        backoff = 0.0
+        try:
+            while True:
+                try:
+                    result = await self.client.accept_jobs(self.cluster, holder.secret, ids)
+                except RainbowError as exc:
+                    holder.counts.accept_calls += exc.attempts or 1
+                    if exc.outcome is CallOutcome.NOT_APPLIED and not maybe_applied:
+                        self._refused(batch, exc)
+                        return
+                    maybe_applied = maybe_applied or exc.outcome.may_have_acted
+                    if not exc.retryable:
+                        self._unknown(batch, exc)
+                        return
+                    log.info(
+                        "cluster %r: AcceptJobs of %d job(s) may or may not have taken "
+                        "them (%s); sending it again to find out",
+                        self.cluster,
+                        len(ids),
+                        exc,
+                    )
+                    backoff = min(backoff * 2 or _RESEND_BACKOFF, holder.opts.max_interval)
+                    await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+                    continue
+                except Exception as exc:  # a bug: never guess the outcome
+                    log.exception("cluster %r: AcceptJobs failed unexpectedly", self.cluster)
+                    self._unknown(batch, exc)
+                    return
+                holder.counts.accept_calls += result.attempts
+                self._answered(holder, batch, result, maybe_applied=maybe_applied)
+                return
+        finally:
+            for entry in batch:
+                if entry.state is JobState.ACCEPTING:
+                    self._uncertain(
+                        entry,
+                        "the accept was still unanswered when its poller closed (shutdown_timeout)",
+                    )
+
+    def _answered(
+        self, holder: Holder, batch: list[Entry], result: AcceptResult, *, maybe_applied: bool
+    ) -> None:
+        status = result.status
+        if status is AcceptStatus.SUCCESS:
+            for entry in batch:
+                self._accepted(entry)
+        elif status is AcceptStatus.PARTIAL and not maybe_applied:
+            # nothing of ours can have taken them before: someone else took some of them
+            self._other_accepter(holder, "an AcceptJobs it sent came back PARTIAL")
+            if len(batch) == 1:
+                self._lost(batch[0])
+            else:
+                for entry in batch:
+                    self._uncertain(
+                        entry,
+                        f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
+                        "process took some of them and the answer does not say which",
+                    )
+        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id:
+            # PARTIAL after an attempt that may have acted: only this process accepts for
+            # the cluster, so that earlier attempt took what this one did not
+            for entry in batch:
+                self._accepted(entry)
+        else:
+            for entry in batch:
+                self._uncertain(
+                    entry,
+                    "AcceptJobs was sent again after its answer was lost and came back "
+                    "PARTIAL: the earlier attempt or another process took the job",
+                )
+
+    def _refused(self, batch: list[Entry], exc: RainbowError) -> None:
+        """The server certainly did not act: the consumers still hold their jobs and
+        ``accept()`` raises ``exc`` (it may be called again)."""
+        for entry in batch:
+            entry.state = JobState.HELD
+            _resolve(entry, exc)
+            if entry.waiters == 0:
+                self._give_back(entry)
+
+    def _unknown(self, batch: list[Entry], exc: BaseException) -> None:
+        for entry in batch:
+            self._uncertain(entry, f"AcceptJobs failed and may have taken the job: {exc}", exc)
+
+    def _other_accepter(self, holder: Holder, evidence: str) -> None:
+        """Another process accepts jobs of this cluster: in batched mode, that breaks the
+        assumption batching relies on, so the cluster's accepts go out one id per call."""
+        if self.per_id or holder.opts.accept_mode is not AcceptMode.BATCHED:
+            return
+        self.per_id = True
+        log.warning(
+            "cluster %r: another process accepts jobs of this cluster (%s), although the "
+            "batched accept mode assumes it does not; accepts now go out one id per call "
+            "(use accept_mode='shared' for clusters shared between processes)",
+            self.cluster,
+            evidence,
+        )
+
+    # -- settling -----------------------------------------------------------------------
+
+    def _accepted(self, entry: Entry) -> None:
+        entry.state = JobState.ACCEPTED
+        self._retire(entry)
+        entry.holder.counts.accepted += 1
+        _resolve(entry, True)
+        if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
+            self._redeliver(entry)
+
+    def _lost(self, entry: Entry) -> None:
+        entry.state = JobState.LOST
+        self._retire(entry)
+        entry.holder.counts.lost += 1
+        _resolve(entry, False)
+
+    def _uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
+        error = AcceptUncertainError(
+            f"cannot tell whether job {entry.job.id} is ours: {why}",
+            cluster=self.cluster,
+            job_id=entry.job.id,
+        )
+        error.__cause__ = cause
+        entry.state = JobState.UNCERTAIN
+        entry.error = error
+        self._retire(entry)
+        entry.holder.counts.uncertain += 1
+        log.warning("cluster %r: job %d: %s", self.cluster, entry.job.id, error.message)
+        _resolve(entry, error)
+
+    def _redeliver(self, entry: Entry) -> None:
+        """An accepted job lost its consumer: hand it out again, already owned."""
+        holder = entry.holder
+        if holder.closed:
+            log.error(
+                "cluster %r: job %d was accepted after its consumer was cancelled and the "
+                "poller is closed; it is no longer on the server and has not been run",
+                self.cluster,
+                entry.job.id,
+            )
+            return
+        entry.redelivery = _IN_QUEUE
+        if holder.orphans is None:
+            holder.orphans = []
+        holder.orphans.append(entry)
+        holder.queue.put_owned(entry)
+
+    def _give_back(self, entry: Entry) -> None:
+        entry.state = JobState.RELEASED
+        self._forget(entry)
+        entry.holder.counts.released += 1
+
+    def _failed_delivery(self, entry: Entry) -> None:
+        job = entry.job
+        opts = entry.holder.opts
+        count = self.failures.get(job.id, (0, 0.0))[0] + 1
+        if count < opts.max_deliveries:
+            delay = min(opts.redelivery_delay * 2 ** (count - 1), opts.max_redelivery_delay)
+            delay *= 0.5 + random.random() / 2
+            self.failures[job.id] = (count, time.monotonic() + delay)
+            return
+        self.failures.pop(job.id, None)
+        self.given_up.add(job.id)
+        entry.holder.counts.given_up += 1
+        log.error(
+            "cluster %r: job %d failed %d deliveries; this process no longer hands it out "
+            "(it stays on the server for other processes)",
+            self.cluster,
+            job.id,
+            count,
+        )
+        hook = opts.on_give_up
+        if hook is not None:
+            try:
+                hook(job)
+            except Exception:
+                log.exception("cluster %r: on_give_up failed for job %d", self.cluster, job.id)
+
+    def _forget(self, entry: Entry) -> None:
+        """Stop tracking ``entry``'s id (if the record is still this entry's)."""
+        job_id = entry.job.id
+        if self.entries.get(job_id) is entry:
+            del self.entries[job_id]
+
+    def _retire(self, entry: Entry) -> None:
+        """``entry`` was deleted on the server (or may have been): stop tracking it and
+        hide it from the listings already running."""
+        self._forget(entry)
+        job_id = entry.job.id
+        self.failures.pop(job_id, None)
+        if self.running:
+            self.tombstones.pop(job_id, None)
+            self.tombstones[job_id] = self.seq
+
+
+class _Hidden:
+    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
+
+    __slots__ = ("ledger", "now", "start")
+
+    def __init__(self, ledger: AcceptLedger, start: int) -> None:
+        self.ledger = ledger
+        self.start = start
+        self.now: float | None = None
+
+    def __contains__(self, job_id: object) -> bool:
+        if not isinstance(job_id, int):
+            return False
+        ledger = self.ledger
+        if job_id in ledger.entries or ledger.tombstones.get(job_id, -1) >= self.start:
+            return True
+        if job_id in ledger.given_up:
+            return True
+        failure = ledger.failures.get(job_id)
+        if failure is None:
+            return False
+        if self.now is None:
+            self.now = time.monotonic()
+        return failure[1] > self.now
+
+
+def _resolve(entry: Entry, outcome: bool | BaseException) -> None:
+    done = entry.done
+    if done is not None and not done.done():
+        done.set_result(outcome)
+
+
+def _again(error: AcceptUncertainError) -> AcceptUncertainError:
+    """A fresh copy of an uncertain outcome, to raise once more."""
+    copy = AcceptUncertainError(error.message, cluster=error.cluster or "", job_id=error.job_id)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+# -- the registry: one ledger per (client, cluster) -------------------------------------
+
+_ledgers: weakref.WeakKeyDictionary[Any, dict[str, AcceptLedger]] = weakref.WeakKeyDictionary()
+
+
+def attach(
+    client: AcceptClient, cluster: str, secret: str, queue: JobQueue[Entry], opts: PollerOptions
+) -> Holder:
+    """Join the ledger of ``cluster`` on ``client`` (made on first use)."""
+    ledgers = _ledgers.get(client)
+    if ledgers is None:
+        ledgers = _ledgers[client] = {}
+    ledger = ledgers.get(cluster)
+    if ledger is None:
+        ledger = ledgers[cluster] = AcceptLedger(client, cluster)
+    return ledger.attach(secret, queue, opts)
+
+
+def live_ledger(client: AcceptClient, cluster: str) -> AcceptLedger | None:
+    """The ledger of ``cluster`` on ``client`` while any poller is attached to it."""
+    ledgers = _ledgers.get(client)
+    return None if ledgers is None else ledgers.get(cluster)
+
+
+def _forget_ledger(ledger: AcceptLedger) -> None:
+    with contextlib.suppress(KeyError):
+        ledgers = _ledgers[ledger.client]
+        if ledgers.get(ledger.cluster) is ledger:
+            del ledgers[ledger.cluster]
+            if not ledgers:
+                del _ledgers[ledger.client]
