@@ -60,6 +60,8 @@ DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_ATTEMPT_TIMEOUT: Final = 10.0
 # After connect() gave up waiting, one fail-fast call asks grpc why (its last error).
 _DIAGNOSE_TIMEOUT: Final = 0.25
+# a call that failed this close to its deadline is said to have spent its budget
+_BUDGET_SLACK: Final = 0.005
 
 
 @dataclass(slots=True)
@@ -732,12 +734,21 @@ class RainbowClient:
             await asyncio.wait_for(closing.wait(), seconds)
 
     def _final(
-        self, error: RainbowError, rpc: str, cluster: str | None, trace: _Trace
+        self,
+        error: RainbowError,
+        rpc: str,
+        cluster: str | None,
+        trace: _Trace,
+        *,
+        budget: float,
+        deadline: float,
     ) -> RainbowError:
         """The error a call ends with: mapped again, by the one mapping function, so that
-        it names the host and the attempts made, with the whole call's outcome (UNKNOWN
-        as soon as one attempt may have reached the server)."""
+        it names the host, the attempts made and a budget that ran out, with the whole
+        call's outcome (UNKNOWN as soon as one attempt may have reached the server)."""
+        outcome = CallOutcome.UNKNOWN if trace.maybe_ran_before else error.outcome
         if error.code is not None:
+            spent = time.monotonic() >= deadline - _BUDGET_SLACK
             error = error_from_status(
                 error.code,
                 error.details,
@@ -746,9 +757,9 @@ class RainbowClient:
                 host=self._host,
                 attempts=trace.attempts,
                 tls=self._tls is not None,
+                budget=budget if spent else None,
             )
-        if trace.maybe_ran_before:
-            error.outcome = CallOutcome.UNKNOWN
+        error.outcome = outcome
         return error
 
     async def _unary(
@@ -773,9 +784,10 @@ class RainbowClient:
             if remaining <= 0:
                 spent = error_from_status(
                     grpc.StatusCode.DEADLINE_EXCEEDED,
-                    f"the call's {budget:g} s budget is spent",
+                    "no time left for another attempt",
                     rpc=rpc,
                     cluster=cluster,
+                    budget=budget,
                 )
                 spent.outcome = CallOutcome.NOT_APPLIED  # this attempt sent nothing
                 raise spent
@@ -805,7 +817,9 @@ class RainbowClient:
             return await attempt(), trace
         except RainbowError as error:
             if not retry_if(error) or self._retry.max_attempts < 2:
-                raise self._final(error, rpc, cluster, trace) from error.__cause__
+                raise self._final(
+                    error, rpc, cluster, trace, budget=budget, deadline=deadline
+                ) from error.__cause__
             failed_first: list[BaseException] = [error]
 
         async def replay_first_then_attempt() -> _Resp:
@@ -825,7 +839,9 @@ class RainbowClient:
         try:
             resp: _Resp = await retrying(replay_first_then_attempt)
         except RainbowError as error:
-            raise self._final(error, rpc, cluster, trace) from error.__cause__
+            raise self._final(
+                error, rpc, cluster, trace, budget=budget, deadline=deadline
+            ) from error.__cause__
         return resp, trace
 
 

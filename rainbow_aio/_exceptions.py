@@ -216,13 +216,16 @@ def error_from_status(
     host: str | None = None,
     attempts: int | None = None,
     tls: bool | None = None,
+    budget: float | None = None,
 ) -> RainbowError:
     """Map one gRPC status (code and details) to the rainbow-aio error that describes it.
 
     This is the only place where wire statuses become exceptions. ``attempts`` (how many
-    times the call was sent) and ``tls`` (whether the client uses TLS) only shape the
-    message, so that an :class:`UnavailableError` names the host, the attempts, and a
-    hint when a server closed the connection before gRPC could start.
+    times the call was sent), ``tls`` (whether the client uses TLS) and ``budget`` (the
+    call's time budget, when that is what ran out) only shape the message, so that an
+    :class:`UnavailableError` names the host, the attempts, and a hint when a server
+    closed the connection before gRPC could start, and a :class:`DeadlineExceededError`
+    says when the call's whole budget was spent.
     """
     details = details or ""
     tried = _attempts_text(attempts)
@@ -262,6 +265,10 @@ def error_from_status(
         error.outcome = CallOutcome.NOT_APPLIED if unsent else CallOutcome.UNKNOWN
         return error
     if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        if budget is not None:
+            return make(
+                DeadlineExceededError, f"the call's {budget:g} s budget ran out{tried}: {details}"
+            )
         return make(DeadlineExceededError, f"deadline exceeded{tried}: {details}")
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return make(InvalidArgumentError, f"the server refused the call: {details}")

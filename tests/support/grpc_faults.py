@@ -20,6 +20,7 @@ for that method::
         faults.clear("AcceptJobs")              # disarm everything for the method
         faults.calls["AcceptJobs"]              # calls that reached the injector
         faults.forwarded["AcceptJobs"]          # calls the real server received
+        faults.metadata["AcceptJobs"]           # each call's invocation metadata
 
 Faults are taken in the order armed, one per call; ``times=None`` keeps one armed until
 it is cleared. The Stream method is forwarded too (without faults). Only loopback
@@ -75,6 +76,7 @@ class FaultInjector(grpc.GenericRpcHandler):
         self._changed = asyncio.Condition()
         self.calls: collections.Counter[str] = collections.Counter()
         self.forwarded: collections.Counter[str] = collections.Counter()
+        self.metadata: dict[str, list[dict[str, str]]] = collections.defaultdict(list)
         self._server: grpc.aio.Server | None = None
         self._channel: grpc.aio.Channel | None = None
         self.port = 0
@@ -195,6 +197,13 @@ class FaultInjector(grpc.GenericRpcHandler):
         self, method: str, path: str, request: bytes, context: grpc.aio.ServicerContext
     ) -> bytes:
         self.calls[method] += 1
+        self.metadata[method].append(
+            {
+                key: value
+                for key, value in context.invocation_metadata() or ()
+                if isinstance(value, str)
+            }
+        )
         await self._notify()
         fault = self._take(method)
         kind = fault.kind if fault is not None else None
