@@ -11,7 +11,7 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
-from typing import TypedDict
+from typing import Literal, TypedDict
 
 from .. import _protocol as P
 from .._exceptions import InvalidArgumentError
@@ -21,6 +21,7 @@ __all__ = [
     "DEFAULTS",
     "GROUP_QUEUE_SIZE",
     "AcceptMode",
+    "AcceptModeName",
     "GiveUpHook",
     "PollerKwargs",
     "PollerOptions",
@@ -44,6 +45,9 @@ class AcceptMode(enum.StrEnum):
     a call sent again after a lost answer that comes back PARTIAL raises
     :class:`AcceptUncertainError`."""
 
+
+AcceptModeName = Literal["batched", "shared"]
+"""The accept modes by name, as the keyword form of the options takes them."""
 
 GiveUpHook = Callable[[Job], object]
 """Called with a job this process stopped handing out after ``max_deliveries`` failed
@@ -161,7 +165,7 @@ class PollerKwargs(TypedDict, total=False):
     queue_size: int
     min_interval: float
     max_interval: float
-    accept_mode: AcceptMode | str
+    accept_mode: AcceptMode | AcceptModeName
     accept_window: float
     accept_batch_size: int
     shutdown_timeout: float
@@ -205,7 +209,7 @@ class PollerStats:
     """AcceptJobs RPCs sent (retries included)."""
 
 
-def parse_accept_mode(value: AcceptMode | str) -> AcceptMode:
+def parse_accept_mode(value: AcceptMode | AcceptModeName | str) -> AcceptMode:
     """``value`` as an :class:`AcceptMode` ("batched" or "shared")."""
     try:
         return AcceptMode(value)
