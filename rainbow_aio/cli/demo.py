@@ -26,7 +26,7 @@ from .._client import RainbowClient
 from .._exceptions import RainbowError
 from ..poller import PolledJob
 from ..server import RainbowServer, ServerStartError
-from ._common import EXIT_ERROR, error, explain, positive_float, whole_number
+from ._common import EXIT_ERROR, error, explain, seconds, whole_number
 
 __all__ = ["DemoOptions", "DemoReport", "account", "add_parser", "render", "run_demo"]
 
@@ -375,7 +375,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=positive_float,
+        type=seconds(),
         default=d.timeout,
         help=f"seconds to wait for the last jobs after submitting ends (default {d.timeout:g})",
     )
