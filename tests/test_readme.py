@@ -104,16 +104,23 @@ def readme_test(tmp_path: Path) -> tuple[str, str]:
     return config, test
 
 
-def run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
+def run_as_user(
+    argv: list[str], cwd: Path = ROOT, limit: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` in ``cwd`` with :func:`user_env`, capturing its output as text."""
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider"],
-        cwd=project,
+        argv,
+        cwd=cwd,
         env=user_env(),
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=limit,
         check=False,
     )
+
+
+def run_pytest(project: Path) -> subprocess.CompletedProcess[str]:
+    return run_as_user([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], project)
 
 
 def test_the_pytest_example_passes_as_shown(readme_test: tuple[str, str], tmp_path: Path) -> None:
@@ -165,15 +172,7 @@ def test_try_it_works_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
             ".git", ".venv", ".tox", ".*_cache", "__pycache__", "*.egg-info", "build", "dist"
         ),
     )
-    result = subprocess.run(
-        ["bash", "-e", "-c", block],
-        cwd=clone,
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=170,
-        check=False,
-    )
+    result = run_as_user(["bash", "-e", "-c", block], clone, limit=170)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert (clone / ".venv" / "bin" / "rainbow-aio").exists()
     lines = result.stdout.splitlines()
@@ -186,14 +185,7 @@ def test_the_bad_command_line_example_is_what_the_command_prints() -> None:
         r"^\$ (rainbow-aio submit .*--nodes -1 .*)\n(.+)$", section("Command line"), flags=re.M
     )
     argv = command.replace("$token", "some-token").split()[1:]
-    result = subprocess.run(
-        [sys.executable, "-m", "rainbow_aio", *argv],
-        env=user_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_as_user([sys.executable, "-m", "rainbow_aio", *argv])
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == shown + "\n"
