@@ -407,5 +407,5 @@ async def test_ctrl_c_is_one_line(argv: tuple[str, ...]) -> None:
             "60",
             when=lambda: silent.calls > 0,
         )
-    assert result.code == 130
-    assert result.err == "rainbow-aio: interrupted\n"
+    assert result.code == 130, result
+    assert result.err == "rainbow-aio: interrupted\n", result

@@ -216,8 +216,8 @@ async def test_ctrl_c_ends_the_demo_with_one_line() -> None:
     """Interrupted while thousands of jobs are in flight: no traceback, and none of the
     per-job warnings the cancelled pollers would log."""
     result = await interrupt("-m", "rainbow_aio", "demo", "--jobs", "50000", when_line="submitted ")
-    assert result.code == 130
-    assert result.err == "rainbow-aio: interrupted\n"
+    assert result.code == 130, result
+    assert result.err == "rainbow-aio: interrupted\n", result
     assert "✅️" not in result.out  # it did not run to the end
 
 

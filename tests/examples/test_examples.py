@@ -189,7 +189,7 @@ async def test_ctrl_c_while_consuming_stops_many_clusters_cleanly(server: Server
         "1",
         when_line="submitted ",
     )
-    assert result.code == 130
+    assert result.code == 130, result
     [line] = result.err.splitlines()
     done = re.fullmatch(
         r"many_clusters\.py: interrupted after running (\d+) of 300 jobs; "
@@ -219,5 +219,5 @@ async def test_ctrl_c_during_a_call_is_one_line(script: tuple[str, ...]) -> None
             silent.address,
             when=lambda: silent.calls > 0,
         )
-    assert result.code == 130
-    assert result.err == f"{Path(name).name}: interrupted\n"
+    assert result.code == 130, result
+    assert result.err == f"{Path(name).name}: interrupted\n", result
