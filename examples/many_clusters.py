@@ -9,15 +9,30 @@ over them, then polls all of them with one ``PollerGroup``: every cluster gets i
 poller, and their jobs arrive in one queue that ``--consumers`` tasks drain. A consumer
 accepts a job before "running" it; ``accept()`` returning True means this process owns
 the job and no other process can take it. The script ends when every job has been run.
+
+Ctrl-C while the consumers run stops the group: jobs already accepted are run to the end,
+jobs still queued are given back to the server, and the script says how far it got.
 """
 
 import argparse
 import asyncio
 import collections
+import signal
 import sys
 import uuid
 
 from rainbow_aio import PolledJob, PollerGroup, RainbowClient, RainbowError
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {text}")
+    return value
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -28,11 +43,13 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--secret", help="Rainbow cluster registration secret", default="chocolate-cookies"
     )
-    parser.add_argument("--clusters", help="clusters to register", type=int, default=10)
+    parser.add_argument("--clusters", help="clusters to register", type=at_least_one, default=10)
     parser.add_argument(
-        "--jobs", help="jobs to submit, spread over the clusters", type=int, default=100
+        "--jobs", help="jobs to submit, spread over the clusters", type=at_least_one, default=100
     )
-    parser.add_argument("--consumers", help="tasks that accept and run jobs", type=int, default=4)
+    parser.add_argument(
+        "--consumers", help="tasks that accept and run jobs", type=at_least_one, default=4
+    )
     return parser
 
 
@@ -45,7 +62,7 @@ async def consumer(
     group: PollerGroup,
     ran: list[PolledJob],
     total: int,
-    finished: asyncio.Event,
+    done: asyncio.Event,
 ) -> None:
     # iterating a group ends when the group is stopped
     async for job in group:
@@ -54,7 +71,7 @@ async def consumer(
         await run_job(job)
         ran.append(job)
         if len(ran) == total:
-            finished.set()
+            done.set()
 
 
 async def main(args: argparse.Namespace) -> int:
@@ -65,16 +82,32 @@ async def main(args: argparse.Namespace) -> int:
         for n in range(args.jobs):
             reg = registrations[n % len(registrations)]
             await client.submit_job(reg.cluster, reg.token, f"echo job {n}")
-        print(f"submitted {args.jobs} jobs to {len(names)} clusters")
 
         ran: list[PolledJob] = []
-        finished = asyncio.Event()
+        done = asyncio.Event()  # set when every job has run, or at Ctrl-C
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, done.set)
         secrets = {reg.cluster: reg.secret for reg in registrations}
-        async with client.poll_many(secrets, max_jobs=20) as group, asyncio.TaskGroup() as tasks:
-            for _ in range(args.consumers):
-                tasks.create_task(consumer(group, ran, args.jobs, finished))
-            await finished.wait()
-            await group.stop()  # the consumers' loops end; queued jobs are given back
+        try:
+            # from here on Ctrl-C stops the group instead of cancelling everything
+            print(f"submitted {args.jobs} jobs to {len(names)} clusters", flush=True)
+            async with (
+                client.poll_many(secrets, max_jobs=20) as group,
+                asyncio.TaskGroup() as tasks,
+            ):
+                for _ in range(args.consumers):
+                    tasks.create_task(consumer(group, ran, args.jobs, done))
+                await done.wait()
+                await group.stop()  # the consumers' loops end; queued jobs are given back
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+        if len(ran) < args.jobs:
+            print(
+                f"many_clusters.py: interrupted after running {len(ran)} of {args.jobs} jobs; "
+                "the others are still waiting on the server",
+                file=sys.stderr,
+            )
+            return 130
         per_cluster = collections.Counter(job.cluster for job in ran)
         for cluster in names:
             print(f"{cluster}: ran {per_cluster[cluster]} jobs")
@@ -90,3 +123,6 @@ if __name__ == "__main__":
     except RainbowError as exc:
         print(f"many_clusters.py: {exc}", file=sys.stderr)
         sys.exit(1)
+    except KeyboardInterrupt:  # Ctrl-C before the consumers started
+        print("many_clusters.py: interrupted", file=sys.stderr)
+        sys.exit(130)

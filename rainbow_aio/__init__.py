@@ -9,9 +9,15 @@
                     ...  # this process owns the job: run it
 
 See README.md for the delivery guarantees and the retry table.
+
+The embedded server (``RainbowServer``, ``ServerTLSConfig``) is imported on first use, so a
+program that only talks to a server does not load it, nor SQLite.
 """
 
 from __future__ import annotations
+
+import importlib as _importlib
+import typing as _typing
 
 from ._client import RainbowClient
 from ._config import KeepAliveConfig, RetryPolicy, SubmitRetry, TLSConfig
@@ -42,9 +48,26 @@ from .poller import (
     PollerStats,
     PollerStoppedError,
 )
-from .server import RainbowServer, ServerTLSConfig
 
 __version__ = "0.1.0"
+
+# names imported from a submodule on first use -> that submodule
+_LAZY = {"RainbowServer": ".server", "ServerTLSConfig": ".server"}
+
+if _typing.TYPE_CHECKING:
+    # what type checkers see; at run time __getattr__ below imports these on first use
+    from .server import RainbowServer, ServerTLSConfig
+else:
+
+    def __getattr__(name: str) -> object:
+        if name in _LAZY:
+            value = getattr(_importlib.import_module(_LAZY[name], __name__), name)
+            globals()[name] = value  # later look-ups find it without coming here
+            return value
+        if name == "server":  # the subpackage, as ``rainbow_aio.server`` always worked
+            return _importlib.import_module(".server", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     # client
@@ -89,3 +112,8 @@ __all__ = [
     "ServerTLSConfig",
     "__version__",
 ]
+
+
+def __dir__() -> list[str]:
+    # the lazy names and the server subpackage are listed before their first use too
+    return sorted({*globals(), *_LAZY, "server"})

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import ast
 import inspect
+import json
+import subprocess
+import sys
+import textwrap
 import types
 from pathlib import Path
 
@@ -99,3 +103,48 @@ def test_every_error_is_exported_and_derives_from_the_root() -> None:
                 continue
             assert issubclass(value, rainbow_aio.RainbowError), name
             assert name in rainbow_aio.__all__, name
+
+
+def test_importing_the_package_leaves_the_server_and_sqlite_unloaded() -> None:
+    """A client-only program pays for neither the embedded server nor SQLite; the server's
+    names still work, on first use, and ``dir()`` lists them before and after."""
+    probe = textwrap.dedent(
+        """
+        import json, sys
+        import rainbow_aio
+
+        def loaded():
+            return sorted(
+                name for name in sys.modules
+                if name.startswith("rainbow_aio.server") or "sqlite3" in name
+            )
+
+        report = {"after_import": loaded(), "dir_before": dir(rainbow_aio)}
+        from rainbow_aio import ServerTLSConfig
+        import rainbow_aio.server as server_package
+        report["same_objects"] = (
+            rainbow_aio.RainbowServer is server_package.RainbowServer
+            and ServerTLSConfig is server_package.ServerTLSConfig
+        )
+        report["after_use"] = loaded()
+        report["dir_after"] = dir(rainbow_aio)
+        try:
+            rainbow_aio.NoSuchName
+        except AttributeError as exc:
+            report["unknown"] = str(exc)
+        print(json.dumps(report))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], check=True, capture_output=True, text=True
+    ).stdout
+    report = json.loads(out)
+    assert report["after_import"] == []
+    assert "rainbow_aio.server" in report["after_use"]
+    assert "sqlite3" in report["after_use"]  # so the check above would have seen it
+    assert report["same_objects"] is True
+    assert report["dir_before"] == report["dir_after"]
+    public = {name for name in report["dir_before"] if not name.startswith("_")}
+    exported = {name for name in rainbow_aio.__all__ if not name.startswith("_")}
+    assert public == {*exported, "annotations", "poller", "server"}
+    assert report["unknown"] == "module 'rainbow_aio' has no attribute 'NoSuchName'"

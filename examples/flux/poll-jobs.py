@@ -63,6 +63,9 @@ def main() -> int:
     except RainbowError as exc:
         print(f"poll-jobs.py: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("poll-jobs.py: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

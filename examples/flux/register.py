@@ -48,6 +48,9 @@ def main() -> int:
     except RainbowError as exc:
         print(f"register.py: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("register.py: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

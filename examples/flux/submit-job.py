@@ -41,6 +41,9 @@ def main() -> int:
     except RainbowError as exc:
         print(f"submit-job.py: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("submit-job.py: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

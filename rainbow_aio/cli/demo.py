@@ -5,20 +5,28 @@ database, a random registration secret), registers ``--clusters`` clusters, and 
 ``--jobs`` jobs to them round-robin while one :class:`~rainbow_aio.PollerGroup` polls
 every cluster and accepts what it is given. Every job id that ``submit_job`` returns is
 tracked, and so is every id whose ``accept()`` said "this process owns it". At the end
-:func:`account` compares the two: a job never accepted is *lost*, a job accepted more
-than once is a *duplicate*, and either makes the command exit non-zero.
+:func:`account` compares the two: a job accepted more than once is a *duplicate*; a job
+never accepted is *not accepted in time* when it is still waiting on the server once
+``--timeout`` has run out, and *lost* when it is not. Any of them makes the command exit
+non-zero.
+
+Ctrl-C ends the demo with one line. What the interrupted pollers would log about the jobs
+they were accepting is not shown: those jobs belong to the demo's own in-memory server,
+which goes away with it.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import math
 import secrets
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -26,7 +34,16 @@ from .._client import RainbowClient
 from .._exceptions import RainbowError
 from ..poller import PolledJob
 from ..server import RainbowServer, ServerStartError
-from ._common import EXIT_ERROR, error, explain, positive_float, whole_number
+from ._common import (
+    EXIT_ERROR,
+    Interrupted,
+    error,
+    explain,
+    interrupted,
+    run_until_interrupted,
+    seconds,
+    whole_number,
+)
 
 __all__ = ["DemoOptions", "DemoReport", "account", "add_parser", "render", "run_demo"]
 
@@ -55,8 +72,11 @@ class DemoReport:
     """Distinct submitted ids that this process accepted."""
     duplicates: int
     """Extra acceptances: each acceptance of an id beyond its first."""
+    late: int
+    """Submitted ids never accepted and still waiting on the server when ``--timeout`` ran
+    out: the demo gave up on them, nothing lost them."""
     lost: int
-    """Submitted ids never accepted."""
+    """Submitted ids never accepted and no longer on the server."""
     unexpected: int
     """Accepted ids that no ``submit_job`` call returned."""
     elapsed: float
@@ -73,7 +93,9 @@ class DemoReport:
     @property
     def ok(self) -> bool:
         """True when every submitted job was accepted exactly once and nothing else was."""
-        return not (self.lost or self.duplicates or self.unexpected or self.submit_errors)
+        return not (
+            self.late or self.lost or self.duplicates or self.unexpected or self.submit_errors
+        )
 
     @property
     def exit_code(self) -> int:
@@ -95,12 +117,14 @@ def account(
     accepted: Iterable[tuple[int, float]],
     elapsed: float,
     submit_errors: int = 0,
+    waiting: Collection[int] = (),
 ) -> DemoReport:
     """Compare what was submitted with what was accepted.
 
     ``submitted`` maps each id ``submit_job`` returned to the time its submission began;
     ``accepted`` lists one ``(id, time)`` pair for every ``accept()`` that returned True,
-    in any order, repeats included (a repeat is exactly what this function looks for).
+    in any order, repeats included (a repeat is exactly what this function looks for);
+    ``waiting`` holds the ids the server still listed at the end.
     """
     counts: Counter[int] = Counter()
     first_accept: dict[int, float] = {}
@@ -119,7 +143,8 @@ def account(
         submit_errors=submit_errors,
         accepted=sum(1 for job_id in counts if job_id in submitted),
         duplicates=sum(n - 1 for n in counts.values()),
-        lost=sum(1 for job_id in submitted if job_id not in counts),
+        late=sum(1 for job_id in submitted if job_id not in counts and job_id in waiting),
+        lost=sum(1 for job_id in submitted if job_id not in counts and job_id not in waiting),
         unexpected=sum(1 for job_id in counts if job_id not in submitted),
         elapsed=elapsed,
         latency_p50=_percentile(latencies, 0.50),
@@ -140,6 +165,8 @@ def render(report: DemoReport) -> str:
         ("duplicates", f"{report.duplicates:,}"),
         ("lost", f"{report.lost:,}"),
     ]
+    if report.late:
+        rows.append(("not accepted in time", f"{report.late:,}"))
     if report.unexpected:
         rows.append(("accepted, never submitted", f"{report.unexpected:,}"))
     if report.submit_errors:
@@ -158,6 +185,8 @@ def render(report: DemoReport) -> str:
         lines.append("✅️ every job was accepted exactly once")
     else:
         problems = []
+        if report.late:
+            problems.append(f"{report.late:,} not accepted in time (a longer --timeout waits more)")
         if report.lost:
             problems.append(f"{report.lost:,} lost")
         if report.duplicates:
@@ -182,6 +211,11 @@ class _Tracker:
         self._accepted_ids: set[int] = set()
         self._waiting: set[int] = set()  # submitted, not accepted yet
         self.all_in = asyncio.Event()
+
+    @property
+    def outstanding(self) -> int:
+        """Submitted jobs not accepted yet."""
+        return len(self._waiting)
 
     def on_submitted(self, job_id: int, started: float) -> None:
         self.submitted[job_id] = started
@@ -212,6 +246,7 @@ class _Progress:
         self.tty = out.isatty()
         self.interval = 0.25 if self.tty else 2.0
         self._last = (time.monotonic(), 0, 0)
+        self._mid_line = False  # a terminal line is drawn and not ended yet
 
     def line(self) -> str:
         now = time.monotonic()
@@ -235,19 +270,37 @@ class _Progress:
     def show(self) -> None:
         if self.tty:
             self.out.write("\r\x1b[2K" + self.line())
+            self._mid_line = True
         else:
             self.out.write(self.line() + "\n")
         self.out.flush()
 
     def finish(self) -> None:
         self.show()
-        if self.tty:
+        self.end_line()
+
+    def end_line(self) -> None:
+        """On a terminal, move off the line being redrawn."""
+        if self._mid_line:
             self.out.write("\n")
             self.out.flush()
+            self._mid_line = False
 
 
 async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport:
     """Run the whole demo against a fresh in-process server and return its accounting."""
+    tracker = _Tracker(options.jobs)
+    progress = _Progress(tracker, out)
+    try:
+        return await _run(options, tracker, progress, out)
+    except asyncio.CancelledError:
+        progress.end_line()  # whatever is printed next starts on a line of its own
+        raise
+
+
+async def _run(
+    options: DemoOptions, tracker: _Tracker, progress: _Progress, out: TextIO
+) -> DemoReport:
     registration_secret = secrets.token_urlsafe(16)
     names = [f"demo-{i:03d}" for i in range(options.clusters)]
     async with (
@@ -270,9 +323,6 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
         registered = await asyncio.gather(*(register(name) for name in names))
         tokens = {name: token for name, token, _ in registered}
         cluster_secrets = {name: secret for name, _, secret in registered}
-
-        tracker = _Tracker(options.jobs)
-        progress = _Progress(tracker, out)
         next_job = iter(range(options.jobs))
 
         async def submitter() -> None:
@@ -294,6 +344,11 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
         async def handle(job: PolledJob) -> None:
             if await job.accept():  # True: this process, and nobody else, owns the job
                 tracker.on_accepted(job.id)
+
+        async def still_waiting(cluster: str) -> list[int]:
+            async with gate:
+                jobs = await client.request_jobs(cluster, cluster_secrets[cluster])
+            return [job.id for job in jobs]
 
         started = time.monotonic()
         group = client.poll_many(
@@ -320,14 +375,21 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
                 async with asyncio.timeout(options.timeout):
                     await tracker.all_in.wait()
             except TimeoutError:
+                progress.end_line()
                 print(
-                    f"\ntimed out after {options.timeout:g} s waiting for the last jobs",
+                    f"--timeout: {options.timeout:g} s after the last submission, "
+                    f"{tracker.outstanding:,} jobs were not accepted yet; stopping",
                     file=out,
                 )
             elapsed = time.monotonic() - started
             showing.cancel()
             await group.stop()
         progress.finish()
+        waiting: list[int] = []
+        if tracker.outstanding:
+            # the group gave back what it held: what is still listed was never taken
+            for ids in await asyncio.gather(*(still_waiting(name) for name in names)):
+                waiting += ids
 
     return account(
         clusters=options.clusters,
@@ -335,6 +397,7 @@ async def run_demo(options: DemoOptions, out: TextIO = sys.stdout) -> DemoReport
         accepted=tracker.accepted,
         elapsed=elapsed,
         submit_errors=tracker.submit_errors,
+        waiting=set(waiting),
     )
 
 
@@ -375,7 +438,7 @@ def add_parser(subparsers: Any) -> None:
     )
     p.add_argument(
         "--timeout",
-        type=positive_float,
+        type=seconds(),
         default=d.timeout,
         help=f"seconds to wait for the last jobs after submitting ends (default {d.timeout:g})",
     )
@@ -391,11 +454,44 @@ def demo(args: argparse.Namespace) -> int:
         max_jobs=args.max_jobs,
         timeout=args.timeout,
     )
-    try:
-        report = asyncio.run(run_demo(options))
-    except ServerStartError as exc:
-        return error(f"the embedded server could not start: {exc}")
-    except RainbowError as exc:
-        return error(explain(exc, host="the embedded server"))
+    with _shutdown_logs_hidden() as hide:
+        try:
+            report = asyncio.run(run_until_interrupted(run_demo(options), on_interrupt=hide))
+        except Interrupted:
+            return interrupted()
+        except ServerStartError as exc:
+            return error(f"the embedded server could not start: {exc}")
+        except RainbowError as exc:
+            return error(explain(exc, host="the embedded server"))
     print(render(report))
     return report.exit_code
+
+
+@contextmanager
+def _shutdown_logs_hidden() -> Iterator[Callable[[], None]]:
+    """Show rainbow-aio's warnings on stderr, one line each, until the returned function is
+    called (at Ctrl-C); drop them from then on.
+
+    An interrupted demo cancels its pollers in the middle of accepts, and they say so for
+    each job; those jobs live on the demo's in-memory server, which is about to go away,
+    so the messages would only alarm.
+    """
+    hidden = False
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not hidden
+
+    def hide() -> None:
+        nonlocal hidden
+        hidden = True
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING)
+    handler.setFormatter(logging.Formatter("rainbow-aio demo: %(message)s"))
+    handler.addFilter(keep)
+    logger = logging.getLogger("rainbow_aio")
+    logger.addHandler(handler)
+    try:
+        yield hide
+    finally:
+        logger.removeHandler(handler)

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _protocol as P
+from ._common import seconds
 
 PROG = "rainbow-aio serve"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -64,7 +65,7 @@ def add_parser(subparsers: Any) -> None:
     )
     parser.add_argument(
         "--grace",
-        type=float,
+        type=seconds(zero=True),
         default=5.0,
         help="seconds calls in flight get to finish on shutdown (default 5)",
     )

@@ -1,10 +1,12 @@
 """``rainbow-aio demo``: a small run end to end, and the accounting that decides its exit code.
 
-The demo exits non-zero when a job is lost or accepted twice. A healthy client never does
-either, so the failing path is proven on :func:`account` (the function the demo's exit code
-comes from) with the ids of real jobs on a real server: jobs that were submitted but never
-accepted are genuinely still waiting on the server; a double acceptance is recorded as the
-demo would record it if ``accept()`` ever said True twice for one job.
+The demo exits non-zero when a job is lost, accepted twice, or not accepted before
+``--timeout``. A healthy client never loses or duplicates a job, so those failing paths are
+proven on :func:`account` (the function the demo's exit code comes from) with the ids of
+real jobs on a real server: jobs that were submitted but never accepted are genuinely still
+waiting on the server, or genuinely taken by another client; a double acceptance is recorded
+as the demo would record it if ``accept()`` ever said True twice for one job. Running out of
+time is shown through the real command with a timeout too short to wait for anything.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ import pty
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 
 from rainbow_aio import AcceptStatus, RainbowClient
 from rainbow_aio.cli.demo import DemoReport, account, render
 from rainbow_aio.server import RainbowServer
 
-from ._run import ROOT, child_env, cli
+from ._run import ROOT, child_env, cli, interrupt
 from .conftest import SECRET
 
 
@@ -62,18 +65,46 @@ async def test_every_job_accepted_once_is_a_clean_report(server: RainbowServer) 
     assert render(report).endswith("every job was accepted exactly once")
 
 
-async def test_jobs_left_on_the_server_are_lost_and_fail_the_demo(
+async def test_jobs_still_waiting_were_not_accepted_in_time_and_fail_the_demo(
     server: RainbowServer,
 ) -> None:
     submitted, accepted, waiting = await submit_and_accept(server, submit=6, accept=4)
-    report = account(clusters=1, submitted=submitted, accepted=accepted, elapsed=2.0)
-    assert report.lost == len(waiting) == 2
+    report = account(
+        clusters=1, submitted=submitted, accepted=accepted, elapsed=2.0, waiting=waiting
+    )
+    assert report.late == len(waiting) == 2
+    assert report.lost == 0
     assert report.accepted == 4
     assert report.duplicates == 0
     assert not report.ok
     assert report.exit_code == 1
     table = render(report)
-    assert "❌️ 2 lost" in table
+    assert row(table, "not accepted in time").endswith(" 2")
+    assert row(table, "lost").endswith(" 0")
+    assert table.splitlines()[-1] == ("❌️ 2 not accepted in time (a longer --timeout waits more)")
+
+
+async def test_jobs_gone_from_the_server_but_never_accepted_are_lost(
+    server: RainbowServer,
+) -> None:
+    """Another client took two of the jobs: the demo neither accepted them nor finds them
+    waiting any more, which is what "lost" means."""
+    async with RainbowClient(server.address) as client:
+        reg = await client.register("gone", SECRET)
+        submitted = {}
+        for n in range(5):
+            job_id = await client.submit_job("gone", reg.token, f"echo {n}")
+            assert job_id is not None
+            submitted[job_id] = time.monotonic()
+        taken = sorted(submitted)[:2]
+        result = await client.accept_jobs("gone", reg.secret, taken)  # someone else
+        assert result.status is AcceptStatus.SUCCESS
+        waiting = [job.id for job in await client.request_jobs("gone", reg.secret)]
+    report = account(clusters=1, submitted=submitted, accepted=[], elapsed=1.0, waiting=waiting)
+    assert (report.lost, report.late, report.accepted) == (2, 3, 0)
+    assert render(report).splitlines()[-1] == (
+        "❌️ 3 not accepted in time (a longer --timeout waits more), 2 lost"
+    )
 
 
 async def test_a_job_accepted_twice_is_a_duplicate_and_fails_the_demo(
@@ -110,6 +141,7 @@ def test_the_table_lists_every_figure() -> None:
         submit_errors=0,
         accepted=5000,
         duplicates=0,
+        late=0,
         lost=0,
         unexpected=0,
         elapsed=4.0,
@@ -127,8 +159,19 @@ def test_the_table_lists_every_figure() -> None:
         ("submit-to-accept p50", "12.0 ms"),
         ("submit-to-accept p99", "250.0 ms"),
     ):
-        [row] = [line for line in table.splitlines() if line.startswith(label + " ")]
-        assert row.endswith(value), row
+        assert row(table, label).endswith(value)
+    assert "not accepted in time" not in table  # shown only when there are some
+
+
+def row(table: str, label: str) -> str:
+    """The table's one row for ``label``."""
+    [line] = [line for line in table.splitlines() if line.startswith(label + " ")]
+    return line
+
+
+def figure(lines: Sequence[str], label: str) -> str:
+    """The value in the row for ``label`` of a printed table."""
+    return row("\n".join(lines), label).split()[-1]
 
 
 async def test_a_small_demo_accepts_every_job_exactly_once() -> None:
@@ -139,17 +182,43 @@ async def test_a_small_demo_accepts_every_job_exactly_once() -> None:
     assert result.err == ""
     lines = result.out.splitlines()
     assert any(line.startswith("submitted ") for line in lines)  # progress (not a TTY)
-
-    def figure(label: str) -> str:
-        [row] = [line for line in lines if line.startswith(label + " ")]
-        return row.split()[-1]
-
-    assert figure("clusters") == "4"
-    assert figure("jobs submitted") == "120"
-    assert figure("accepted") == "120"
-    assert figure("duplicates") == "0"
-    assert figure("lost") == "0"
+    assert figure(lines, "clusters") == "4"
+    assert figure(lines, "jobs submitted") == "120"
+    assert figure(lines, "accepted") == "120"
+    assert figure(lines, "duplicates") == "0"
+    assert figure(lines, "lost") == "0"
     assert lines[-1] == "✅️ every job was accepted exactly once"
+
+
+async def test_jobs_not_accepted_before_the_timeout_are_reported_as_such() -> None:
+    """With one submitter and one job handler, accepting falls far behind submitting: each
+    accept waits out its batch window (5 ms) on top of the call that submitting also
+    makes. A millisecond after the last submission most jobs are still waiting. They are
+    counted as not accepted in time, and nothing is counted as lost."""
+    result = await cli(
+        "demo", "--clusters", "1", "--jobs", "300", "--concurrency", "1", "--timeout", "0.001"
+    )
+    assert result.code == 1, result.err + result.out
+    assert result.err == ""
+    lines = result.out.splitlines()
+    [stopping] = [line for line in lines if line.startswith("--timeout: ")]
+    assert stopping.endswith("jobs were not accepted yet; stopping")
+    late = int(figure(lines, "not accepted in time").replace(",", ""))
+    accepted = int(figure(lines, "accepted").replace(",", ""))
+    assert late > 0
+    assert accepted + late == 300
+    assert figure(lines, "lost") == "0"
+    assert figure(lines, "duplicates") == "0"
+    assert lines[-1] == f"❌️ {late:,} not accepted in time (a longer --timeout waits more)"
+
+
+async def test_ctrl_c_ends_the_demo_with_one_line() -> None:
+    """Interrupted while thousands of jobs are in flight: no traceback, and none of the
+    per-job warnings the cancelled pollers would log."""
+    result = await interrupt("-m", "rainbow_aio", "demo", "--jobs", "50000", when_line="submitted ")
+    assert result.code == 130, result
+    assert result.err == "rainbow-aio: interrupted\n", result
+    assert "✅️" not in result.out  # it did not run to the end
 
 
 def test_on_a_terminal_progress_refreshes_one_line() -> None:

@@ -172,34 +172,6 @@ async def test_nothing_listening_says_start_a_server() -> None:
         ]
 
 
-async def test_bad_arguments_are_one_line_with_exit_code_2() -> None:
-    for args, needle in (
-        (("submit", "echo"), "--token"),
-        (("submit", "--token", "t"), "command"),
-        (("poll",), "--secret"),
-        (("submit", "--token", "t", "--nodes", "many", "echo"), "--nodes"),
-        (("poll", "--secret", "s", "--accept", "-1"), "--accept"),
-        (("poll", "--secret", "s", "--timeout", "0"), "--timeout"),
-        (("launch",), "launch"),
-    ):
-        result = await cli(*args)
-        assert result.code == 2, args
-        assert result.out == ""
-        [line] = result.err.splitlines()
-        assert line.startswith("rainbow-aio")
-        assert needle in line
-        assert "--help" in line
-
-
-async def test_a_malformed_host_is_explained_before_any_call() -> None:
-    result = await cli("register", "--host", "no-port-here")
-    assert result.code == 1
-    assert result.err.splitlines() == [
-        "rainbow-aio: error: invalid host 'no-port-here': the port is missing "
-        "(for example no-port-here:50051) — see --help"
-    ]
-
-
 async def test_every_command_has_help() -> None:
     commands = ("serve", "register", "submit", "poll", "demo")
     top, *subs = await asyncio.gather(cli("--help"), *(cli(c, "--help") for c in commands))

@@ -92,10 +92,22 @@ async def test_mutual_tls_needs_the_client_certificate(
     assert line.endswith("pass --tls-cert and --tls-key")
 
 
-async def test_an_unreadable_certificate_file_is_named(tmp_path: Path) -> None:
+async def test_an_unreadable_certificate_file_is_a_bad_command_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.pem"
     result = await cli("poll", "--secret", "s", "--tls-ca", str(missing))
-    assert result.code == 1
+    assert result.code == 2
+    assert result.out == ""
     assert result.err.splitlines() == [
-        f"rainbow-aio: error: cannot read {missing}: No such file or directory — see --help"
+        f"rainbow-aio poll: error: argument --tls-ca: cannot read {str(missing)!r}: "
+        "No such file or directory (see: rainbow-aio poll --help)"
     ]
+
+
+async def test_a_client_certificate_without_its_key_is_a_bad_command_line(
+    pems: dict[str, str],
+) -> None:
+    result = await cli("poll", "--secret", "s", "--tls-cert", pems["client"])
+    assert result.code == 2
+    assert result.out == ""
+    [line] = result.err.splitlines()
+    assert "--tls-cert and --tls-key go together" in line

@@ -2,7 +2,8 @@
 
 One real server process (``python -m rainbow_aio serve`` on a free loopback port, default
 registration secret, as a user would start it) serves the whole module; each example
-runs as a child process with only ``--host`` pointing at it.
+runs as a child process with only ``--host`` pointing at it. Ctrl-C is a real SIGINT sent
+to the child once it is busy.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cli._run import SilentServer, interrupt
 
 from rainbow_aio.testing import ServerProcess
 
@@ -148,3 +150,74 @@ def test_the_flux_scripts_keep_the_original_help(
     assert description in result.stdout
     for option in options:
         assert option in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--jobs", "0"), "argument --jobs: must be 1 or more, not 0"),
+        (("--jobs", "-5"), "argument --jobs: must be 1 or more, not -5"),
+        (("--clusters", "0"), "argument --clusters: must be 1 or more, not 0"),
+        (("--consumers", "0"), "argument --consumers: must be 1 or more, not 0"),
+        (("--jobs", "many"), "argument --jobs: not a whole number: 'many'"),
+    ],
+)
+def test_many_clusters_refuses_counts_below_one(
+    server: ServerProcess, args: tuple[str, ...], message: str
+) -> None:
+    """``--jobs 0`` used to wait forever for a job that never came, ``--clusters 0`` to
+    divide by zero."""
+    result = run(ROOT / "examples" / "many_clusters.py", "--host", server.address, *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[-1] == f"many_clusters.py: error: {message}"
+    assert "Traceback" not in result.stderr
+
+
+async def test_ctrl_c_while_consuming_stops_many_clusters_cleanly(server: ServerProcess) -> None:
+    """The consumers finish the job in hand, the queued jobs go back to the server, and
+    the script says how far it got, in one line."""
+    result = await interrupt(
+        str(ROOT / "examples" / "many_clusters.py"),
+        "--host",
+        server.address,
+        "--clusters",
+        "3",
+        "--jobs",
+        "300",
+        "--consumers",
+        "1",
+        when_line="submitted ",
+    )
+    assert result.code == 130, result
+    [line] = result.err.splitlines()
+    done = re.fullmatch(
+        r"many_clusters\.py: interrupted after running (\d+) of 300 jobs; "
+        r"the others are still waiting on the server",
+        line,
+    )
+    assert done, line
+    assert int(done[1]) < 300
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        ("many_clusters.py",),
+        ("flux/register.py",),
+        ("flux/submit-job.py", "--token", "t", "true"),
+        ("flux/poll-jobs.py", "--secret", "s"),
+    ],
+)
+async def test_ctrl_c_during_a_call_is_one_line(script: tuple[str, ...]) -> None:
+    name, *args = script
+    async with SilentServer() as silent:
+        result = await interrupt(
+            str(ROOT / "examples" / name),
+            *args,
+            "--host",
+            silent.address,
+            when=lambda: silent.calls > 0,
+        )
+    assert result.code == 130, result
+    assert result.err == f"{Path(name).name}: interrupted\n", result
