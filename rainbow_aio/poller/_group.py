@@ -160,7 +160,7 @@ class PollerGroup(JobSource):
         """
         if self._phase == NEW:
             raise RuntimeError("enter the group first: async with client.poll_many(...)")
-        entry = await self._queue.get()
+        (entry,) = await self._queue.get()
         return entry.hand_out()
 
     # lifecycle

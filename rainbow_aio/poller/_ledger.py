@@ -142,6 +142,11 @@ class Entry:
         return self.ledger.cluster
 
     @property
+    def lane(self) -> AcceptLedger:
+        """Queues keep each cluster's jobs in a lane of their own."""
+        return self.ledger
+
+    @property
     def deliverable(self) -> bool:
         """Whether a consumer may be given this entry from a queue."""
         state = self.state

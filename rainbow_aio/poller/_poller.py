@@ -451,7 +451,7 @@ class Poller(JobSource):
         """
         if self._polling.phase == NEW:
             raise RuntimeError("enter the poller first: async with client.poller(...)")
-        entry = await self._queue.get()
+        (entry,) = await self._queue.get()
         return entry.hand_out()
 
     async def stop(self) -> None:

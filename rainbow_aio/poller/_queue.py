@@ -12,27 +12,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Generic, Protocol, TypeVar
 
 __all__ = ["JobQueue", "QueueItem"]
 
 
 class QueueItem(Protocol):
-    """What the queue asks of an item: whether a consumer may still be given it."""
+    """What the queue asks of an item: whether a consumer may still be given it, and
+    which lane (cluster) it belongs to."""
 
     @property
     def deliverable(self) -> bool: ...
+
+    @property
+    def lane(self) -> Hashable: ...
 
 
 _Item = TypeVar("_Item", bound=QueueItem)
 
 
 class JobQueue(Generic[_Item]):
-    """FIFO of items with at most ``maxsize`` listed jobs in it.
+    """Items in lanes, one lane per cluster, with at most ``maxsize`` listed jobs in all.
 
-    Accepted jobs put back with :meth:`put_owned` may exceed the bound (there is at most
-    one per cancelled ``accept()``); pollers only add listed jobs while there is room.
+    Each lane is first in, first out; consumers take from the lanes in turn, so one
+    cluster's big listing does not make the others wait behind it, and :meth:`take` (a
+    batch) gives jobs of one cluster. Accepted jobs put back with :meth:`put_owned` go to
+    the front, and may exceed the bound (there is at most one per cancelled ``accept()``);
+    pollers only add listed jobs while there is room.
 
     ``refill`` (1 for a single poller; a group's) is the room a poll is worth once the
     queue has been full: from then on pollers wait (:meth:`wait_room`) until that many
@@ -48,10 +55,12 @@ class JobQueue(Generic[_Item]):
     __slots__ = (
         "_closed",
         "_getters",
-        "_items",
+        "_lanes",
         "_live",
+        "_order",
         "_refilling",
         "_room_waiters",
+        "_stored",
         "listing",
         "maxsize",
         "refill",
@@ -62,8 +71,10 @@ class JobQueue(Generic[_Item]):
         self.refill = max(1, min(refill, maxsize))
         self._refilling = False  # full since room was last >= refill
         self.listing = 0  # polls in flight (kept by the pollers)
-        self._items: deque[_Item] = deque()
+        self._lanes: dict[Hashable, deque[_Item]] = {}
+        self._order: deque[Hashable] = deque()  # lanes with items, in turn order
         self._live = 0  # items that will be handed out (dropped ones excluded)
+        self._stored = 0  # items in the lanes, dropped ones included
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: Callable[[], BaseException] | None = None
@@ -89,23 +100,43 @@ class JobQueue(Generic[_Item]):
     # producers
 
     def put(self, job: _Item) -> None:
-        self._items.append(job)
+        lane = self._lanes.get(job.lane)
+        if lane is None:
+            lane = self._lanes[job.lane] = deque()
+            self._order.append(job.lane)
+        lane.append(job)
+        self._stored += 1
         self._live += 1
         if self._live >= self.maxsize and self.refill > 1:
             self._refilling = True
         self._wake_getter()
 
     def put_owned(self, job: _Item) -> None:
-        self._items.appendleft(job)
+        key = job.lane
+        lane = self._lanes.get(key)
+        if lane is None:
+            lane = self._lanes[key] = deque()
+        else:
+            self._order.remove(key)
+        self._order.appendleft(key)
+        lane.appendleft(job)
+        self._stored += 1
         self._live += 1
         self._wake_getter()
 
     def discard(self) -> None:
         """One queued job was dropped in place (its state is no longer deliverable)."""
         self._live -= 1
-        # dropped entries are skipped by get(); compact when they dominate
-        if len(self._items) > 2 * self._live + 64:
-            self._items = deque(j for j in self._items if j.deliverable)
+        # dropped entries are skipped when taken; compact when they dominate
+        if self._stored > 2 * self._live + 64:
+            for key in list(self._order):
+                kept = deque(j for j in self._lanes[key] if j.deliverable)
+                self._stored -= len(self._lanes[key]) - len(kept)
+                if kept:
+                    self._lanes[key] = kept
+                else:
+                    del self._lanes[key]
+                    self._order.remove(key)
         self.wake_room()
 
     def close(self, error: Callable[[], BaseException]) -> None:
@@ -149,20 +180,37 @@ class JobQueue(Generic[_Item]):
 
     # consumers
 
-    def get_nowait(self) -> _Item | None:
-        while self._items:
-            job = self._items.popleft()
-            if job.deliverable:
-                self._live -= 1
+    def take(self, most: int = 1) -> list[_Item]:
+        """Up to ``most`` deliverable items of the lane whose turn it is (none: ``[]``)."""
+        order, lanes = self._order, self._lanes
+        while order:
+            key = order[0]
+            lane = lanes[key]
+            out: list[_Item] = []
+            while lane and len(out) < most:
+                job = lane.popleft()
+                self._stored -= 1
+                if job.deliverable:
+                    out.append(job)
+            if not lane:
+                del lanes[key]
+                order.popleft()
+            elif out:
+                order.rotate(-1)  # the next lane's turn
+            if out:
+                self._live -= len(out)
                 self.wake_room()
-                return job
-        return None
+                return out
+        return []
 
-    async def get(self) -> _Item:
+    async def get(self, most: int = 1) -> list[_Item]:
+        """Wait until there is an item, then take up to ``most`` of one lane."""
         while True:
-            job = self.get_nowait()
-            if job is not None:
-                return job
+            out = self.take(most)
+            if out:
+                if self._live and self._getters:
+                    self._wake_getter()  # more left: the next consumer need not wait
+                return out
             if self._closed is not None:
                 raise self._closed()
             fut = asyncio.get_running_loop().create_future()
