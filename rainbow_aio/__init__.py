@@ -41,6 +41,7 @@ from ._outcome import CallOutcome
 from .poller import (
     AcceptMode,
     AcceptUncertainError,
+    JobBatch,
     PolledJob,
     Poller,
     PollerGroup,
@@ -102,6 +103,7 @@ __all__ = [
     "UnavailableError",
     # polling
     "AcceptMode",
+    "JobBatch",
     "PolledJob",
     "Poller",
     "PollerGroup",

@@ -4,7 +4,8 @@
   queue; its docstring states the delivery guarantees.
 - :class:`PollerGroup` (``client.poll_many({cluster: secret}, ...)``): many clusters,
   one merged queue, clusters added and removed while running, and ``run(handler)``.
-- :class:`PolledJob`: a handed-out job, with ``accept()`` and ``release()``.
+- :class:`PolledJob`: a handed-out job, with ``accept()`` and ``release()``;
+  :class:`JobBatch`: several of one cluster, handed out and accepted together.
 - :class:`PollerStats`, :class:`AcceptMode`, :class:`PollerOptions` (and
   :class:`PollerKwargs`, the same options as typed keywords).
 - :class:`AcceptUncertainError`, :class:`PollerStoppedError`.
@@ -24,17 +25,19 @@ from __future__ import annotations
 
 from ._errors import AcceptUncertainError, PollerStoppedError
 from ._group import PollerGroup
-from ._job import JobState, PolledJob
+from ._job import JobBatch, JobState, PolledJob
 from ._options import AcceptMode, GiveUpHook, PollerKwargs, PollerOptions, PollerStats
 from ._poller import Poller
-from ._run import AcceptWhen, Handler
+from ._run import AcceptWhen, BatchHandler, Handler
 
 __all__ = [
     "AcceptMode",
     "AcceptUncertainError",
     "AcceptWhen",
+    "BatchHandler",
     "GiveUpHook",
     "Handler",
+    "JobBatch",
     "JobState",
     "PolledJob",
     "Poller",

@@ -14,12 +14,12 @@ import anyio.abc
 
 from .._exceptions import InvalidArgumentError
 from ._errors import PollerStoppedError
-from ._job import PolledJob
+from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, Entry
 from ._options import GROUP_QUEUE_SIZE, PollerKwargs, PollerOptions, PollerStats
 from ._poller import CLOSED, NEW, PHASES, RUNNING, STOPPED, ClusterPoller, resolve_options
 from ._queue import JobQueue
-from ._run import JobSource
+from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
 __all__ = ["PollerGroup"]
 
@@ -162,6 +162,15 @@ class PollerGroup(JobSource):
             raise RuntimeError("enter the group first: async with client.poll_many(...)")
         (entry,) = await self._queue.get()
         return entry.hand_out()
+
+    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
+        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
+        :meth:`batches`). Raises like :meth:`get`."""
+        size = check_batch_size(max_size)
+        if self._phase == NEW:
+            raise RuntimeError("enter the group first: async with client.poll_many(...)")
+        first, *others = await self._queue.get(size)
+        return first.hand_out_with(others)
 
     # lifecycle
 

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import Protocol, overload
 
 from .._models import Job
+from ._errors import AcceptUncertainError
 
-__all__ = ["JobEntry", "JobState", "PolledJob"]
+__all__ = ["AcceptTogether", "JobBatch", "JobEntry", "JobState", "PolledJob"]
 
 
 class JobState(enum.Enum):
@@ -133,3 +135,97 @@ class PolledJob:
     def __del__(self) -> None:
         with contextlib.suppress(Exception):  # never raise from a finalizer
             self._entry.collected()
+
+
+AcceptTogether = Callable[[Sequence[PolledJob]], Awaitable[list[bool | BaseException | None]]]
+"""Accepts jobs of one batch together; per job: True (owned), False (taken by someone
+else), the exception ``accept()`` would raise, or None (given back before, skipped)."""
+
+
+class JobBatch(Sequence[PolledJob]):
+    """Up to ``max_size`` jobs of one cluster, handed out together (``poller.batches()``).
+
+    A batch is a sequence of :class:`PolledJob`: each job can be accepted or released on
+    its own, and every guarantee of single jobs holds for each of them. Or, together:
+
+    - ``await accept()``: accepts every job of the batch not given back yet, with one
+      AcceptJobs call in the batched mode (one per job in the shared mode), and returns
+      the jobs this process now owns. The others are reported per job, with the meaning
+      of :meth:`PolledJob.accept`: :attr:`lost` (someone else took them),
+      :attr:`uncertain` (``await job.accept()`` raises the reason), :attr:`held` (the call
+      certainly did not act: still yours to accept again or release). When the call
+      certainly did not act for any of them, ``accept()`` raises that error instead.
+    - ``release()``: gives back every job not accepted (``failed=True``: as for a job).
+    """
+
+    __slots__ = ("_accept_together", "_jobs", "cluster")
+
+    def __init__(
+        self, cluster: str, jobs: Sequence[PolledJob], accept_together: AcceptTogether
+    ) -> None:
+        self.cluster = cluster
+        self._jobs = list(jobs)
+        self._accept_together = accept_together
+
+    def __len__(self) -> int:
+        return len(self._jobs)
+
+    @overload
+    def __getitem__(self, index: int) -> PolledJob: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[PolledJob]: ...
+
+    def __getitem__(self, index: int | slice) -> PolledJob | list[PolledJob]:
+        return self._jobs[index]
+
+    def __iter__(self) -> Iterator[PolledJob]:
+        return iter(self._jobs)
+
+    @property
+    def ids(self) -> list[int]:
+        """The job ids, in the order of the batch (ascending within a listing)."""
+        return [job.id for job in self._jobs]
+
+    async def accept(self) -> list[PolledJob]:
+        """Claim the jobs still held, together; return those this process now owns.
+
+        Cancelling the caller never loses a job (see :meth:`PolledJob.accept`)."""
+        outcomes = await self._accept_together(self._jobs)
+        owned = [job for job, outcome in zip(self._jobs, outcomes, strict=True) if outcome is True]
+        refused = [
+            outcome
+            for outcome in outcomes
+            if isinstance(outcome, BaseException) and not isinstance(outcome, AcceptUncertainError)
+        ]
+        answered = [outcome for outcome in outcomes if outcome is not None]
+        if refused and len(refused) == len(answered):
+            raise refused[0]
+        return owned
+
+    def release(self, *, failed: bool = False) -> None:
+        """Give back every job of the batch still held (see :meth:`PolledJob.release`)."""
+        for job in self._jobs:
+            job.release(failed=failed)
+
+    def subset(self, jobs: Sequence[PolledJob]) -> JobBatch:
+        """A batch of some of these jobs (for example those a handler should see)."""
+        return JobBatch(self.cluster, jobs, self._accept_together)
+
+    @property
+    def lost(self) -> list[PolledJob]:
+        """The jobs someone else took first."""
+        return [job for job in self._jobs if job.state is JobState.LOST]
+
+    @property
+    def uncertain(self) -> list[PolledJob]:
+        """The jobs whose accept had an unknown outcome (``job.accept()`` says why)."""
+        return [job for job in self._jobs if job.state is JobState.UNCERTAIN]
+
+    @property
+    def held(self) -> list[PolledJob]:
+        """The jobs still held by this consumer: neither accepted nor given back."""
+        return [job for job in self._jobs if job.state is JobState.HELD]
+
+    def __repr__(self) -> str:
+        return f"JobBatch(cluster={self.cluster!r}, ids={self.ids})"

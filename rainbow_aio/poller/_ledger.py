@@ -43,7 +43,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Collection, Container, Iterable
+from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -51,7 +51,7 @@ from .._exceptions import RainbowError
 from .._models import AcceptResult, AcceptStatus, Job, JobListing
 from .._outcome import CallOutcome
 from ._errors import AcceptUncertainError, PollerStoppedError
-from ._job import JobState, PolledJob
+from ._job import JobBatch, JobState, PolledJob
 from ._options import AcceptMode, PollerOptions
 from ._queue import JobQueue
 
@@ -64,6 +64,8 @@ _RESEND_BACKOFF: Final = 0.05
 
 # Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
 _NOT_NEEDED, _IN_QUEUE, _CLAIMED = 0, 1, 2
+
+_GIVEN_BACK = (JobState.RELEASED, JobState.DROPPED)
 
 
 class AcceptClient(Protocol):
@@ -157,6 +159,10 @@ class Entry:
     def hand_out(self) -> PolledJob:
         """Give the job to a consumer (it came out of a queue): the handle it works with."""
         return self.ledger.hand_out(self)
+
+    def hand_out_with(self, others: list[Entry]) -> JobBatch:
+        """Give this job and ``others`` (of the same cluster) to a consumer together."""
+        return self.ledger.hand_out_batch([self, *others])
 
     async def accept(self) -> bool:
         return await self.ledger.accept(self)
@@ -377,6 +383,46 @@ class AcceptLedger:
             handle = PolledJob(entry)
             entry.handle = weakref.ref(handle)
         return handle
+
+    def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
+        handles = [self.hand_out(entry) for entry in entries]
+        # the batch holds its handles, so their ids stay theirs while it lives
+        by_handle = {id(handle): entry for handle, entry in zip(handles, entries, strict=True)}
+
+        async def accept_together(jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
+            return await self.accept_batch([by_handle[id(job)] for job in jobs])
+
+        return JobBatch(self.cluster, handles, accept_together)
+
+    async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
+        """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
+        ``accept_batch_size`` in the batched mode (one per job in the shared mode). Per
+        entry: what ``accept()`` returns or raises, or None for one given back before."""
+        loop = asyncio.get_running_loop()
+        requested: dict[Holder, list[Entry]] = {}
+        for entry in entries:
+            if entry.state is JobState.HELD and not entry.holder.closed:
+                entry.state = JobState.ACCEPTING
+                entry.done = loop.create_future()
+                requested.setdefault(entry.holder, []).append(entry)
+        for holder, batch in requested.items():
+            if self._per_id(holder):
+                for entry in batch:
+                    self._spawn(holder, [entry])
+            else:
+                size = holder.opts.accept_batch_size
+                for start in range(0, len(batch), size):
+                    self._spawn(holder, batch[start : start + size])
+
+        async def outcome(entry: Entry) -> bool | BaseException | None:
+            if entry.state in _GIVEN_BACK and not entry.holder.closed:
+                return None
+            try:
+                return await self.accept(entry)
+            except (RainbowError, RuntimeError) as exc:
+                return exc
+
+        return await asyncio.gather(*(outcome(entry) for entry in entries))
 
     async def accept(self, entry: Entry) -> bool:
         state = entry.state

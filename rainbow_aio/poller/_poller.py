@@ -29,11 +29,11 @@ from .._exceptions import (
 )
 from .._models import Job
 from ._errors import PollerStoppedError
-from ._job import PolledJob
+from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, AcceptLedger, Entry, Holder, attach
 from ._options import DEFAULTS, PollerKwargs, PollerOptions, PollerStats
 from ._queue import JobQueue
-from ._run import JobSource
+from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
 __all__ = ["ClusterPoller", "Poller", "idle_backoff", "jittered", "resolve_options"]
 
@@ -453,6 +453,15 @@ class Poller(JobSource):
             raise RuntimeError("enter the poller first: async with client.poller(...)")
         (entry,) = await self._queue.get()
         return entry.hand_out()
+
+    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
+        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
+        :meth:`batches`). Raises like :meth:`get`."""
+        size = check_batch_size(max_size)
+        if self._polling.phase == NEW:
+            raise RuntimeError("enter the poller first: async with client.poller(...)")
+        first, *others = await self._queue.get(size)
+        return first.hand_out_with(others)
 
     async def stop(self) -> None:
         """Stop polling and handing out; give back queued jobs; send the accepts waiting

@@ -1,6 +1,7 @@
 """Random interleavings of the poller's lifecycle, checked against the one-owner promise.
 
-A seeded driver takes, accepts, cancels, releases, drops, stops, removes and re-adds,
+A seeded driver takes jobs and batches, accepts them (one by one and as batches),
+cancels, releases, drops, stops, removes and re-adds,
 arms gRPC faults (locked database, lost calls, lost and held answers), lets another
 accepter take jobs (shared mode only: batched mode assumes it is the only one) and closes
 the client, in a random order. At the end the server's own listing decides what was
@@ -34,6 +35,7 @@ from support.grpc_faults import FaultInjector
 from rainbow_aio import (
     AcceptStatus,
     AcceptUncertainError,
+    JobBatch,
     PolledJob,
     PollerStoppedError,
     RainbowClient,
@@ -70,8 +72,18 @@ async def scenario(
     cluster = await make_cluster(jobs=rng.randint(4, 14))
     out = Outcomes()
     held: list[PolledJob] = []
+    batches: list[JobBatch] = []
     accepts: dict[asyncio.Task[bool], PolledJob] = {}
+    batch_accepts: list[asyncio.Task[list[PolledJob]]] = []
     background: list[asyncio.Task[None]] = []
+
+    def record_batch(task: asyncio.Task[list[PolledJob]], batch: JobBatch) -> None:
+        if task.cancelled() or task.exception() is not None:
+            return
+        for job in task.result():
+            out.owners[job.id].add(id(job))
+        for job in batch.uncertain:
+            out.uncertain.add(job.id)
 
     def record(task: asyncio.Task[bool], job: PolledJob) -> None:
         if task.cancelled():
@@ -101,6 +113,7 @@ async def scenario(
                     op = rng.choice(
                         ["get"] * 4
                         + ["accept"] * 4
+                        + ["batch", "accept_batch"]
                         + ["cancel", "release", "drop", "fault", "heal", "remove", "add"]
                         + (["other"] * 2 if mode == "shared" else [])
                         + ["pause"] * 2
@@ -113,6 +126,22 @@ async def scenario(
                                 out.owners[job.id].add(id(job))
                             else:
                                 held.append(job)
+                    elif op == "batch":
+                        with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
+                            async with asyncio.timeout(0.05):
+                                batch = await group.get_batch(rng.randint(1, 4))
+                            for job in batch:
+                                if job.accepted:
+                                    out.owners[job.id].add(id(job))
+                            batches.append(batch)
+                            held.extend(job for job in batch if not job.accepted)
+                    elif op == "accept_batch" and batches:
+                        batch = rng.choice(batches)
+                        btask = asyncio.create_task(batch.accept())
+                        btask.add_done_callback(lambda t, b=batch: record_batch(t, b))  # type: ignore[misc]
+                        batch_accepts.append(btask)
+                    elif op == "cancel" and batch_accepts and rng.random() < 0.3:
+                        rng.choice(batch_accepts).cancel()
                     elif op == "accept" and held:
                         job = rng.choice(held)
                         task = asyncio.create_task(job.accept())
@@ -159,7 +188,7 @@ async def scenario(
             pass  # a closed client stops the cluster's poller; leaving then raises it
         finally:
             faults.clear("AcceptJobs")
-            await asyncio.gather(*accepts, *background, return_exceptions=True)
+            await asyncio.gather(*accepts, *batch_accepts, *background, return_exceptions=True)
             await client.close(grace=None)
 
     remaining = await waiting(checker, cluster)
