@@ -32,7 +32,7 @@ from typing import Any, TextIO
 
 from .._client import RainbowClient
 from .._exceptions import RainbowError
-from ..poller import PolledJob
+from ..poller import JobBatch, PolledJob
 from ..server import RainbowServer, ServerStartError
 from ._common import (
     EXIT_ERROR,
@@ -57,6 +57,7 @@ class DemoOptions:
     concurrency: int = 32
     max_jobs: int = 100
     timeout: float = 60.0
+    batch: int | None = None  # jobs per batch handed to a handler; None: one job at a time
 
 
 @dataclass(frozen=True, slots=True)
@@ -345,6 +346,10 @@ async def _run(
             if await job.accept():  # True: this process, and nobody else, owns the job
                 tracker.on_accepted(job.id)
 
+        async def handle_batch(batch: JobBatch) -> None:
+            for job in await batch.accept():  # one AcceptJobs for the whole batch
+                tracker.on_accepted(job.id)
+
         async def still_waiting(cluster: str) -> list[int]:
             async with gate:
                 jobs = await client.request_jobs(cluster, cluster_secrets[cluster])
@@ -363,7 +368,15 @@ async def _run(
 
         async def poll_and_accept() -> None:
             async with group:
-                await group.run(handle, concurrency=options.concurrency, accept="manual")
+                if options.batch is None:
+                    await group.run(handle, concurrency=options.concurrency, accept="manual")
+                else:
+                    await group.run(
+                        handle_batch,
+                        batch_size=options.batch,
+                        concurrency=options.concurrency,
+                        accept="manual",
+                    )
 
         async with asyncio.TaskGroup() as tasks:
             # The group lives in its own task: it returns when group.stop() is called.
@@ -442,6 +455,14 @@ def add_parser(subparsers: Any) -> None:
         default=d.timeout,
         help=f"seconds to wait for the last jobs after submitting ends (default {d.timeout:g})",
     )
+    p.add_argument(
+        "--batch",
+        type=whole_number(1),
+        default=None,
+        metavar="N",
+        help="hand jobs to the handlers in batches of up to N jobs of one cluster, each "
+        "accepted with one call (default: one job at a time)",
+    )
     p.set_defaults(func=demo)
 
 
@@ -453,6 +474,7 @@ def demo(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         max_jobs=args.max_jobs,
         timeout=args.timeout,
+        batch=args.batch,
     )
     with _shutdown_logs_hidden() as hide:
         try:

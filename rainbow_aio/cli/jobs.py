@@ -244,6 +244,14 @@ def add_parser(subparsers: Any) -> None:
         help="Nodes for job (defaults to 1; kept for the original script, not used)",
     )
     p.add_argument("--accept", type=whole_number(0), default=0, help="Number of jobs to accept")
+    p.add_argument(
+        "--accept-mode",
+        choices=("batched", "shared"),
+        default="batched",
+        help="batched (default): accept the N jobs in one call, which tells exactly what "
+        "was taken when nobody else accepts for the cluster; shared: one call per job, "
+        "exact even when other processes accept for it",
+    )
     p.set_defaults(func=poll, check=_check_poll, leftovers="ignore")
 
 
@@ -369,6 +377,63 @@ def submit(args: argparse.Namespace) -> int:
     )
 
 
+async def _accept_in_one_call(
+    client: RainbowClient, args: argparse.Namespace, chosen: list[int]
+) -> int:
+    """One AcceptJobs for every chosen id. SUCCESS: this command took them all. PARTIAL:
+    someone else took some, and the answer does not say which, so nothing is printed as
+    taken. A repeat after a lost answer that says PARTIAL (UNCERTAIN) means the lost
+    attempt took them, when this command is the only accepter of the cluster."""
+    result = await client.accept_jobs(args.cluster, args.secret, chosen)
+    if result.status is AcceptStatus.PARTIAL:
+        print(
+            f"rainbow-aio: error: another process took some of jobs {chosen} first, and the "
+            "server does not say which; use --accept-mode shared when several processes "
+            "accept for this cluster",
+            file=sys.stderr,
+        )
+        print([])
+        return EXIT_ERROR
+    if result.status is AcceptStatus.UNCERTAIN:
+        print(
+            "rainbow-aio: note: an answer was lost and the call repeated; the jobs are gone "
+            "from the queue, taken by this command unless another process accepts for "
+            "this cluster",
+            file=sys.stderr,
+        )
+    print(chosen)
+    return 0
+
+
+async def _accept_one_by_one(
+    client: RainbowClient, args: argparse.Namespace, chosen: list[int]
+) -> int:
+    """One id per call: a PARTIAL answer then says exactly that this job was taken by
+    someone else, so the printed list is exactly what this command took."""
+    accepted: list[int] = []
+    try:
+        for job_id in chosen:
+            result = await client.accept_jobs(args.cluster, args.secret, [job_id])
+            if result.status is AcceptStatus.PARTIAL:
+                print(
+                    f"rainbow-aio: note: job {job_id} was taken by someone else first",
+                    file=sys.stderr,
+                )
+                continue
+            if result.status is AcceptStatus.UNCERTAIN:
+                print(
+                    f"rainbow-aio: note: job {job_id} is gone from the queue, most likely "
+                    "taken by this command (an answer was lost and retried)",
+                    file=sys.stderr,
+                )
+            accepted.append(job_id)
+    except RainbowError:
+        print(accepted)  # what this command did take before the failure
+        raise
+    print(accepted)
+    return 0 if accepted else EXIT_ERROR
+
+
 def poll(args: argparse.Namespace) -> int:
     """List ``--cluster``'s waiting jobs; with ``--accept N``, accept the first N."""
 
@@ -385,30 +450,9 @@ def poll(args: argparse.Namespace) -> int:
                 return 0
             chosen = [job.id for job in jobs[: args.accept]]
             print(f"Accepting {len(chosen)} jobs...", flush=True)
-            accepted: list[int] = []
-            # One id per call: AcceptJobs answers PARTIAL without saying which ids were
-            # taken, so only single-id calls tell exactly what this command now owns.
-            try:
-                for job_id in chosen:
-                    result = await client.accept_jobs(args.cluster, args.secret, [job_id])
-                    if result.status is AcceptStatus.PARTIAL:
-                        print(
-                            f"rainbow-aio: note: job {job_id} was taken by someone else first",
-                            file=sys.stderr,
-                        )
-                        continue
-                    if result.status is AcceptStatus.UNCERTAIN:
-                        print(
-                            f"rainbow-aio: note: job {job_id} is gone from the queue, most "
-                            "likely taken by this command (an answer was lost and retried)",
-                            file=sys.stderr,
-                        )
-                    accepted.append(job_id)
-            except RainbowError:
-                print(accepted)  # what this command did take before the failure
-                raise
-            print(accepted)
-            return 0 if accepted else EXIT_ERROR
+            if args.accept_mode == "batched":
+                return await _accept_in_one_call(client, args, chosen)
+            return await _accept_one_by_one(client, args, chosen)
 
     return run(
         main(),

@@ -18,6 +18,8 @@ import sys
 import time
 from collections.abc import Sequence
 
+import pytest
+
 from rainbow_aio import AcceptStatus, RainbowClient
 from rainbow_aio.cli.demo import DemoReport, account, render
 from rainbow_aio.server import RainbowServer
@@ -174,10 +176,13 @@ def figure(lines: Sequence[str], label: str) -> str:
     return row("\n".join(lines), label).split()[-1]
 
 
-async def test_a_small_demo_accepts_every_job_exactly_once() -> None:
+@pytest.mark.parametrize("batch", [None, "16"])
+async def test_a_small_demo_accepts_every_job_exactly_once(batch: str | None) -> None:
+    options = ("--batch", batch) if batch else ()
     result = await cli(
-        "demo", "--clusters", "4", "--jobs", "120", "--concurrency", "8", "--timeout", "30"
-    )
+        "demo", "--clusters", "4", "--jobs", "120", "--concurrency", "8", "--timeout", "30",
+        *options,
+    )  # fmt: skip
     assert result.code == 0, result.err + result.out
     assert result.err == ""
     lines = result.out.splitlines()

@@ -11,6 +11,9 @@ import asyncio
 import json
 import re
 
+from support.grpc_faults import FaultInjector
+
+from rainbow_aio import RainbowClient
 from rainbow_aio.server import RainbowServer
 
 from ._run import Result, cli, unused_port
@@ -130,6 +133,44 @@ async def test_poll_lists_jobs_as_the_server_sends_them_then_accepts(
     after = await cli(*base, "--max-jobs", "5")
     assert after.lines[1] == "Received 1 jobs for inspection!"
     assert json.loads(after.lines[2])["id"] == 3
+
+
+async def test_poll_accept_takes_the_jobs_in_one_call_or_one_call_each(
+    server: RainbowServer,
+) -> None:
+    token, secret = await register(server, "keebler")
+    for n in range(6):
+        await submit(server, "keebler", token, f"job {n}")
+    base = ("poll", "--host", server.address, "--cluster", "keebler", "--secret", secret)
+    calls = server.call_counts.get("AcceptJobs", 0)
+    together = await cli(*base, "--accept", "3")
+    assert together.code == 0, together.err
+    assert together.lines[-1] == "[1, 2, 3]"
+    assert server.call_counts["AcceptJobs"] - calls == 1
+    each = await cli(*base, "--accept", "3", "--accept-mode", "shared")
+    assert each.code == 0, each.err
+    assert each.lines[-1] == "[4, 5, 6]"
+    assert server.call_counts["AcceptJobs"] - calls == 1 + 3
+
+
+async def test_poll_accept_never_prints_jobs_another_process_may_have_taken(
+    server: RainbowServer,
+) -> None:
+    token, secret = await register(server, "keebler")
+    for n in range(3):
+        await submit(server, "keebler", token, f"job {n}")
+    async with FaultInjector(server.address) as faults, RainbowClient(server.address) as other:
+        faults.stall("AcceptJobs")
+        base = ("poll", "--host", faults.address, "--cluster", "keebler", "--secret", secret)
+        polling = asyncio.create_task(cli(*base, "--accept", "3"))
+        await faults.wait_held("AcceptJobs")  # listed, its accept not at the server yet
+        await other.accept_jobs("keebler", secret, [2])  # someone else takes one
+        faults.release("AcceptJobs")
+        result = await polling
+    assert result.code == 1
+    assert result.lines[-1] == "[]"  # which two it took cannot be known: none claimed
+    assert "another process took some of jobs [1, 2, 3]" in result.err
+    assert "--accept-mode shared" in result.err
 
 
 async def test_poll_max_jobs_and_an_empty_queue(server: RainbowServer) -> None:

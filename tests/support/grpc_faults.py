@@ -15,6 +15,7 @@ for that method::
         faults.lose_before("AcceptJobs")        # fail with UNAVAILABLE, not forwarded
         faults.lose_after("AcceptJobs")         # forward (the server acts), then UNAVAILABLE
         faults.hold("AcceptJobs")               # forward, keep the answer until release()
+        faults.stall("AcceptJobs")              # keep the call from the server until release()
         await faults.wait_held("AcceptJobs")    # ... until that many answers are held
         faults.release("AcceptJobs")            # deliver the held answers
         faults.clear("AcceptJobs")              # disarm everything for the method
@@ -43,7 +44,7 @@ from rainbow_aio import _protocol as P
 
 __all__ = ["FaultInjector"]
 
-Kind = Literal["busy", "deny", "lose_before", "lose_after", "hold"]
+Kind = Literal["busy", "deny", "lose_before", "lose_after", "hold", "stall"]
 
 _LOST = "Connection reset by peer (fault injector)"
 
@@ -130,10 +131,17 @@ class FaultInjector(grpc.GenericRpcHandler):
         self._release[method].clear()
         self._arm(method, "hold", times)
 
+    def stall(self, method: str, *, times: int | None = None) -> None:
+        """Keep the call from the server until ``release()``, then forward it: the server
+        acts later than the client sent it (others may act first)."""
+        self._release[method].clear()
+        self._arm(method, "stall", times)
+
     def release(self, method: str) -> None:
-        """Deliver the answers held for ``method`` (and stop holding new ones)."""
+        """Deliver the answers held and the calls stalled for ``method`` (and stop holding
+        or stalling new ones)."""
         self._faults[method] = collections.deque(
-            f for f in self._faults[method] if f.kind != "hold"
+            f for f in self._faults[method] if f.kind not in ("hold", "stall")
         )
         self._release[method].set()
 
@@ -144,6 +152,7 @@ class FaultInjector(grpc.GenericRpcHandler):
 
     @property
     def held(self) -> dict[str, int]:
+        """Calls waiting for ``release()``, by method (held answers and stalled calls)."""
         return dict(self._held)
 
     async def wait_held(self, method: str, at_least: int = 1) -> None:
@@ -213,6 +222,8 @@ class FaultInjector(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.UNKNOWN, P.DETAILS_DENIED)
         if kind == "lose_before":
             await context.abort(grpc.StatusCode.UNAVAILABLE, _LOST)
+        if kind == "stall":
+            await self._wait_release(method)
         assert self._channel is not None
         remaining = context.time_remaining()
         try:
@@ -225,13 +236,16 @@ class FaultInjector(grpc.GenericRpcHandler):
         if kind == "lose_after":
             await context.abort(grpc.StatusCode.UNAVAILABLE, _LOST)
         if kind == "hold":
-            self._held[method] += 1
-            await self._notify()
-            try:
-                await self._release[method].wait()
-            finally:
-                self._held[method] -= 1
+            await self._wait_release(method)
         return answer
+
+    async def _wait_release(self, method: str) -> None:
+        self._held[method] += 1
+        await self._notify()
+        try:
+            await self._release[method].wait()
+        finally:
+            self._held[method] -= 1
 
     async def _stream(
         self, path: str, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
