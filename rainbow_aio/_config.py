@@ -76,12 +76,20 @@ class RetryPolicy:
         return cls(max_attempts=1)
 
 
+MAX_SECONDS = 365 * 24 * 3600
+"""The longest timeout the client takes: gRPC turns a deadline much further away (about
+30 years) into one already passed, so a call would fail at once."""
+
+
 def positive_seconds(name: str, value: object) -> float:
     """``value`` as a float number of seconds, or :class:`InvalidArgumentError` naming
-    ``name`` when it is not a positive, finite number."""
+    ``name`` when it is not a positive, finite number of at most a year."""
     if not _positive_finite(value):
         raise InvalidArgumentError(f"{name} must be a positive, finite number of seconds")
-    return float(value)  # type: ignore[arg-type]
+    seconds = float(value)  # type: ignore[arg-type]
+    if seconds > MAX_SECONDS:
+        raise InvalidArgumentError(f"{name} must be at most a year ({MAX_SECONDS:,} seconds)")
+    return seconds
 
 
 def _positive_finite(value: object) -> bool:

@@ -53,6 +53,10 @@ BAD_CALLS: dict[str, tuple[Call, str]] = {
         "max_jobs",
     ),
     "request bad timeout": (lambda c, r: c.request_jobs("alpha", r.secret, timeout=0), "timeout"),
+    "register timeout beyond a year": (
+        lambda c, r: c.register("beta", "s", timeout=1e10),
+        "at most a year",
+    ),
     "accept no ids": (lambda c, r: c.accept_jobs("alpha", r.secret, []), "job_ids is empty"),
     "accept str ids": (lambda c, r: c.accept_jobs("alpha", r.secret, "12"), "iterable of ints"),  # type: ignore[arg-type]
     "accept id 0": (lambda c, r: c.accept_jobs("alpha", r.secret, [0]), "job id=0"),

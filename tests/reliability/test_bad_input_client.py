@@ -324,6 +324,8 @@ BAD_CLIENT_OPTIONS: list[dict[str, Any]] = [
     {"timeout": "10"},
     {"timeout": None},
     {"timeout": math.inf},
+    {"timeout": 1e10},
+    {"attempt_timeout": 1e10},
     {"attempt_timeout": 0},
     {"attempt_timeout": math.nan},
     {"attempt_timeout": math.inf},
