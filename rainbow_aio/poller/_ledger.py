@@ -131,13 +131,15 @@ class Entry:
         self.state = JobState.QUEUED
         # the ledger's listing counter when the job was last known to be waiting
         self.found = found
-        # resolves with the outcome (a bool or the exception to raise) of the current accept
-        self.done: asyncio.Future[bool | BaseException] | None = None
+        # resolved when the AcceptJobs call carrying this job's accept has settled it (one
+        # future per call, shared by the jobs of the call); the outcome is in the state
+        self.done: asyncio.Future[None] | None = None
         # consumers currently waiting in accept()
         self.waiters = 0
         self.handle: weakref.ref[PolledJob] | None = None
         self.redelivery = _NOT_NEEDED
-        self.error: AcceptUncertainError | None = None
+        # why the accept was uncertain, or the error of a call that certainly did not act
+        self.error: RainbowError | None = None
 
     @property
     def cluster(self) -> str:
@@ -184,6 +186,7 @@ class Holder:
         "opts",
         "orphans",
         "pending",
+        "pending_done",
         "queue",
         "secret",
         "sends",
@@ -199,8 +202,10 @@ class Holder:
         self.queue = queue
         self.opts = opts
         self.counts = AcceptCounts()
-        # accepts waiting for the window (batched mode), and the window's timer
+        # accepts waiting for the window (batched mode), the future of the call that will
+        # carry them, and the window's timer
         self.pending: list[Entry] | None = None
+        self.pending_done: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         # tasks sending this holder's accepts (resends included)
         self.sends: set[asyncio.Task[None]] = set()
@@ -397,32 +402,30 @@ class AcceptLedger:
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
         ``accept_batch_size`` in the batched mode (one per job in the shared mode). Per
-        entry: what ``accept()`` returns or raises, or None for one given back before."""
-        loop = asyncio.get_running_loop()
+        entry: what ``accept()`` returns or raises, or None for one given back before.
+
+        Waits on the calls' futures (one per call), not on one task per job."""
         requested: dict[Holder, list[Entry]] = {}
         for entry in entries:
             if entry.state is JobState.HELD and not entry.holder.closed:
                 entry.state = JobState.ACCEPTING
-                entry.done = loop.create_future()
+                entry.error = None
                 requested.setdefault(entry.holder, []).append(entry)
         for holder, batch in requested.items():
             if self._per_id(holder):
                 for entry in batch:
-                    self._spawn(holder, [entry])
+                    entry.done = self._spawn(holder, [entry])
             else:
                 size = holder.opts.accept_batch_size
                 for start in range(0, len(batch), size):
-                    self._spawn(holder, batch[start : start + size])
-
-        async def outcome(entry: Entry) -> bool | BaseException | None:
-            if entry.state in _GIVEN_BACK and not entry.holder.closed:
-                return None
-            try:
-                return await self.accept(entry)
-            except (RainbowError, RuntimeError) as exc:
-                return exc
-
-        return await asyncio.gather(*(outcome(entry) for entry in entries))
+                    chunk = batch[start : start + size]
+                    done = self._spawn(holder, chunk)
+                    for entry in chunk:
+                        entry.done = done
+        waiting = [entry for entry in entries if entry.state is JobState.ACCEPTING]
+        if waiting:
+            await self._wait(waiting)
+        return [self._outcome(entry) for entry in entries]
 
     async def accept(self, entry: Entry) -> bool:
         state = entry.state
@@ -431,37 +434,57 @@ class AcceptLedger:
             if holder.closed:
                 raise self._closed_error(entry)
             entry.state = JobState.ACCEPTING
-            entry.done = asyncio.get_running_loop().create_future()
-            self._request(holder, entry)
-        elif state is JobState.ACCEPTED:
+            entry.error = None
+            entry.done = self._request(holder, entry)
+        elif state is not JobState.ACCEPTING:
+            outcome = self._outcome(entry)
+            if isinstance(outcome, bool):
+                return outcome
+            if outcome is None:
+                raise RuntimeError(f"job {entry.job.id} cannot be accepted: it is {state.value}")
+            raise outcome
+        await self._wait([entry])
+        outcome = self._outcome(entry)
+        if isinstance(outcome, bool):
+            return outcome
+        assert outcome is not None
+        raise outcome
+
+    async def _wait(self, entries: list[Entry]) -> None:
+        """Wait until the calls carrying ``entries``' accepts have settled them. If the
+        caller is cancelled first, entries nobody else waits for are abandoned."""
+        for entry in entries:
+            entry.waiters += 1
+        try:
+            for done in {id(e.done): e.done for e in entries if e.done is not None}.values():
+                if not done.done():
+                    await asyncio.shield(done)
+        except asyncio.CancelledError:
+            for entry in entries:
+                entry.waiters -= 1
+                if entry.waiters == 0:
+                    self._abandoned(entry)
+            raise
+        for entry in entries:
+            entry.waiters -= 1
+
+    def _outcome(self, entry: Entry) -> bool | BaseException | None:
+        """What ``accept()`` says for ``entry`` now: True, False, the exception to raise,
+        or None when the job was given back (by this consumer or a cancelled accept)."""
+        state = entry.state
+        if state is JobState.ACCEPTED:
             self._claim(entry)
             return True
-        elif state is JobState.LOST:
+        if state is JobState.LOST:
             return False
-        elif state is JobState.UNCERTAIN:
-            assert entry.error is not None
-            raise _again(entry.error)
-        elif state is not JobState.ACCEPTING:
-            if entry.holder.closed:
-                raise self._closed_error(entry)
-            raise RuntimeError(f"job {entry.job.id} cannot be accepted: it is {state.value}")
-        done = entry.done
-        assert done is not None
-        entry.waiters += 1
-        try:
-            await asyncio.shield(done)
-        except asyncio.CancelledError:
-            entry.waiters -= 1
-            if entry.waiters == 0:
-                self._abandoned(entry)
-            raise
-        entry.waiters -= 1
-        outcome = done.result()
-        if isinstance(outcome, BaseException):
-            raise outcome
-        if outcome:
-            self._claim(entry)
-        return outcome
+        if state is JobState.UNCERTAIN:
+            assert isinstance(entry.error, AcceptUncertainError)
+            return _again(entry.error)
+        if state is JobState.HELD and entry.error is not None:
+            return entry.error  # the call certainly did not act; the job is still held
+        if entry.holder.closed and state is not JobState.ACCEPTING:
+            return self._closed_error(entry)
+        return None
 
     def release(self, entry: Entry, *, failed: bool) -> None:
         if entry.state is not JobState.HELD:
@@ -491,7 +514,6 @@ class AcceptLedger:
             pending = entry.holder.pending
             if pending is not None and entry in pending:
                 pending.remove(entry)  # never sent: withdraw it
-                _resolve(entry, False)
                 self._give_back(entry)
             # else: on the wire; _accepted() hands it out again if it was taken
         elif state is JobState.ACCEPTED and entry.redelivery == _NOT_NEEDED:
@@ -510,12 +532,15 @@ class AcceptLedger:
     def _per_id(self, holder: Holder) -> bool:
         return holder.opts.accept_mode is AcceptMode.SHARED or self.per_id
 
-    def _request(self, holder: Holder, entry: Entry) -> None:
+    def _request(self, holder: Holder, entry: Entry) -> asyncio.Future[None]:
+        """Send ``entry``'s accept, alone or with the others of the window; the future of
+        the call that will carry it."""
         if self._per_id(holder):
-            self._spawn(holder, [entry])
-            return
-        if holder.pending is None:
+            return self._spawn(holder, [entry])
+        if holder.pending is None or holder.pending_done is None:
             holder.pending = []
+            holder.pending_done = asyncio.get_running_loop().create_future()
+        done = holder.pending_done
         holder.pending.append(entry)
         if holder.stopping or len(holder.pending) >= holder.opts.accept_batch_size:
             self._flush(holder)
@@ -523,26 +548,42 @@ class AcceptLedger:
             holder.timer = asyncio.get_running_loop().call_later(
                 holder.opts.accept_window, self._flush, holder
             )
+        return done
 
     def _flush(self, holder: Holder) -> None:
         if holder.timer is not None:
             holder.timer.cancel()
             holder.timer = None
         batch, holder.pending = holder.pending, None
+        done, holder.pending_done = holder.pending_done, None
         if not batch:
+            if done is not None and not done.done():
+                done.set_result(None)  # every accept of the window was withdrawn
             return
         if self._per_id(holder):
-            for entry in batch:
-                self._spawn(holder, [entry])
+            # one call per job: each its own future; the window's resolves once all did
+            calls = [self._spawn(holder, [entry]) for entry in batch]
+            for entry, call in zip(batch, calls, strict=True):
+                entry.done = call
+            if done is not None:
+                _resolve_when_all(done, calls)
         else:
-            self._spawn(holder, batch)
+            self._spawn(holder, batch, done)
 
-    def _spawn(self, holder: Holder, batch: list[Entry]) -> None:
-        task = asyncio.get_running_loop().create_task(self._send(holder, batch))
+    def _spawn(
+        self, holder: Holder, batch: list[Entry], done: asyncio.Future[None] | None = None
+    ) -> asyncio.Future[None]:
+        """Start the AcceptJobs call for ``batch``; ``done`` (made if not given) resolves
+        once the call has settled every job of it."""
+        loop = asyncio.get_running_loop()
+        if done is None:
+            done = loop.create_future()
+        task = loop.create_task(self._send(holder, batch, done))
         holder.sends.add(task)
         task.add_done_callback(holder.sends.discard)
+        return done
 
-    async def _send(self, holder: Holder, batch: list[Entry]) -> None:
+    async def _send(self, holder: Holder, batch: list[Entry], done: asyncio.Future[None]) -> None:
         """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.
 
         A failure that certainly did not act hands the jobs back to their consumers. One
@@ -592,6 +633,8 @@ class AcceptLedger:
                         entry,
                         "the accept was still unanswered when its poller closed (shutdown_timeout)",
                     )
+            if not done.done():
+                done.set_result(None)
 
     def _answered(
         self, holder: Holder, batch: list[Entry], result: AcceptResult, *, maybe_applied: bool
@@ -630,7 +673,7 @@ class AcceptLedger:
         ``accept()`` raises ``exc`` (it may be called again)."""
         for entry in batch:
             entry.state = JobState.HELD
-            _resolve(entry, exc)
+            entry.error = exc
             if entry.waiters == 0:
                 self._give_back(entry)
 
@@ -658,7 +701,6 @@ class AcceptLedger:
         entry.state = JobState.ACCEPTED
         self._retire(entry)
         entry.holder.counts.accepted += 1
-        _resolve(entry, True)
         if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
             self._redeliver(entry)
 
@@ -666,7 +708,6 @@ class AcceptLedger:
         entry.state = JobState.LOST
         self._retire(entry)
         entry.holder.counts.lost += 1
-        _resolve(entry, False)
 
     def _uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
         error = AcceptUncertainError(
@@ -680,7 +721,6 @@ class AcceptLedger:
         self._retire(entry)
         entry.holder.counts.uncertain += 1
         log.warning("cluster %r: job %d: %s", self.cluster, entry.job.id, error.message)
-        _resolve(entry, error)
 
     def _redeliver(self, entry: Entry) -> None:
         """An accepted job lost its consumer: hand it out again, already owned."""
@@ -773,10 +813,18 @@ class _Hidden:
         return failure[1] > self.now
 
 
-def _resolve(entry: Entry, outcome: bool | BaseException) -> None:
-    done = entry.done
-    if done is not None and not done.done():
-        done.set_result(outcome)
+def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:
+    """Resolve ``done`` once every future of ``calls`` is resolved."""
+    left = len(calls)
+
+    def one_more(_: asyncio.Future[None]) -> None:
+        nonlocal left
+        left -= 1
+        if left == 0 and not done.done():
+            done.set_result(None)
+
+    for call in calls:
+        call.add_done_callback(one_more)
 
 
 def _again(error: AcceptUncertainError) -> AcceptUncertainError:
