@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import enum
-import json
 from dataclasses import dataclass, field
 from typing import Any
+
+from orjson import loads as _loads
 
 from ._exceptions import ProtocolError
 from ._gojson import encode_job
@@ -40,16 +41,18 @@ class Job:
         :class:`ProtocolError` when the text is not a job object.
         """
         try:
-            raw: Any = json.loads(text)
+            # orjson: a listing parses every new job, and this is most of a poll's cost
+            raw: Any = _loads(text)
             if not isinstance(raw, dict):
                 raise TypeError("not an object")
+            get = raw.get
             return cls(
                 id=int(job_id),
-                cluster=str(raw.get("cluster", cluster or "")),
-                name=str(raw.get("name", "")),
-                nodes=int(raw.get("nodes", 0)),
-                tasks=int(raw.get("tasks", 0)),
-                command=str(raw.get("command", "")),
+                cluster=str(get("cluster", cluster or "")),
+                name=str(get("name", "")),
+                nodes=int(get("nodes", 0)),
+                tasks=int(get("tasks", 0)),
+                command=str(get("command", "")),
             )
         except (ValueError, TypeError) as exc:
             raise ProtocolError(
