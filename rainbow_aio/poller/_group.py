@@ -17,7 +17,16 @@ from ._errors import PollerStoppedError
 from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, Entry
 from ._options import GROUP_QUEUE_SIZE, PollerKwargs, PollerOptions, PollerStats
-from ._poller import CLOSED, NEW, PHASES, RUNNING, STOPPED, ClusterPoller, resolve_options
+from ._poller import (
+    CLOSED,
+    NEW,
+    PHASES,
+    RUNNING,
+    STOPPED,
+    ClusterPoller,
+    refill_size,
+    resolve_options,
+)
 from ._queue import JobQueue
 from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
@@ -76,7 +85,7 @@ class PollerGroup(JobSource):
         self._limiter: asyncio.Semaphore | None = None
         self._opts = resolve_options(options, overrides, queue_size=GROUP_QUEUE_SIZE)
         self._queue: JobQueue[Entry] = JobQueue(
-            self._opts.queue_size, refill=min(self._opts.max_jobs, self._opts.queue_size // 2)
+            self._opts.queue_size, refill=refill_size(self._opts)
         )
         self._members: dict[str, ClusterPoller] = {}
         self._errors: dict[str, BaseException] = {}

@@ -75,8 +75,9 @@ class PollerOptions:
     Accepting:
 
     - ``accept_mode`` (``"batched"``): see :class:`AcceptMode`.
-    - ``accept_window`` (0.005 s) / ``accept_batch_size`` (256): in batched mode, the
-      accepts requested within the window (up to the size) go out as one AcceptJobs.
+    - ``accept_window`` (0.005 s) / ``accept_batch_size`` (1,000): in batched mode, the
+      accepts requested within the window (up to the size) go out as one AcceptJobs, and
+      a batch's accept goes out in calls of at most that many ids.
     - ``shutdown_timeout`` (10 s): how long leaving a poller (or removing a cluster from a
       group) waits for accepts already requested before it reports them as uncertain.
 
@@ -97,7 +98,7 @@ class PollerOptions:
     max_interval: float = 5.0
     accept_mode: AcceptMode = AcceptMode.BATCHED
     accept_window: float = 0.005
-    accept_batch_size: int = 256
+    accept_batch_size: int = 1000
     shutdown_timeout: float = 10.0
     denied_attempts: int = 3
     max_deliveries: int = 5

@@ -35,7 +35,14 @@ from ._options import DEFAULTS, PollerKwargs, PollerOptions, PollerStats
 from ._queue import JobQueue
 from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
-__all__ = ["ClusterPoller", "Poller", "idle_backoff", "jittered", "resolve_options"]
+__all__ = [
+    "ClusterPoller",
+    "Poller",
+    "idle_backoff",
+    "jittered",
+    "refill_size",
+    "resolve_options",
+]
 
 log = logging.getLogger("rainbow_aio.poller")
 
@@ -58,6 +65,13 @@ def resolve_options(
         raise InvalidArgumentError("options must be a PollerOptions or None")
     base = options if options is not None else DEFAULTS.updated(queue_size=queue_size)
     return base.updated(**overrides) if overrides else base
+
+
+def refill_size(opts: PollerOptions) -> int:
+    """How much room a full queue must have again before the next poll: a poll lists every
+    job in flight again, so polling for each freed slot would list them all for one new
+    job; a poll's worth (``max_jobs``, at most half the queue) is waited for instead."""
+    return min(opts.max_jobs, max(1, opts.queue_size // 2))
 
 
 def idle_backoff(backoff: float, opts: PollerOptions) -> float:
@@ -408,7 +422,7 @@ class Poller(JobSource):
         **overrides: Unpack[PollerKwargs],
     ) -> None:
         opts = resolve_options(options, overrides, queue_size=DEFAULTS.queue_size)
-        self._queue: JobQueue[Entry] = JobQueue(opts.queue_size)
+        self._queue: JobQueue[Entry] = JobQueue(opts.queue_size, refill=refill_size(opts))
         self._polling = ClusterPoller(
             client, cluster, secret, opts, self._queue, on_fail=self._failed
         )
