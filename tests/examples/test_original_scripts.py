@@ -30,6 +30,8 @@ from support.scripts import run_python
 from rainbow_aio import RainbowClient
 from rainbow_aio.testing import ServerProcess
 
+pytestmark = pytest.mark.compat
+
 BINDINGS = original_bindings()
 SCRIPTS = BINDINGS / "examples" / "flux"
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
