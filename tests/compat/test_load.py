@@ -1,8 +1,9 @@
 """The Go server under load, as it really behaves, and what the poller must still hold.
 
-64 submits in flight to 20 clusters while one ``PollerGroup`` polls all 20 and accepts.
-Under that load the Go server answers "database is locked", a false "request denied"
-now and then, and SUBMIT_SUCCESS for some jobs it never stored. What must hold anyway:
+64 submits in flight to 20 clusters while one ``PollerGroup`` polls all 20 and accepts;
+then the same at 256 in flight. Under such load the Go server answers "database is
+locked", a false "request denied" now and then (to any call), SUBMIT_SUCCESS for some
+jobs it never stored, and listings that miss jobs it holds. What must hold anyway:
 
 - no cluster's poller stops (a false denial must not stop a cluster);
 - no job is owned twice, and ``accept()`` never says False (nobody else accepts here);
@@ -24,6 +25,7 @@ import asyncio
 import collections
 import json
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,11 +43,12 @@ from rainbow_aio import (
     ServerBusyError,
 )
 
+from . import GO_SERVER
+
 pytestmark = [pytest.mark.compat, pytest.mark.slow]
 
 FIGURES_FILE = Path(__file__).with_name("go-load-figures.json")
 CLUSTERS = 20
-IN_FLIGHT = 64
 JOBS = 3000
 CONSUMERS = 8
 PROBE_LOOPS = 4
@@ -60,8 +63,8 @@ class Submits:
     refused: set[int] = field(default_factory=set)  # serials refused before writing
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
-    async def run(self, client: RainbowClient, clusters: list[GoCluster]) -> None:
-        slots = asyncio.Semaphore(IN_FLIGHT)
+    async def run(self, client: RainbowClient, clusters: list[GoCluster], in_flight: int) -> None:
+        slots = asyncio.Semaphore(in_flight)
 
         async def submit(serial: int) -> None:
             cluster = clusters[serial % len(clusters)]
@@ -124,9 +127,18 @@ class Probe:
             streak[name] = 0
 
 
+@pytest.fixture
+def go_server(tmp_path: Path) -> Iterator[GoServer]:
+    """A Go server of its own for each run (not the module's shared one): the checks
+    count every job it stored."""
+    with GoServer(GO_SERVER, tmp_path) as server:
+        yield server
+
+
 @pytest.mark.timeout(900)
+@pytest.mark.parametrize("in_flight", [64, 256])
 async def test_under_load_pollers_keep_going_and_each_stored_job_is_owned_once(
-    go_server: GoServer,
+    go_server: GoServer, in_flight: int
 ) -> None:
     began = time.monotonic()
     async with RainbowClient(go_server.address) as admin:
@@ -148,7 +160,7 @@ async def test_under_load_pollers_keep_going_and_each_stored_job_is_owned_once(
             prober = asyncio.create_task(
                 probe.run(go_server.address, clusters, submitted, loops=PROBE_LOOPS)
             )
-            await submits.run(submit_client, clusters)
+            await submits.run(submit_client, clusters, in_flight)
             submit_seconds = time.monotonic() - began
             submitted.set()
             await prober
@@ -160,15 +172,18 @@ async def test_under_load_pollers_keep_going_and_each_stored_job_is_owned_once(
     except* RainbowError:
         # leaving the group raises the errors of stopped clusters: `stopped` has them,
         # and the checks below report them with the figures
-        assert stopped
+        if not stopped:
+            raise
 
     stored = go_server.stored_jobs()
     serials = collections.Counter(int(job.command.split()[1]) for job in stored)
     expected = {job.id: job.command for job in stored}
+    lost = submits.acknowledged - serials.keys()  # confirmed, never stored
+    waiting = {job.id for job in go_server.waiting_jobs()}
     figures = {
         "plan": {
             "clusters": CLUSTERS,
-            "submits_in_flight": IN_FLIGHT,
+            "submits_in_flight": in_flight,
             "jobs": JOBS,
             "consumers": CONSUMERS,
             "probe_loops": PROBE_LOOPS,
@@ -178,8 +193,8 @@ async def test_under_load_pollers_keep_going_and_each_stored_job_is_owned_once(
         "submits_acknowledged": len(submits.acknowledged),
         "submit_errors": dict(submits.errors),
         "jobs_stored": len(stored),
-        "acknowledged_not_stored": len(submits.acknowledged - serials.keys()),
-        "lost_submit_rate": round(len(submits.acknowledged - serials.keys()) / JOBS, 5),
+        "acknowledged_not_stored": len(lost),
+        "lost_submit_rate": round(len(lost) / max(len(submits.acknowledged), 1), 4),
         "stored_though_the_submit_raised": len(serials.keys() - submits.acknowledged),
         "probe": {
             "answers": dict(probe.answers),
@@ -194,10 +209,14 @@ async def test_under_load_pollers_keep_going_and_each_stored_job_is_owned_once(
             "stopped_clusters": stopped,
         },
         "ledger": ledger.summary(),
+        # accepted on the server (gone from its queue), yet owned by no consumer
+        "uncertain_and_gone": sorted(set(ledger.uncertain) - waiting),
         "left_on_server": len(left),
     }
     summary = json.dumps(figures, indent=1)
-    FIGURES_FILE.write_text(summary + "\n")
+    recorded = json.loads(FIGURES_FILE.read_text()) if FIGURES_FILE.exists() else {}
+    recorded[f"{in_flight} submits in flight"] = figures
+    FIGURES_FILE.write_text(json.dumps(recorded, indent=1) + "\n")
 
     assert stopped == {}, summary  # no cluster stopped (by a false denial or anything)
     assert left == [], summary
