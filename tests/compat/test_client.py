@@ -156,10 +156,7 @@ async def test_listing_gives_every_job_lowest_id_first_and_claims_nothing(
     go_client: RainbowClient, go_server: GoServer, make_go_cluster: MakeGoCluster
 ) -> None:
     cluster = await make_go_cluster(jobs=12)
-    rows = go_server.stored_jobs(cluster.name)
-    expected = [
-        Job(row.id, row.cluster, row.name, row.nodes, row.tasks, row.command) for row in rows
-    ]
+    expected = go_server.stored_jobs(cluster.name)
     assert await go_client.request_jobs(cluster.name, cluster.secret) == expected
     assert await go_client.request_jobs(cluster.name, cluster.secret) == expected  # again
     assert await go_client.request_jobs(cluster.name, cluster.secret, max_jobs=4) == expected[:4]

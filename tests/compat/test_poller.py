@@ -11,10 +11,10 @@ import asyncio
 
 import pytest
 from support.gofixtures import MakeGoCluster
-from support.goserver import GoServer, StoredJob
+from support.goserver import GoServer
 from support.ledger import Ledger
 
-from rainbow_aio import AcceptStatus, DeniedError, PolledJob, RainbowClient
+from rainbow_aio import AcceptStatus, DeniedError, Job, PolledJob, RainbowClient
 
 pytestmark = pytest.mark.compat
 
@@ -124,7 +124,7 @@ async def test_a_denied_cluster_stops_alone(
     bad = await make_go_cluster(jobs=3)
     secrets = {c.name: c.secret for c in good} | {bad.name: "not-the-secret"}
     ledger = Ledger()
-    left: list[StoredJob] = []
+    left: list[Job] = []
 
     async def poll_until_the_good_ones_are_drained() -> None:
         async with go_client.poll_many(secrets, **FAST) as group:

@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from support.peers import original_bindings
-from support.scripts import run_python
+from support.scripts import credentials_printed, run_python
 
 from rainbow_aio import RainbowClient
 from rainbow_aio.testing import ServerProcess
@@ -34,7 +33,6 @@ pytestmark = pytest.mark.compat
 
 BINDINGS = original_bindings()
 SCRIPTS = BINDINGS / "examples" / "flux"
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest.fixture
@@ -57,17 +55,7 @@ async def test_the_original_scripts_work_against_the_embedded_server(
 
     registered = await original("register.py", *where)
     assert registered.returncode == 0, registered.stderr
-    lines = registered.stdout.splitlines()
-    token = re.fullmatch(rf'token: "({UUID})"', lines[0])
-    secret = re.fullmatch(rf'secret: "({UUID})"', lines[1])
-    assert token, registered.stdout
-    assert secret, registered.stdout
-    assert lines[2:] == [
-        "status: REGISTER_SUCCESS",
-        "",
-        f"🤫️ The token you will need to submit jobs to this cluster is {token[1]}",
-        f"🔐️ The secret you will need to accept jobs is {secret[1]}",
-    ]
+    token, secret = credentials_printed(registered.stdout)
     again = await original("register.py", *where)
     assert again.returncode == 0, again.stderr
     assert again.stdout.splitlines() == [
@@ -79,7 +67,7 @@ async def test_the_original_scripts_work_against_the_embedded_server(
     commands = ["echo hello world", "sleep 1 && echo <done>", "hostname"]
     for number, command in enumerate(commands, start=1):
         submitted = await original(
-            "submit-job.py", *where, "--token", token[1], "--nodes", "2", *command.split()
+            "submit-job.py", *where, "--token", token, "--nodes", "2", *command.split()
         )
         assert submitted.returncode == 0, submitted.stderr
         # the embedded server answers the real id, which the original prints as it is
@@ -90,14 +78,14 @@ async def test_the_original_scripts_work_against_the_embedded_server(
             "",
         ]
 
-    poll = ("poll-jobs.py", *where, "--secret", secret[1])
+    poll = ("poll-jobs.py", *where, "--secret", secret)
     listed = await original(*poll)
     assert listed.returncode == 0, listed.stderr
     head, jobs = listed.stdout.splitlines()[:2], listed.stdout.splitlines()[2:]
     assert head == ["Status: REQUEST_JOBS_SUCCESS", "Received 3 jobs for inspection!"]
     # the original prints them in map order, each as the server's job JSON
     async with RainbowClient(served.address) as client:
-        listing = await client.request_jobs("flux-original", secret[1])
+        listing = await client.request_jobs("flux-original", secret)
     assert [(job.id, job.command, job.nodes) for job in listing] == [
         (n, c, 2) for n, c in enumerate(commands, start=1)
     ]
@@ -111,7 +99,7 @@ async def test_the_original_scripts_work_against_the_embedded_server(
     assert len(taken) == 1
     assert taken[0] in (1, 2, 3)
     async with RainbowClient(served.address) as client:
-        left = [job.id for job in await client.request_jobs("flux-original", secret[1])]
+        left = [job.id for job in await client.request_jobs("flux-original", secret)]
     assert left == sorted({1, 2, 3} - set(taken))
 
     rest = await original(*poll, "--accept", "5")

@@ -38,11 +38,12 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-__all__ = ["GoServer", "GoServerError", "StoredJob"]
+from rainbow_aio import Job
+
+__all__ = ["GoServer", "GoServerError"]
 
 _LISTENING = re.compile(rb"server listening: (\S+)")
 
@@ -60,16 +61,6 @@ END;
 
 class GoServerError(RuntimeError):
     """The Go server did not start (or stop) as expected."""
-
-
-@dataclass(frozen=True)
-class StoredJob:
-    id: int
-    cluster: str
-    name: str
-    nodes: int
-    tasks: int
-    command: str
 
 
 class GoServer:
@@ -157,7 +148,7 @@ class GoServer:
         # a generous busy timeout: the server may hold the lock for a while under load
         return sqlite3.connect(self.db, timeout=60.0, isolation_level=None)
 
-    def _jobs(self, table: Literal["jobs", "stored_jobs"], cluster: str | None) -> list[StoredJob]:
+    def _jobs(self, table: Literal["jobs", "stored_jobs"], cluster: str | None) -> list[Job]:
         query = f"SELECT idJob, cluster, name, nodes, tasks, command FROM {table}"
         args: tuple[str, ...] = ()
         if cluster is not None:
@@ -165,20 +156,21 @@ class GoServer:
             args = (cluster,)
         with contextlib.closing(self._connect()) as conn:
             rows = conn.execute(query + " ORDER BY idJob", args).fetchall()
-        return [StoredJob(*row) for row in rows]
+        # the rows, as the client would list them
+        return [Job(*row) for row in rows]
 
-    def stored_jobs(self, cluster: str | None = None) -> list[StoredJob]:
+    def stored_jobs(self, cluster: str | None = None) -> list[Job]:
         """Every job the server ever inserted (of ``cluster``, or of all), accepted or
         not, lowest id first."""
         return self._jobs("stored_jobs", cluster)
 
-    def waiting_jobs(self, cluster: str | None = None) -> list[StoredJob]:
+    def waiting_jobs(self, cluster: str | None = None) -> list[Job]:
         """The jobs still in the server's queue (not accepted yet), lowest id first."""
         return self._jobs("jobs", cluster)
 
     async def wait_drained(
         self, within: float, *, clusters: Collection[str] | None = None, every: float = 0.2
-    ) -> list[StoredJob]:
+    ) -> list[Job]:
         """Wait until no job waits (for ``clusters``, or for any), reading the database
         every ``every`` seconds, for at most ``within`` seconds; returns the jobs still
         waiting at the end (none: drained)."""
