@@ -23,9 +23,11 @@ the insert. Accepting deletes from ``jobs`` and leaves ``stored_jobs`` alone, so
 
 **Locks on demand.** The server opens its SQLite file afresh for each call and waits up
 to 5 s (the driver's busy timeout) for a lock. ``write_lock("immediate")`` holds the
-write lock the way a long write would (the server can still read); ``"exclusive"``
-also shuts readers out. Either way the server's own answers follow: "database is
-locked", a false "request denied", or a SUBMIT_SUCCESS that stored nothing.
+write lock the way a long write would (the server can still read): its writes answer
+"database is locked", except SubmitJob, which answers SUBMIT_SUCCESS and stores nothing.
+``"exclusive"`` also shuts readers out: every call answers "database is locked". (Its
+false "request denied" needs a lock taken in a window of microseconds inside a call, so
+only load produces it.)
 """
 
 from __future__ import annotations
