@@ -1,12 +1,15 @@
 """Shared test configuration.
 
 Tests marked ``slow`` (soak and chaos runs) are deselected unless ``--run-slow`` is
-given; ``tox -e soak`` runs them.
+given; ``tox -e soak`` runs them. The compatibility suite's fixtures (a Go server
+process and its clusters) come from ``support/gofixtures.py``.
 """
 
 from __future__ import annotations
 
 import pytest
+
+pytest_plugins = ["support.gofixtures"]
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 from cli._run import SilentServer, interrupt
+from support.scripts import credentials_printed
 
 from rainbow_aio.testing import ServerProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 FLUX = ROOT / "examples" / "flux"
-UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +50,7 @@ def test_the_flux_scripts_register_submit_poll_and_accept(server: ServerProcess)
 
     registered = run(FLUX / "register.py", *host, "--cluster", "flux-demo")
     assert registered.returncode == 0, registered.stderr
-    lines = registered.stdout.splitlines()
-    token = re.fullmatch(rf'token: "({UUID})"', lines[0])
-    secret = re.fullmatch(rf'secret: "({UUID})"', lines[1])
-    assert token, registered.stdout
-    assert secret, registered.stdout
-    assert lines[2:] == [
-        "status: REGISTER_SUCCESS",
-        "",
-        f"🤫️ The token you will need to submit jobs to this cluster is {token[1]}",
-        f"🔐️ The secret you will need to accept jobs is {secret[1]}",
-    ]
+    token, secret = credentials_printed(registered.stdout)
 
     again = run(FLUX / "register.py", *host, "--cluster", "flux-demo")
     assert again.returncode == 1
@@ -72,7 +62,7 @@ def test_the_flux_scripts_register_submit_poll_and_accept(server: ServerProcess)
 
     for words in (["echo", "hello", "world"], ["sleep", "1"]):
         submitted = run(
-            FLUX / "submit-job.py", *host, "--token", token[1], "--cluster", "flux-demo", *words
+            FLUX / "submit-job.py", *host, "--token", token, "--cluster", "flux-demo", *words
         )
         assert submitted.returncode == 0, submitted.stderr
         out = submitted.stdout.splitlines()
@@ -80,7 +70,7 @@ def test_the_flux_scripts_register_submit_poll_and_accept(server: ServerProcess)
         assert re.fullmatch(r"jobid: \d+", out[1])
         assert out[2] == "status: SUBMIT_SUCCESS"
 
-    poll = (FLUX / "poll-jobs.py", *host, "--secret", secret[1], "--cluster", "flux-demo")
+    poll = (FLUX / "poll-jobs.py", *host, "--secret", secret, "--cluster", "flux-demo")
     listed = run(*poll)
     assert listed.returncode == 0, listed.stderr
     out = listed.stdout.splitlines()
