@@ -47,7 +47,7 @@ from collections.abc import Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
-from .._exceptions import RainbowError
+from .._exceptions import DeniedError, MissingCredentialError, RainbowError
 from .._models import AcceptResult, AcceptStatus, Job, JobListing
 from .._outcome import CallOutcome
 from ._errors import AcceptUncertainError, PollerStoppedError
@@ -66,6 +66,10 @@ _RESEND_BACKOFF: Final = 0.05
 _NOT_NEEDED, _IN_QUEUE, _CLAIMED = 0, 1, 2
 
 _GIVEN_BACK = (JobState.RELEASED, JobState.DROPPED)
+
+# answers that refuse a repeated accept before the server acts: a wrong secret, or the Go
+# server's false "request denied" under load; repeated up to denied_attempts in a row
+_DENIALS = (DeniedError, MissingCredentialError)
 
 
 class AcceptClient(Protocol):
@@ -98,6 +102,7 @@ class AcceptCounts:
     handed_out: int = 0
     accepted: int = 0
     lost: int = 0
+    vanished: int = 0
     released: int = 0
     uncertain: int = 0
     given_up: int = 0
@@ -295,8 +300,11 @@ class AcceptLedger:
 
         When the listing was complete (fewer jobs than ``asked``, so it showed every job
         waiting), queued jobs known to wait before it started that it no longer shows
-        were taken by someone else: they leave their queues. Failed-delivery records of
-        jobs that are gone are forgotten.
+        leave their queues (``vanished``): most likely someone else took them, and a
+        consumer would only be told False. This is not taken as proof of another accepter
+        (the Go server's listings can miss rows under load); if such a job is still
+        waiting, a later listing hands it out again. Failed-delivery records of jobs that
+        are gone are forgotten.
         """
         if len(ids) >= asked:
             return
@@ -309,10 +317,8 @@ class AcceptLedger:
         for entry in vanished:
             entry.state = JobState.DROPPED
             self._retire(entry)
-            entry.holder.counts.lost += 1
+            entry.holder.counts.vanished += 1
             entry.holder.queue.discard()
-        if vanished:
-            self._other_accepter(vanished[0].holder, "jobs it had queued were accepted elsewhere")
         for job_id in [i for i in self.failures if i not in seen]:
             del self.failures[job_id]
         self.given_up &= seen
@@ -587,14 +593,20 @@ class AcceptLedger:
         """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.
 
         A failure that certainly did not act hands the jobs back to their consumers. One
-        that may have acted is sent again (with backoff) while the error is retryable:
-        SUCCESS then proves the jobs ours; PARTIAL means some were already gone, which in
-        batched mode (this process the only accepter) means the lost attempt took them.
-        Without this, a job deleted by a lost attempt would be owned by nobody. Whatever
-        is still unsettled when this task ends (cancelled at shutdown) is uncertain.
+        that may have acted is sent again (with backoff): SUCCESS then proves the jobs
+        ours; PARTIAL means some were already gone, which in batched mode (this process
+        the only accepter) means the lost attempt took them. Without this, a job deleted
+        by a lost attempt would be owned by nobody. A repeat that is refused (denied,
+        busy, not connected) did not act either, so it says nothing about the lost
+        attempt: it is sent again too, except after ``denied_attempts`` refusals in a row
+        that repeating cannot cure (a real denial is permanent; the Go server also gives
+        false ones under load), or once the client is closed. Then, and for whatever is
+        still unsettled when this task ends (cancelled at shutdown), the jobs are
+        uncertain.
         """
         ids = [entry.job.id for entry in batch]
         maybe_applied = False
+        refusals = 0  # repeats refused in a row with an error repeating cannot cure
         backoff = 0.0
         try:
             while True:
@@ -606,7 +618,14 @@ class AcceptLedger:
                         self._refused(batch, exc)
                         return
                     maybe_applied = maybe_applied or exc.outcome.may_have_acted
-                    if not exc.retryable:
+                    if isinstance(exc, _DENIALS):
+                        refusals += 1  # real (permanent) or one of the Go server's false ones
+                    elif exc.retryable:
+                        refusals = 0
+                    else:  # the client is closed, or an answer repeating cannot clear up
+                        self._unknown(batch, exc)
+                        return
+                    if refusals >= holder.opts.denied_attempts:
                         self._unknown(batch, exc)
                         return
                     log.info(

@@ -69,8 +69,11 @@ class PollerOptions:
       error) the wait doubles from ``min_interval`` up to ``max_interval``, each wait
       randomised to between half and all of it; a poll that finds new jobs is followed
       at once by another (as soon as the queue has room).
-    - ``denied_attempts`` (3): consecutive denied polls that stop the cluster's poller
-      (the Go server sometimes answers a false "request denied" under load).
+    - ``denied_attempts`` (5): consecutive denied polls that stop the cluster's poller,
+      each followed by a wait of at least a second (doubling up to ``max_interval``), so
+      a wrong secret stops it within about 12 s by default; the Go server answers a false
+      "request denied" under load, several in a row at times. An accept sent again
+      after a lost answer gives up (as uncertain) after as many refusals in a row.
 
     Accepting:
 
@@ -100,7 +103,7 @@ class PollerOptions:
     accept_window: float = 0.005
     accept_batch_size: int = 1000
     shutdown_timeout: float = 10.0
-    denied_attempts: int = 3
+    denied_attempts: int = 5
     max_deliveries: int = 5
     redelivery_delay: float = 1.0
     max_redelivery_delay: float = 60.0
@@ -193,7 +196,11 @@ class PollerStats:
     accepted: int = 0
     """Jobs this process now owns."""
     lost_to_others: int = 0
-    """Jobs someone else took first (accept() returned False, or seen gone from the queue)."""
+    """Jobs someone else took first (accept() returned False)."""
+    vanished: int = 0
+    """Queued jobs a complete listing no longer showed, taken out of the queue before a
+    consumer got them (most likely someone else took them; one still waiting is handed
+    out again by a later listing)."""
     released: int = 0
     """Jobs given back (by ``release()``, a cancelled accept, or shutdown)."""
     uncertain: int = 0

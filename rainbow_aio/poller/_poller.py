@@ -53,6 +53,9 @@ STOPPED: Final = 2
 CLOSED: Final = 3
 PHASES: Final = ("new", "running", "stopped", "closed")
 
+# the least wait after a denied poll (never more than max_interval)
+_DENIED_BACKOFF: Final = 1.0
+
 # errors after which the same poll can never succeed: they stop this cluster's poller
 _FATAL = (MissingCredentialError, InvalidArgumentError, ClientClosedError, TLSError)
 
@@ -183,6 +186,7 @@ class ClusterPoller:
             handed_out=counts.handed_out if counts else 0,
             accepted=counts.accepted if counts else 0,
             lost_to_others=counts.lost if counts else 0,
+            vanished=counts.vanished if counts else 0,
             released=counts.released if counts else 0,
             uncertain=counts.uncertain if counts else 0,
             given_up=counts.given_up if counts else 0,
@@ -304,6 +308,10 @@ class ClusterPoller:
                     return
                 log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
                 backoff = idle_backoff(backoff, opts)
+                if denials:
+                    # a denial is either permanent (a wrong secret) or a false one the Go
+                    # server gives under load: wait long enough for a load spike to pass
+                    backoff = min(max(backoff, _DENIED_BACKOFF), opts.max_interval)
                 delay = jittered(backoff)
                 continue
             finally:

@@ -209,6 +209,13 @@ async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen) -> No
                     ours = await pj.accept()
                 except AcceptUncertainError as exc:
                     log.warning("cluster %r: job %d ran; %s", pj.cluster, pj.id, exc.message)
+                except RainbowError as exc:  # certainly not taken: it stays on the server
+                    log.warning(
+                        "cluster %r: job %d ran, but accepting it failed: %s",
+                        pj.cluster,
+                        pj.id,
+                        exc,
+                    )
                 else:
                     if not ours:
                         _ran_but_lost(pj)
@@ -247,11 +254,16 @@ async def _handle_batch(batch: JobBatch, handler: BatchHandler, accept: AcceptWh
 
 
 async def _accept(pj: PolledJob) -> bool:
+    """Accept before the handler: False (and logged) unless this process owns the job. A
+    job whose accept certainly did not happen is given back (not as failed: no handler
+    ran)."""
     try:
         return await pj.accept()
     except AcceptUncertainError as exc:
         log.warning("cluster %r: job %d skipped: %s", pj.cluster, pj.id, exc.message)
-        return False
+    except RainbowError as exc:
+        log.warning("cluster %r: job %d not accepted: %s", pj.cluster, pj.id, exc)
+    return False
 
 
 async def _accept_all(batch: JobBatch) -> JobBatch:

@@ -42,8 +42,8 @@ async def test_a_denied_cluster_next_to_healthy_ones(
                 await group.run(handler, concurrency=4)
             assert isinstance(group.errors[bad.name], DeniedError)
             stats = group.stats
-            # denied_attempts (3) denials in a row before the poller gives up
-            assert stats[bad.name].errors == 3
+            # denied_attempts (5) denials in a row before the poller gives up
+            assert stats[bad.name].errors == 5
             assert "DeniedError" in (stats[bad.name].last_error or "")
             assert all(stats[c.name].errors == 0 for c in healthy)
 

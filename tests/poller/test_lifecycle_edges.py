@@ -300,3 +300,63 @@ async def test_a_job_released_by_a_closed_poller_cannot_be_accepted(
     with pytest.raises(PollerStoppedError):
         await job.accept()
     assert await waiting(rainbow_client, cluster) == set(cluster.ids)
+
+
+async def test_a_resend_refused_by_false_denials_keeps_going_until_answered(
+    client: RainbowClient,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    async with client.poller(cluster.name, cluster.secret, **IDLE) as poller:
+        job = await poller.get()
+        await wait_until(lambda: poller.stats.polls >= 2, what="the poller idle")
+        # the first attempt takes the job but its answer is lost; the repeats meet the Go
+        # server's false denials (fewer than denied_attempts in a row), then get through
+        faults.lose_after("AcceptJobs", times=1)
+        faults.deny("AcceptJobs", times=poller.options.denied_attempts - 1)
+        assert await job.accept() is True  # PARTIAL after the lost attempt: ours
+        assert faults.calls["AcceptJobs"] == 1 + poller.options.denied_attempts
+    assert await waiting(rainbow_client, cluster) == set()
+
+
+async def test_a_resend_denied_again_and_again_ends_uncertain_not_refused(
+    client: RainbowClient,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    async with client.poller(cluster.name, cluster.secret, denied_attempts=2, **IDLE) as poller:
+        job = await poller.get()
+        await wait_until(lambda: poller.stats.polls >= 2, what="the poller idle")
+        faults.lose_after("AcceptJobs", times=1)
+        faults.deny("AcceptJobs")
+        with pytest.raises(AcceptUncertainError):  # the lost attempt did take it
+            await job.accept()
+        assert faults.calls["AcceptJobs"] == 1 + 2
+    assert await waiting(rainbow_client, cluster) == set()
+
+
+async def test_a_listing_that_misses_rows_neither_loses_jobs_nor_suspects_others(
+    client: RainbowClient,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    rainbow_server: RainbowServer,
+    make_cluster: MakeCluster,
+) -> None:
+    cluster = await make_cluster(jobs=4)
+    async with client.poller(cluster.name, cluster.secret, max_jobs=4, **FAST) as poller:
+        await wait_until(lambda: poller.qsize() == 4, what="the jobs queued")
+        faults.truncate("RequestJobs", times=1)  # the server "forgets" its rows once
+        await wait_until(lambda: poller.stats.vanished == 4, what="the queue emptied")
+        ledger = live_ledger(client, cluster.name)
+        assert ledger is not None
+        assert not ledger.per_id  # a short listing is no proof of another accepter
+        calls = rainbow_server.call_counts.get("AcceptJobs", 0)
+        batch = await poller.get_batch(4)  # listed again, handed out again
+        assert sorted(batch.ids) == cluster.ids
+        assert len(await batch.accept()) == 4
+        assert rainbow_server.call_counts["AcceptJobs"] - calls == 1  # still batched
+    assert await waiting(rainbow_client, cluster) == set()

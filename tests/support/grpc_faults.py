@@ -16,6 +16,7 @@ for that method::
         faults.lose_after("AcceptJobs")         # forward (the server acts), then UNAVAILABLE
         faults.hold("AcceptJobs")               # forward, keep the answer until release()
         faults.stall("AcceptJobs")              # keep the call from the server until release()
+        faults.truncate("RequestJobs")          # a listing that misses rows (answers none)
         await faults.wait_held("AcceptJobs")    # ... until that many answers are held
         faults.release("AcceptJobs")            # deliver the held answers
         faults.clear("AcceptJobs")              # disarm everything for the method
@@ -41,10 +42,11 @@ import grpc
 import grpc.aio
 
 from rainbow_aio import _protocol as P
+from rainbow_aio._proto import rainbow_pb2 as pb
 
 __all__ = ["FaultInjector"]
 
-Kind = Literal["busy", "deny", "lose_before", "lose_after", "hold", "stall"]
+Kind = Literal["busy", "deny", "lose_before", "lose_after", "hold", "stall", "truncate"]
 
 _LOST = "Connection reset by peer (fault injector)"
 
@@ -136,6 +138,11 @@ class FaultInjector(grpc.GenericRpcHandler):
         acts later than the client sent it (others may act first)."""
         self._release[method].clear()
         self._arm(method, "stall", times)
+
+    def truncate(self, method: str = "RequestJobs", *, times: int | None = None) -> None:
+        """Forward a RequestJobs and answer as if the server had listed no job (what the Go
+        server does under load when reading rows fails: it sends what it read so far)."""
+        self._arm(method, "truncate", times)
 
     def release(self, method: str) -> None:
         """Deliver the answers held and the calls stalled for ``method`` (and stop holding
@@ -237,6 +244,10 @@ class FaultInjector(grpc.GenericRpcHandler):
             await context.abort(grpc.StatusCode.UNAVAILABLE, _LOST)
         if kind == "hold":
             await self._wait_release(method)
+        if kind == "truncate":
+            return pb.RequestJobsResponse(
+                status=pb.RequestJobsResponse.ResultType.REQUEST_JOBS_NORESULTS
+            ).SerializeToString()
         return answer
 
     async def _wait_release(self, method: str) -> None:
