@@ -624,14 +624,22 @@ class RainbowClient:
         options: PollerOptions | None = None,
         *,
         max_concurrent_polls: int = 128,
+        idle_polls_per_second: float | None = 500.0,
         **overrides: Unpack[PollerKwargs],
     ) -> PollerGroup:
         """A :class:`~rainbow_aio.PollerGroup` polling several clusters (name -> secret),
-        with the options of :meth:`poller` for every cluster."""
+        with the options of :meth:`poller` for every cluster, at most
+        ``max_concurrent_polls`` polls in flight and at most ``idle_polls_per_second``
+        idle polls a second for the whole group (see :class:`~rainbow_aio.PollerGroup`)."""
         from .poller import PollerGroup
 
         return PollerGroup(
-            self, clusters, options, max_concurrent_polls=max_concurrent_polls, **overrides
+            self,
+            clusters,
+            options,
+            max_concurrent_polls=max_concurrent_polls,
+            idle_polls_per_second=idle_polls_per_second,
+            **overrides,
         )
 
     # -- machinery --------------------------------------------------------------------

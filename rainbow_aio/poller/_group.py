@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import math
 import random
 from collections.abc import Mapping
 from types import TracebackType
@@ -17,6 +18,7 @@ from ._errors import PollerStoppedError
 from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, Entry
 from ._options import GROUP_QUEUE_SIZE, PollerKwargs, PollerOptions, PollerStats
+from ._pacing import IdleBudget
 from ._poller import (
     CLOSED,
     NEW,
@@ -30,7 +32,11 @@ from ._poller import (
 from ._queue import JobQueue
 from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
-__all__ = ["PollerGroup"]
+__all__ = ["DEFAULT_IDLE_POLLS_PER_SECOND", "PollerGroup"]
+
+DEFAULT_IDLE_POLLS_PER_SECOND = 500.0
+"""The default budget of a group's idle polls: well within what the embedded server (and
+the Go server) answer, whatever the number of clusters."""
 
 
 class PollerGroup(JobSource):
@@ -52,6 +58,14 @@ class PollerGroup(JobSource):
     per hundred clusters (at most ``max_interval``), so a large group does not start
     with a burst.
 
+    Idle polling has a budget for the whole group: at most ``idle_polls_per_second``
+    (500) polls a second that follow a poll which found nothing (or the first poll of a
+    cluster), however many clusters the group has, clusters that found jobs in the last
+    minute first. A cluster being drained (its last poll found new jobs) polls again
+    without waiting for it. So a job submitted to one of N idle clusters waits about
+    ``max(max_interval, N / idle_polls_per_second)`` at worst before a poll finds it;
+    ``None`` turns the budget off.
+
     Failures are per cluster: a transient error backs off only that cluster's poller; a
     denied or missing secret stops only it, and the error is kept in ``errors`` (and
     ``stats[cluster].last_error``) while the others keep going. ``remove()`` of a failed
@@ -72,6 +86,7 @@ class PollerGroup(JobSource):
         options: PollerOptions | None = None,
         *,
         max_concurrent_polls: int = 128,
+        idle_polls_per_second: float | None = DEFAULT_IDLE_POLLS_PER_SECOND,
         **overrides: Unpack[PollerKwargs],
     ) -> None:
         if (
@@ -80,8 +95,19 @@ class PollerGroup(JobSource):
             or max_concurrent_polls < 1
         ):
             raise InvalidArgumentError("max_concurrent_polls must be a positive int")
+        rate = idle_polls_per_second
+        if rate is not None and (
+            isinstance(rate, bool)
+            or not isinstance(rate, int | float)
+            or not math.isfinite(rate)
+            or rate <= 0
+        ):
+            raise InvalidArgumentError(
+                f"idle_polls_per_second must be a positive number or None, not {rate!r}"
+            )
         self._client = client
         self._max_polls = max_concurrent_polls
+        self._budget = IdleBudget(float(rate)) if rate is not None else None
         self._limiter: asyncio.Semaphore | None = None
         self._opts = resolve_options(options, overrides, queue_size=GROUP_QUEUE_SIZE)
         self._queue: JobQueue[Entry] = JobQueue(
@@ -200,7 +226,12 @@ class PollerGroup(JobSource):
 
     def _start_member(self, member: ClusterPoller, spread: float) -> None:
         assert self._tg is not None
-        member.start(self._tg, limiter=self._limiter, first_delay=random.random() * spread)
+        member.start(
+            self._tg,
+            limiter=self._limiter,
+            budget=self._budget,
+            first_delay=random.random() * spread,
+        )
 
     async def stop(self) -> None:
         """Stop polling every cluster and end iteration; give queued jobs back; send the

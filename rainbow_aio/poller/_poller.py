@@ -32,6 +32,7 @@ from ._errors import PollerStoppedError
 from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, AcceptLedger, Entry, Holder, attach
 from ._options import DEFAULTS, PollerKwargs, PollerOptions, PollerStats
+from ._pacing import IdleBudget
 from ._queue import JobQueue
 from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
 
@@ -55,6 +56,9 @@ PHASES: Final = ("new", "running", "stopped", "closed")
 
 # the least wait after a denied poll (never more than max_interval)
 _DENIED_BACKOFF: Final = 1.0
+
+# a cluster that found jobs this recently goes first when idle polls wait for the budget
+_RECENT: Final = 60.0
 
 # errors after which the same poll can never succeed: they stop this cluster's poller
 _FATAL = (MissingCredentialError, InvalidArgumentError, ClientClosedError, TLSError)
@@ -102,6 +106,7 @@ class ClusterPoller:
     """
 
     __slots__ = (
+        "_budget",
         "_cluster",
         "_empty_polls",
         "_errors",
@@ -111,6 +116,7 @@ class ClusterPoller:
         "_holder",
         "_jobs_listed",
         "_last_error",
+        "_last_found",
         "_last_latency",
         "_limiter",
         "_on_fail",
@@ -144,7 +150,9 @@ class ClusterPoller:
         self._queue = queue
         self._on_fail = on_fail
         self._limiter: asyncio.Semaphore | None = None
+        self._budget: IdleBudget | None = None
         self._first_delay = 0.0
+        self._last_found: float | None = None  # loop time of the last poll with new jobs
         self._holder: Holder | None = None
         self._scope: anyio.CancelScope | None = None
         self._phase = NEW
@@ -211,14 +219,17 @@ class ClusterPoller:
         tg: anyio.abc.TaskGroup,
         *,
         limiter: asyncio.Semaphore | None = None,
+        budget: IdleBudget | None = None,
         first_delay: float = 0.0,
     ) -> None:
         """Join the cluster's ledger and start polling in ``tg``: the first poll after
         ``first_delay`` seconds, every poll holding ``limiter`` (a group's bound on polls
-        in flight) if given."""
+        in flight) if given, and every idle poll (the first, and those after a poll that
+        found nothing new or failed) waiting for its turn in ``budget`` if given."""
         if self._phase != NEW:
             raise RuntimeError("a cluster poller can be started only once")
         self._limiter = limiter
+        self._budget = budget
         self._first_delay = first_delay
         self._holder = attach(self.client, self._cluster, self._secret, self._queue, self._opts)
         self._phase = RUNNING
@@ -277,14 +288,21 @@ class ClusterPoller:
         assert holder is not None
         ledger = holder.ledger
         limiter = self._limiter
+        budget = self._budget
+        loop = asyncio.get_running_loop()
         backoff = 0.0
         delay = self._first_delay
         denials = 0
+        idle = True  # no poll yet found new jobs
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
             while not queue.pollable:
                 await queue.wait_room()
+            if budget is not None and idle:
+                last = self._last_found
+                recent = last is not None and loop.time() - last < _RECENT
+                await budget.acquire(0 if recent else 1)
             if limiter is not None:
                 await limiter.acquire()
                 if not queue.pollable:  # other pollers filled the queue meanwhile
@@ -307,6 +325,7 @@ class ClusterPoller:
                     self._fail(exc)
                     return
                 log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
+                idle = True
                 backoff = idle_backoff(backoff, opts)
                 if denials:
                     # a denial is either permanent (a wrong secret) or a false one the Go
@@ -334,10 +353,13 @@ class ClusterPoller:
                 # listing and none fitted: poll again as soon as there is room (the
                 # loop's top waits for it) rather than back off while they wait
                 backoff = delay = 0.0
+                idle = False
+                self._last_found = loop.time()
             else:
                 self._empty_polls += 1
                 backoff = idle_backoff(backoff, opts)
                 delay = jittered(backoff)
+                idle = True
 
     async def _list(self, ledger: AcceptLedger) -> tuple[int, list[Job]]:
         """One RequestJobs: how many jobs it listed, and those that may be handed out
