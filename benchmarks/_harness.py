@@ -619,6 +619,59 @@ async def accept_each(
     }
 
 
+async def accept_batches(
+    jobs: Any,
+    *,
+    total: int,
+    consumers: int,
+    max_size: int,
+    limit: float,
+    t0: float,
+    cpu0: float,
+) -> dict[str, Any]:
+    """Like :func:`accept_each`, but each consumer takes a batch of up to ``max_size``
+    jobs of one cluster (``jobs.get_batch``), accepts it with ``batch.accept()`` and
+    reads each owned job's command, as a consumer handing jobs to a batch system would."""
+    accepted: list[int] = []
+    errors: list[str] = []
+    failed = 0
+    done = asyncio.Event()
+    commands = 0
+
+    async def consume() -> None:
+        nonlocal failed, commands
+        while not done.is_set():
+            batch = await jobs.get_batch(max_size)
+            try:
+                owned = await batch.accept()
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                owned = []
+            failed += len(batch) - len(owned)
+            for job in owned:
+                commands += len(job.job.command)  # what a real consumer reads
+                accepted.append(job.id)
+            if len(accepted) >= total:
+                done.set()
+
+    tasks = [asyncio.create_task(consume()) for _ in range(consumers)]
+    try:
+        await asyncio.wait_for(done.wait(), limit)
+        seconds = time.perf_counter() - t0
+        cpu = cpu_seconds() - cpu0
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return {
+        "seconds": round(seconds, 4),
+        "cpu_s": round(cpu, 4),
+        "failed_accepts": failed,
+        "errors": errors,
+        "accepted": accepted,
+    }
+
+
 def jsonable(obj: Any) -> Any:
     """A stats snapshot as plain JSON (dataclass, mapping or object attributes)."""
     if obj is None or isinstance(obj, int | float | str | bool):
