@@ -43,6 +43,8 @@ from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
 from ._outcome import CallOutcome
 from ._proto import rainbow_pb2 as pb
 from ._retry import attempt_outcome, build_retrying, should_retry
+from ._telemetry import CallSpan, Telemetry
+from ._telemetry import load as load_telemetry
 
 if TYPE_CHECKING:
     from .poller import Poller, PollerGroup, PollerKwargs, PollerOptions
@@ -121,6 +123,10 @@ class RainbowClient:
         channel_options: extra grpc channel arguments, applied last.
         interceptors: ``grpc.aio`` client interceptors, passed to the channel as they are
             (your own auth headers, logging or tracing); they see every attempt.
+        telemetry: report to OpenTelemetry (a span per call, the pollers' metrics)
+            when ``opentelemetry-api`` is installed (the ``otel`` extra); it goes to the
+            global tracer and meter providers, no-ops until an SDK is configured.
+            ``False`` turns it off for this client and its pollers.
 
     ``timeout`` always means a call's whole budget: with the server down, a client built
     with ``timeout=2`` fails each call after about 2 seconds. When the connection is down,
@@ -147,6 +153,7 @@ class RainbowClient:
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         channel_options: Iterable[tuple[str, int | str]] = (),
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        telemetry: bool = True,
     ) -> None:
         self._target = parse_host(host)
         if tls is not None and not isinstance(tls, TLSConfig):
@@ -174,6 +181,9 @@ class RainbowClient:
         self._max_response_bytes = max_response_bytes
         self._extra_options = list(channel_options)
         self._interceptors = list(interceptors)
+        if not isinstance(telemetry, bool):
+            raise InvalidArgumentError("telemetry must be True or False")
+        self._telemetry: Telemetry | None = load_telemetry() if telemetry else None
         for interceptor in self._interceptors:
             if not isinstance(interceptor, grpc.aio.ClientInterceptor):
                 raise InvalidArgumentError(
@@ -216,6 +226,11 @@ class RainbowClient:
     def attempt_timeout(self) -> float:
         """The deadline of one attempt, in seconds (never past the call's budget)."""
         return self._attempt_timeout
+
+    @property
+    def telemetry_enabled(self) -> bool:
+        """True when this client and its pollers report to OpenTelemetry."""
+        return self._telemetry is not None
 
     @property
     def connected(self) -> bool:
@@ -567,6 +582,24 @@ class RainbowClient:
         UNKNOWN ``failed to receive: EOF`` after the client stops sending; that is the
         normal end and not an error. Not retried.
         """
+        telemetry = self._telemetry
+        if telemetry is None:
+            return await self._stream_ping(count, timeout)
+        with telemetry.call("Stream", None, self._host) as span:
+            try:
+                counts = await self._stream_ping(count, timeout)
+            except RainbowError as error:
+                span.finish(
+                    attempts=1,
+                    code=None if error.code is None else error.code.value[0],
+                    outcome=error.outcome,
+                    error=type(error).__name__,
+                )
+                raise
+            span.finish(attempts=1, code=None, outcome=CallOutcome.APPLIED, error=None)
+            return counts
+
+    async def _stream_ping(self, count: int, timeout: float | None) -> list[int]:
         _check_int("count", count, minimum=1)
         methods = self._require_methods("Stream", None)
         budget = self._budget(timeout)
@@ -779,7 +812,42 @@ class RainbowClient:
         cluster: str | None,
         timeout: float | None,
     ) -> tuple[_Resp, _Trace]:
-        """Send one unary call with the deadline and retries its RPC is allowed."""
+        """Send one unary call with the deadline and retries its RPC is allowed (in a span
+        of its own when telemetry is on)."""
+        telemetry = self._telemetry
+        if telemetry is None:
+            return await self._call(rpc, pick, request, cluster=cluster, timeout=timeout)
+        with telemetry.call(rpc, cluster, self._host) as span:
+            try:
+                resp, trace = await self._call(
+                    rpc, pick, request, cluster=cluster, timeout=timeout, span=span
+                )
+            except RainbowError as error:
+                span.finish(
+                    attempts=error.attempts or span.attempts,
+                    code=None if error.code is None else error.code.value[0],
+                    outcome=error.outcome,
+                    error=type(error).__name__,
+                )
+                raise
+            span.finish(
+                attempts=trace.attempts,
+                code=grpc.StatusCode.OK.value[0],
+                outcome=CallOutcome.APPLIED,
+                error=None,
+            )
+            return resp, trace
+
+    async def _call(
+        self,
+        rpc: str,
+        pick: Callable[[_Methods], grpc.aio.UnaryUnaryMultiCallable[_Req, _Resp]],
+        request: _Req,
+        *,
+        cluster: str | None,
+        timeout: float | None,
+        span: CallSpan | None = None,
+    ) -> tuple[_Resp, _Trace]:
         self._require_methods(rpc, cluster)
         budget = self._budget(timeout)
         deadline = time.monotonic() + budget
@@ -806,8 +874,11 @@ class RainbowClient:
                 resp = await method(request, timeout=min(self._attempt_timeout, remaining))
             except grpc.aio.AioRpcError as exc:
                 error = self._map(exc, rpc, cluster, attempts=None)
-                if attempt_outcome(error).may_have_acted:
+                outcome = attempt_outcome(error)
+                if outcome.may_have_acted:
                     trace.maybe_ran_before = True
+                if span is not None:
+                    span.attempt_failed(exc.code().value[0], outcome, type(error).__name__)
                 raise error from exc
             except asyncio.CancelledError:
                 trace.maybe_ran_before = True

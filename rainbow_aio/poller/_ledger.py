@@ -43,7 +43,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Collection, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
@@ -74,6 +74,9 @@ _DENIALS = (DeniedError, MissingCredentialError)
 
 class AcceptClient(Protocol):
     """What the ledger and the pollers need from :class:`~rainbow_aio.RainbowClient`."""
+
+    @property
+    def telemetry_enabled(self) -> bool: ...
 
     async def request_listing(
         self,
@@ -193,6 +196,7 @@ class Holder:
         "pending",
         "pending_done",
         "queue",
+        "record_accept",
         "secret",
         "sends",
         "stopping",
@@ -200,9 +204,16 @@ class Holder:
     )
 
     def __init__(
-        self, ledger: AcceptLedger, secret: str, queue: JobQueue[Entry], opts: PollerOptions
+        self,
+        ledger: AcceptLedger,
+        secret: str,
+        queue: JobQueue[Entry],
+        opts: PollerOptions,
+        record_accept: Callable[[float], None] | None = None,
     ) -> None:
         self.ledger = ledger
+        # reports how long each AcceptJobs of this holder took (telemetry), if given
+        self.record_accept = record_accept
         self.secret = secret
         self.queue = queue
         self.opts = opts
@@ -226,6 +237,10 @@ class Holder:
     def stop(self) -> None:
         """Polling stopped: send the pending batch now, give back what is queued."""
         self.ledger.stop_holder(self)
+
+    def queued(self) -> int:
+        """How many of this holder's jobs wait in its queue."""
+        return self.ledger.queued_of(self)
 
     async def close(self) -> None:
         """Settle this holder's accepts (bounded by ``shutdown_timeout``), give back its
@@ -325,10 +340,23 @@ class AcceptLedger:
 
     # -- holders ------------------------------------------------------------------------
 
-    def attach(self, secret: str, queue: JobQueue[Entry], opts: PollerOptions) -> Holder:
-        holder = Holder(self, secret, queue, opts)
+    def attach(
+        self,
+        secret: str,
+        queue: JobQueue[Entry],
+        opts: PollerOptions,
+        record_accept: Callable[[float], None] | None = None,
+    ) -> Holder:
+        holder = Holder(self, secret, queue, opts, record_accept)
         self.holders.add(holder)
         return holder
+
+    def queued_of(self, holder: Holder) -> int:
+        return sum(
+            1
+            for entry in self.entries.values()
+            if entry.holder is holder and entry.state is JobState.QUEUED
+        )
 
     def track(self, holder: Holder, job: Job, found: int) -> None:
         if job.id in self.entries:
@@ -605,6 +633,7 @@ class AcceptLedger:
         uncertain.
         """
         ids = [entry.job.id for entry in batch]
+        began = time.perf_counter()
         maybe_applied = False
         refusals = 0  # repeats refused in a row with an error repeating cannot cure
         backoff = 0.0
@@ -646,6 +675,8 @@ class AcceptLedger:
                 self._answered(holder, batch, result, maybe_applied=maybe_applied)
                 return
         finally:
+            if holder.record_accept is not None:
+                holder.record_accept(time.perf_counter() - began)
             for entry in batch:
                 if entry.state is JobState.ACCEPTING:
                     self._uncertain(
@@ -859,7 +890,12 @@ _ledgers: weakref.WeakKeyDictionary[Any, dict[str, AcceptLedger]] = weakref.Weak
 
 
 def attach(
-    client: AcceptClient, cluster: str, secret: str, queue: JobQueue[Entry], opts: PollerOptions
+    client: AcceptClient,
+    cluster: str,
+    secret: str,
+    queue: JobQueue[Entry],
+    opts: PollerOptions,
+    record_accept: Callable[[float], None] | None = None,
 ) -> Holder:
     """Join the ledger of ``cluster`` on ``client`` (made on first use)."""
     ledgers = _ledgers.get(client)
@@ -868,7 +904,7 @@ def attach(
     ledger = ledgers.get(cluster)
     if ledger is None:
         ledger = ledgers[cluster] = AcceptLedger(client, cluster)
-    return ledger.attach(secret, queue, opts)
+    return ledger.attach(secret, queue, opts, record_accept)
 
 
 def live_ledger(client: AcceptClient, cluster: str) -> AcceptLedger | None:

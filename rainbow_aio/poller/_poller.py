@@ -28,6 +28,7 @@ from .._exceptions import (
     TLSError,
 )
 from .._models import Job
+from .._telemetry import load as load_telemetry
 from ._errors import PollerStoppedError
 from ._job import JobBatch, PolledJob
 from ._ledger import AcceptClient, AcceptLedger, Entry, Holder, attach
@@ -106,6 +107,7 @@ class ClusterPoller:
     """
 
     __slots__ = (
+        "__weakref__",
         "_budget",
         "_cluster",
         "_empty_polls",
@@ -124,6 +126,7 @@ class ClusterPoller:
         "_phase",
         "_polls",
         "_queue",
+        "_record_poll",
         "_scope",
         "_secret",
         "client",
@@ -153,6 +156,7 @@ class ClusterPoller:
         self._budget: IdleBudget | None = None
         self._first_delay = 0.0
         self._last_found: float | None = None  # loop time of the last poll with new jobs
+        self._record_poll: Callable[[float], None] | None = None  # telemetry, if on
         self._holder: Holder | None = None
         self._scope: anyio.CancelScope | None = None
         self._phase = NEW
@@ -204,6 +208,24 @@ class ClusterPoller:
             accept_calls=counts.accept_calls if counts else 0,
         )
 
+    def counters(self) -> dict[str, int]:
+        """The counters of :attr:`stats` by name (for telemetry)."""
+        stats = self.stats
+        return {
+            "polls": stats.polls,
+            "jobs_listed": stats.jobs_listed,
+            "handed_out": stats.handed_out,
+            "accepted": stats.accepted,
+            "lost_to_others": stats.lost_to_others,
+            "released": stats.released,
+            "uncertain": stats.uncertain,
+            "given_up": stats.given_up,
+        }
+
+    def queued(self) -> int:
+        """Jobs of this cluster waiting in the queue (for telemetry)."""
+        return 0 if self._holder is None else self._holder.queued()
+
     def take_error(self) -> BaseException | None:
         """The error that stopped polling, the first time it is asked for (so that it is
         raised once, by whoever asks first)."""
@@ -231,7 +253,14 @@ class ClusterPoller:
         self._limiter = limiter
         self._budget = budget
         self._first_delay = first_delay
-        self._holder = attach(self.client, self._cluster, self._secret, self._queue, self._opts)
+        telemetry = load_telemetry() if self.client.telemetry_enabled else None
+        record_accept = None
+        if telemetry is not None:
+            self._record_poll = telemetry.watch(self)
+            record_accept = telemetry.accept_recorder(self._cluster)
+        self._holder = attach(
+            self.client, self._cluster, self._secret, self._queue, self._opts, record_accept
+        )
         self._phase = RUNNING
         tg.start_soon(self._run_loop)
 
@@ -252,6 +281,10 @@ class ClusterPoller:
             self.stop()
             if self._holder is not None and self._phase != CLOSED:
                 await self._holder.close()
+            if self._record_poll is not None:
+                telemetry = load_telemetry()
+                if telemetry is not None:
+                    telemetry.unwatch(self)
             self._phase = CLOSED
 
     def _fail(self, exc: BaseException) -> None:
@@ -342,6 +375,8 @@ class ClusterPoller:
             self._polls += 1
             self._jobs_listed += listed
             self._last_latency = time.monotonic() - began
+            if self._record_poll is not None:
+                self._record_poll(self._last_latency)
             found = ledger.seq
             # the jobs beyond the room left are not tracked: a later poll lists them again
             for job in fresh[: max(queue.room, 0)]:
