@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -580,43 +580,17 @@ async def accept_each(
     Returns the wall and CPU seconds since ``t0`` / ``cpu0`` (taken by the caller, so
     that start-up can be counted), the accepted ids, failed accepts and their errors.
     """
-    accepted: list[int] = []
-    errors: list[str] = []
-    failed = 0
-    done = asyncio.Event()
 
-    async def consume() -> None:
-        nonlocal failed
-        while not done.is_set():
-            job = await jobs.get()
-            try:
-                ok = await job.accept()
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                ok = False
-            if ok:
-                accepted.append(job.id)
-                if len(accepted) >= total:
-                    done.set()
-            else:
-                failed += 1
+    async def step(errors: list[str]) -> tuple[list[int], int]:
+        job = await jobs.get()
+        try:
+            if await job.accept():
+                return [job.id], 0
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+        return [], 1
 
-    tasks = [asyncio.create_task(consume()) for _ in range(consumers)]
-    try:
-        await asyncio.wait_for(done.wait(), limit)
-        seconds = time.perf_counter() - t0
-        cpu = cpu_seconds() - cpu0
-    finally:
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-    return {
-        "seconds": round(seconds, 4),
-        "cpu_s": round(cpu, 4),
-        "failed_accepts": failed,
-        "errors": errors,
-        "accepted": accepted,
-    }
+    return await _consume(step, total=total, consumers=consumers, limit=limit, t0=t0, cpu0=cpu0)
 
 
 async def accept_batches(
@@ -632,25 +606,62 @@ async def accept_batches(
     """Like :func:`accept_each`, but each consumer takes a batch of up to ``max_size``
     jobs of one cluster (``jobs.get_batch``), accepts it with ``batch.accept()`` and
     reads each owned job's command, as a consumer handing jobs to a batch system would."""
+
+    async def step(errors: list[str]) -> tuple[list[int], int]:
+        batch = await jobs.get_batch(max_size)
+        try:
+            owned = await batch.accept()
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+            owned = []
+        _read = [job.job.command for job in owned]  # what a real consumer reads
+        return [job.id for job in owned], len(batch) - len(owned)
+
+    return await _consume(step, total=total, consumers=consumers, limit=limit, t0=t0, cpu0=cpu0)
+
+
+async def drain(
+    jobs: Any, params: dict[str, Any], *, limit: float, t0: float, cpu0: float
+) -> dict[str, Any]:
+    """Drain ``params["total"]`` jobs from ``jobs`` with ``params["consumers"]`` consumers:
+    in batches of up to ``params["batch"]`` when given, else one job at a time."""
+    if "batch" in params:
+        return await accept_batches(
+            jobs,
+            total=params["total"],
+            consumers=params["consumers"],
+            max_size=params["batch"],
+            limit=limit,
+            t0=t0,
+            cpu0=cpu0,
+        )
+    return await accept_each(
+        jobs, total=params["total"], consumers=params["consumers"], limit=limit, t0=t0, cpu0=cpu0
+    )
+
+
+async def _consume(
+    step: Callable[[list[str]], Awaitable[tuple[list[int], int]]],
+    *,
+    total: int,
+    consumers: int,
+    limit: float,
+    t0: float,
+    cpu0: float,
+) -> dict[str, Any]:
+    """Run ``consumers`` tasks repeating ``step`` (it returns the ids it accepted and how
+    many jobs it failed to) until ``total`` are accepted or ``limit`` seconds pass."""
     accepted: list[int] = []
     errors: list[str] = []
     failed = 0
     done = asyncio.Event()
-    commands = 0
 
     async def consume() -> None:
-        nonlocal failed, commands
+        nonlocal failed
         while not done.is_set():
-            batch = await jobs.get_batch(max_size)
-            try:
-                owned = await batch.accept()
-            except Exception as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-                owned = []
-            failed += len(batch) - len(owned)
-            for job in owned:
-                commands += len(job.job.command)  # what a real consumer reads
-                accepted.append(job.id)
+            ids, missed = await step(errors)
+            accepted.extend(ids)
+            failed += missed
             if len(accepted) >= total:
                 done.set()
 

@@ -168,24 +168,7 @@ async def consume(params: dict[str, Any]) -> dict[str, Any]:
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
         async with client.poll_many(params["secrets"], **params["options"]) as group:
-            if "batch" in params:
-                result = await H.accept_batches(
-                    group,
-                    total=params["total"],
-                    consumers=params["consumers"],
-                    max_size=params["batch"],
-                    limit=800,
-                    t0=t0,
-                    cpu0=cpu0,
-                )
-            else:
-                result = await H.accept_each(
-                    group,
-                    total=params["total"],
-                    consumers=params.get("consumers", CONSUMERS),
-                    limit=800,
-                    t0=t0,
-                    cpu0=cpu0,
-                )
+            params.setdefault("consumers", CONSUMERS)
+            result = await H.drain(group, params, limit=800, t0=t0, cpu0=cpu0)
             result["poller_stats"] = H.jsonable(group.stats)
     return result

@@ -337,24 +337,6 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
         else:
             source = client.poll_many(secrets, **options)
         async with source as jobs:
-            if "batch" in params:
-                result = await H.accept_batches(
-                    jobs,
-                    total=params["total"],
-                    consumers=params["consumers"],
-                    max_size=params["batch"],
-                    limit=600,
-                    t0=t0,
-                    cpu0=cpu0,
-                )
-            else:
-                result = await H.accept_each(
-                    jobs,
-                    total=params["total"],
-                    consumers=params["consumers"],
-                    limit=600,
-                    t0=t0,
-                    cpu0=cpu0,
-                )
+            result = await H.drain(jobs, params, limit=600, t0=t0, cpu0=cpu0)
             result["poller_stats"] = H.jsonable(getattr(jobs, "stats", None))
     return result
