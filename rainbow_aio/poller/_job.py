@@ -14,6 +14,7 @@ import enum
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, overload
 
+from .._exceptions import InvalidArgumentError
 from .._models import Job
 from ._errors import AcceptUncertainError
 
@@ -210,6 +211,9 @@ class JobBatch(Sequence[PolledJob]):
 
     def subset(self, jobs: Sequence[PolledJob]) -> JobBatch:
         """A batch of some of these jobs (for example those a handler should see)."""
+        mine = {id(job) for job in self._jobs}
+        if any(id(job) not in mine for job in jobs):
+            raise InvalidArgumentError("subset() takes jobs of this batch only")
         return JobBatch(self.cluster, jobs, self._accept_together)
 
     @property

@@ -225,8 +225,8 @@ class Holder:
         self.timer: asyncio.TimerHandle | None = None
         # tasks sending this holder's accepts (resends included)
         self.sends: set[asyncio.Task[None]] = set()
-        # accepted jobs put back in the queue for want of a consumer
-        self.orphans: list[Entry] | None = None
+        # accepted jobs put back in the queue for want of a consumer, until one takes them
+        self.orphans: set[Entry] | None = None
         self.stopping = False  # no more polling: accepts go out at once
         self.closed = False  # detached: its jobs can no longer be accepted
 
@@ -416,6 +416,7 @@ class AcceptLedger:
             entry.state = JobState.HELD
         elif entry.state is JobState.ACCEPTED:
             entry.redelivery = _CLAIMED
+            self._adopted(entry)
         entry.holder.counts.handed_out += 1
         handle = entry.handle() if entry.handle is not None else None
         if handle is None:
@@ -539,7 +540,14 @@ class AcceptLedger:
         """A consumer has the accepted job: never hand it out again."""
         if entry.redelivery == _IN_QUEUE:
             entry.holder.queue.discard()  # its queued copy is no longer deliverable
+            self._adopted(entry)
         entry.redelivery = _CLAIMED
+
+    @staticmethod
+    def _adopted(entry: Entry) -> None:
+        orphans = entry.holder.orphans
+        if orphans is not None:
+            orphans.discard(entry)
 
     def _abandoned(self, entry: Entry) -> None:
         """Every consumer waiting in ``accept()`` for ``entry`` was cancelled."""
@@ -785,8 +793,8 @@ class AcceptLedger:
             return
         entry.redelivery = _IN_QUEUE
         if holder.orphans is None:
-            holder.orphans = []
-        holder.orphans.append(entry)
+            holder.orphans = set()
+        holder.orphans.add(entry)
         holder.queue.put_owned(entry)
 
     def _give_back(self, entry: Entry) -> None:

@@ -312,6 +312,20 @@ async def test_a_failing_batch_handler_releases_its_jobs_as_failed(
     assert await waiting(rainbow_client, cluster) == set()
 
 
+async def test_a_subset_takes_jobs_of_its_own_batch_only(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=4)
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+        await wait_until(lambda: poller.qsize() == 4, what="the jobs queued")
+        one, other = await poller.get_batch(2), await poller.get_batch(2)
+        with pytest.raises(InvalidArgumentError):
+            one.subset([one[0], other[0]])
+        assert len(await one.subset([one[1]]).accept()) == 1
+        one.release()
+        other.release()
+
+
 def test_bad_batch_sizes_are_refused(rainbow_client: RainbowClient) -> None:
     poller = rainbow_client.poller("alpha", "secret")
     for size in (0, -1, 1.5, True):

@@ -11,6 +11,7 @@ from support.proxy import TcpProxy
 
 from rainbow_aio import RainbowClient, RainbowServer
 from rainbow_aio.poller import JobState
+from rainbow_aio.poller._ledger import live_ledger
 
 from .conftest import FAST, MakeCluster, wait_until, waiting
 
@@ -101,8 +102,13 @@ async def test_consumers_cancelled_at_random_points_lose_no_job(
             await wait_until(lambda: len(owned) == 60, within=30, what="every job owned")
             tg.cancel_scope.cancel()
         stats = poller.stats
+        ledger = live_ledger(rainbow_client, cluster.name)
+        assert ledger is not None
+        orphans_left = sum(len(h.orphans or ()) for h in ledger.holders)
     assert set(owned) == set(cluster.ids)
     assert set(owned.values()) == {1}
     assert stats.accepted == 60
+    # accepted jobs handed out again are no longer kept once a consumer took them
+    assert orphans_left == 0
     assert stats.uncertain == stats.lost_to_others == 0
     assert await waiting(rainbow_client, cluster) == set()
