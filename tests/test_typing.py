@@ -60,6 +60,9 @@ def mypy(tmp_path: Path, source: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=240,
         check=False,
+        # not the repository's root: there mypy would check the source tree as the
+        # program's own code, where a user's mypy reads the installed package
+        cwd=tmp_path,
     )
 
 

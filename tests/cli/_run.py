@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import socket
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+from support.scripts import without_slow_callbacks
 
 from rainbow_aio._proto import rainbow_pb2_grpc
 
@@ -29,16 +29,6 @@ class Result:
     @property
     def lines(self) -> list[str]:
         return self.out.splitlines()
-
-
-# asyncio's debug mode (on in the child, through PYTHONDEVMODE) logs every callback that
-# ran longer than 100 ms: a note on how busy the machine was, not an error of the command
-_SLOW_CALLBACK = re.compile(r"^Executing <.*> took \d+\.\d+ seconds\n", re.M)
-
-
-def without_slow_callbacks(stderr: bytes) -> str:
-    """A child's stderr, less asyncio's notes on slow callbacks."""
-    return _SLOW_CALLBACK.sub("", stderr.decode("utf-8"))
 
 
 def child_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -75,7 +65,7 @@ async def run(
         await proc.wait()
         raise
     assert proc.returncode is not None
-    return Result(proc.returncode, out.decode("utf-8"), without_slow_callbacks(err))
+    return Result(proc.returncode, out.decode("utf-8"), without_slow_callbacks(err.decode("utf-8")))
 
 
 async def interrupt(
@@ -123,7 +113,11 @@ async def interrupt(
             proc.kill()
             await proc.wait()
     assert proc.returncode is not None
-    return Result(proc.returncode, b"".join([*seen, out]).decode(), without_slow_callbacks(err))
+    return Result(
+        proc.returncode,
+        b"".join([*seen, out]).decode(),
+        without_slow_callbacks(err.decode("utf-8")),
+    )
 
 
 async def cli(*args: str, limit: float = 60.0, env: Mapping[str, str] | None = None) -> Result:
