@@ -31,12 +31,12 @@ import shlex
 import subprocess
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pytest
 
-from rainbow_aio import CallOutcome, RetryPolicy
+from rainbow_aio import CallOutcome, PollerOptions, RetryPolicy
 from rainbow_aio._retry import RETRY_TABLE, Fault
 from rainbow_aio.server import RainbowServer
 
@@ -246,6 +246,24 @@ def test_the_default_retry_policy_is_the_clients() -> None:
 def test_every_call_outcome_is_explained() -> None:
     rows = re.findall(r"^\| `(\w+)` \| ", section("retries.md", "The call outcome"), flags=re.M)
     assert rows == [outcome.name for outcome in CallOutcome]
+
+
+# -- delivery.md: the poller's options ---------------------------------------------------
+
+
+def test_the_options_table_gives_every_option_and_its_default() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| ([^|]+) \|", section("delivery.md", "Options"), flags=re.M)
+    shown = {name: cell.split()[0] for name, cell in rows}
+    defaults = PollerOptions()
+    assert sorted(shown) == sorted(f.name for f in fields(PollerOptions))
+    for name, cell in shown.items():
+        value = getattr(defaults, name)
+        if value is None:
+            assert cell == "`None`", name
+        elif isinstance(value, str):  # AcceptMode is a str enum
+            assert cell == f'`"{value}"`', name
+        else:
+            assert float(cell) == value, name
 
 
 # -- command-line.md --------------------------------------------------------------------
