@@ -1,6 +1,7 @@
 """The documentation's examples run, and its pages state what the code decides.
 
-Every fenced ``python`` block in ``docs/**/*.md`` is run by :func:`test_example`. An HTML
+Every fenced ``python`` block in ``docs/**/*.md`` and in README.md is run by
+:func:`test_example`. An HTML
 comment right before a block's fence (invisible on the site, plain in the repository)
 says how; without one the block is a whole program:
 
@@ -42,7 +43,10 @@ from rainbow_aio.server import RainbowServer
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
-PAGES = sorted(p for p in DOCS.rglob("*.md") if not p.relative_to(DOCS).parts[0].startswith("_"))
+PAGES = [
+    ROOT / "README.md",
+    *sorted(p for p in DOCS.rglob("*.md") if not p.relative_to(DOCS).parts[0].startswith("_")),
+]
 EXAMPLE_ADDRESS = "localhost:50051"
 LIMIT = 90.0  # seconds for one example
 
@@ -62,7 +66,7 @@ class Block:
 
     @property
     def name(self) -> str:
-        return f"{self.page.relative_to(DOCS)}:{self.line}"
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
 
 
 def blocks(page: Path) -> list[Block]:
