@@ -8,7 +8,7 @@
                 if await job.accept():
                     ...  # this process owns the job: run it
 
-See README.md for the delivery guarantees and the retry table.
+See docs/delivery.md for the delivery guarantees and docs/retries.md for the retry table.
 
 The embedded server (``RainbowServer``, ``ServerTLSConfig``) is imported on first use, so a
 program that only talks to a server does not load it, nor SQLite.

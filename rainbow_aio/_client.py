@@ -214,6 +214,7 @@ class RainbowClient:
 
     @property
     def retry_policy(self) -> RetryPolicy:
+        """How failed calls are repeated (the ``retry=`` given, or the default)."""
         return self._retry
 
     @property

@@ -125,6 +125,7 @@ class PollerGroup(JobSource):
 
     @property
     def clusters(self) -> builtins.list[str]:
+        """The clusters polled, in the order they were added."""
         return list(self._members)
 
     def __contains__(self, cluster: object) -> bool:
@@ -169,6 +170,7 @@ class PollerGroup(JobSource):
 
     @property
     def options(self) -> PollerOptions:
+        """The options every cluster of the group is polled with."""
         return self._opts
 
     @property

@@ -497,10 +497,12 @@ class Poller(JobSource):
 
     @property
     def cluster(self) -> str:
+        """The cluster this poller lists jobs for."""
         return self._polling.cluster
 
     @property
     def options(self) -> PollerOptions:
+        """The options in force (the :class:`PollerOptions` with the keywords applied)."""
         return self._polling.options
 
     @property

@@ -29,6 +29,8 @@ Handler = Callable[[PolledJob], Awaitable[object]]
 BatchHandler = Callable[[JobBatch], Awaitable[object]]
 """``async def handler(batch)`` for ``run(..., batch_size=N)``."""
 AcceptWhen = Literal["before", "after", "manual"]
+"""When ``run()`` accepts a job: before the handler runs, after it returned, or never
+(the handler accepts or releases it itself)."""
 
 DEFAULT_BATCH_SIZE: Final = 100
 

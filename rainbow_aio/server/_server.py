@@ -52,6 +52,7 @@ class ServerTLSConfig:
     client_ca: bytes | None = field(default=None, repr=False)
 
     def credentials(self) -> grpc.ServerCredentials:
+        """The grpc credentials for the server's secure port."""
         return grpc.ssl_server_credentials(
             [(self.private_key, self.certificate_chain)],
             root_certificates=self.client_ca,
@@ -159,6 +160,7 @@ class RainbowServer:
 
     @property
     def port(self) -> int:
+        """The port to connect to (the real one once started, when 0 was asked for)."""
         return self._port
 
     @property
@@ -175,6 +177,7 @@ class RainbowServer:
 
     @property
     def running(self) -> bool:
+        """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
 
     async def start(self) -> None:

@@ -97,14 +97,18 @@ class ServerProcess:
 
     @property
     def pid(self) -> int | None:
+        """The process id of the latest start (also after it exited), or None before the
+        first start."""
         return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:
+        """True while the child process has not exited."""
         return self._proc is not None and self._proc.poll() is None
 
     @property
     def returncode(self) -> int | None:
+        """The exit status of the last run (``-N`` for signal N), or None while it runs."""
         return self._proc.poll() if self._proc is not None else None
 
     @property
@@ -266,21 +270,27 @@ class ServerProcess:
     # (the timeouts bound waits on a child process in a worker thread, hence ASYNC109)
 
     async def start(self, *, cleanup: bool | None = None, timeout: float | None = None) -> None:  # noqa: ASYNC109
+        """:meth:`start_sync` without blocking the event loop."""
         await asyncio.to_thread(self.start_sync, cleanup=cleanup, timeout=timeout)
 
     async def kill(self) -> int | None:
+        """:meth:`kill_sync` without blocking the event loop."""
         return await asyncio.to_thread(self.kill_sync)
 
     async def terminate(self, timeout: float = 15.0) -> int | None:  # noqa: ASYNC109
+        """:meth:`terminate_sync` without blocking the event loop."""
         return await asyncio.to_thread(self.terminate_sync, timeout)
 
     async def stop(self, timeout: float = 15.0) -> int | None:  # noqa: ASYNC109
+        """:meth:`stop_sync` without blocking the event loop."""
         return await asyncio.to_thread(self.stop_sync, timeout)
 
     async def wait(self, timeout: float | None = None) -> int | None:  # noqa: ASYNC109
+        """:meth:`wait_sync` without blocking the event loop."""
         return await asyncio.to_thread(self.wait_sync, timeout)
 
     async def wait_for_output(self, pattern: str, timeout: float = 30.0) -> str:  # noqa: ASYNC109
+        """:meth:`wait_for_output_sync` without blocking the event loop."""
         return await asyncio.to_thread(self.wait_for_output_sync, pattern, timeout)
 
     async def restart(self) -> None:

@@ -15,7 +15,7 @@ jobs it never stored, and listings that miss jobs it holds. What must hold anywa
 A probe client with retries off lists every cluster throughout the submits, so the
 figures also say what the server answered on its own: how often it falsely denied,
 and how many times in a row for one cluster. The figures go to ``go-load-figures.json``
-beside this file (README's compatibility section quotes them). Marked ``slow``: it runs
+beside this file (docs/go-server.md, "Under load", sums them up). Marked ``slow``: it runs
 in ``tox -e compat``, not in the default run.
 """
 

@@ -97,7 +97,7 @@ async def test_the_go_server_confirms_a_submit_it_did_not_store(
 ) -> None:
     # A characterisation of the server, not of rainbow-aio: with the write lock held
     # elsewhere its INSERT fails after the busy wait, it ignores that error and answers
-    # SUBMIT_SUCCESS. No client can tell; README says what to expect.
+    # SUBMIT_SUCCESS. No client can tell; docs/go-server.md says what to expect.
     cluster = await make_go_cluster(jobs=1)
     [old] = go_server.stored_jobs(cluster.name)
     async with RainbowClient(go_server.address) as client:

@@ -27,7 +27,7 @@ def _require(variable: str, what: str) -> Path:
         return Path(value)
     message = (
         f"{variable} is not set: these tests need {what} "
-        "(see README, 'Compatibility with the Go server')"
+        "(see docs/go-server.md, 'Running the compatibility suite')"
     )
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true, but {message}", pytrace=False)
