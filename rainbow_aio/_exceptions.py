@@ -224,8 +224,8 @@ def error_from_status(
     times the call was sent), ``tls`` (whether the client uses TLS) and ``budget`` (the
     call's time budget, when that is what ran out) only shape the message, so that an
     :class:`UnavailableError` names the host, the attempts, and a hint when a server
-    closed the connection before gRPC could start, and a :class:`DeadlineExceededError`
-    says when the call's whole budget was spent.
+    closed the connection before gRPC could start, and an error that ended the call
+    because its whole budget was spent (a deadline, a server out of reach) says so.
     """
     details = details or ""
     tried = _attempts_text(attempts)
@@ -259,8 +259,10 @@ def error_from_status(
                 else "; something accepted the connection but closed it before gRPC "
                 "started: if the server uses TLS, pass tls=TLSConfig(...)"
             )
+        spent = f"; the call's {budget:g} s budget ran out" if budget is not None else ""
         error = make(
-            UnavailableError, f"cannot reach the rainbow server{where}{tried}: {details}{hint}"
+            UnavailableError,
+            f"cannot reach the rainbow server{where}{tried}: {details}{hint}{spent}",
         )
         error.outcome = CallOutcome.NOT_APPLIED if unsent else CallOutcome.UNKNOWN
         return error
