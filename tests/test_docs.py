@@ -176,6 +176,7 @@ async def run_pytest(where: Path) -> tuple[int, str, str]:
     return await run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], where)
 
 
+@pytest.mark.docs
 @pytest.mark.parametrize("block", PYTHON, ids=[block.name for block in PYTHON])
 async def test_example(block: Block, rainbow_server: RainbowServer, tmp_path: Path) -> None:
     if block.marker.startswith("not run"):
@@ -314,6 +315,7 @@ def test_the_testing_extra_is_the_one_the_pages_install() -> None:
         assert "python -m pip install '.[testing]'" in (DOCS / page).read_text(encoding="utf-8")
 
 
+@pytest.mark.docs
 async def test_the_marker_the_page_offers_works_too(testing_example: Block, tmp_path: Path) -> None:
     module = pytest_project(testing_example, tmp_path)
     (tmp_path / "pyproject.toml").unlink()
@@ -326,6 +328,7 @@ async def test_the_marker_the_page_offers_works_too(testing_example: Block, tmp_
     assert "1 passed" in out
 
 
+@pytest.mark.docs
 async def test_without_the_configuration_the_example_does_not_pass(
     testing_example: Block, tmp_path: Path
 ) -> None:

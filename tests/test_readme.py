@@ -11,6 +11,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
@@ -56,6 +58,7 @@ def run_as_user(
     )
 
 
+@pytest.mark.docs
 def test_try_it_works_as_written_in_a_fresh_clone(tmp_path: Path) -> None:
     """The "Try it" commands, exactly as shown, in a copy of the repository: a virtual
     environment (a system Python that refuses ``pip install`` never sees the install),
