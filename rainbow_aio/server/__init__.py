@@ -20,6 +20,12 @@ What it guarantees (see PROTOCOL.md for the Go server it reproduces):
 - SUBMIT_SUCCESS only after the row is committed and fsynced, and no ``database is
   locked`` under any load: one thread owns the database and commits in batches
   (``_store`` explains the design and the WAL + ``synchronous=FULL`` choice);
+- a large backlog costs disk, not memory: waiting jobs live only in SQLite, start-up
+  reads no job, RequestJobs(maxJobs k) reads k rows through the ``(cluster, id)`` index
+  whatever the cluster's history, and a long listing is built in pieces off the event
+  loop, so it never holds up other calls (``_listing``); a listing larger than 256 MiB
+  (RainbowClient's receive limit) fails with RESOURCE_EXHAUSTED and a hint to lower
+  ``maxJobs``, never with a shortened answer;
 - ids keep increasing across restarts and are never reused; ``cleanup`` starts empty;
 - with the built-in default secret it listens only on loopback addresses, unless
   ``allow_public_default_secret=True`` (``--allow-default-secret``).

@@ -9,12 +9,12 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
 from .. import _protocol as P
-from .._proto import rainbow_pb2_grpc as pb_grpc
+from .._proto import rainbow_pb2 as pb
 from ._service import Servicer
 from ._store import MEMORY, Store, StoreError
 
@@ -23,6 +23,9 @@ __all__ = ["RainbowServer", "ServerStartError", "ServerTLSConfig"]
 log = logging.getLogger("rainbow_aio.server")
 
 RPC_NAMES: Final = ("Register", "SubmitJob", "RequestJobs", "AcceptJobs", "Serial", "Stream")
+
+MAX_ANSWER_BYTES: Final = 256 << 20
+"""The largest RequestJobs answer: RainbowClient's receive limit."""
 
 _SERVER_OPTIONS: Final = [
     # gRPC binds with SO_REUSEPORT by default, which would let a second server share a
@@ -35,6 +38,40 @@ _SERVER_OPTIONS: Final = [
     ("grpc.http2.max_ping_strikes", 2),
     ("grpc.keepalive_permit_without_calls", 0),
 ]
+
+
+def _as_is(answer: bytes) -> bytes:
+    """The "serializer" of answers that are serialized already."""
+    return answer
+
+
+def _handlers(servicer: Servicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The six methods, as the generated ``add_RainbowSchedulerServicer_to_server`` would
+    register them, except that RequestJobs answers arrive serialized (off the loop)."""
+
+    def unary(method: Any, request: Any, serialize: Any) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=request.FromString, response_serializer=serialize
+        )
+
+    return {
+        "Register": unary(
+            servicer.Register, pb.RegisterRequest, pb.RegisterResponse.SerializeToString
+        ),
+        "SubmitJob": unary(
+            servicer.SubmitJob, pb.SubmitJobRequest, pb.SubmitJobResponse.SerializeToString
+        ),
+        "RequestJobs": unary(servicer.RequestJobs, pb.RequestJobsRequest, _as_is),
+        "AcceptJobs": unary(
+            servicer.AcceptJobs, pb.AcceptJobsRequest, pb.AcceptJobsResponse.SerializeToString
+        ),
+        "Serial": unary(servicer.Serial, pb.Request, pb.Response.SerializeToString),
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            servicer.Stream,
+            request_deserializer=pb.Request.FromString,
+            response_serializer=pb.Response.SerializeToString,
+        ),
+    }
 
 
 class ServerStartError(RuntimeError):
@@ -200,14 +237,19 @@ class RainbowServer:
             raise ServerStartError("the registration secret must not be empty")
         probe_bind(self._host, self._port)
         log.info("creating 🌈️ server...")
-        store = Store(self._db, cleanup=self._cleanup)
+        store = Store(self._db, cleanup=self._cleanup, max_answer_bytes=MAX_ANSWER_BYTES)
         try:
             clusters = await store.open()
         except StoreError as exc:
             raise ServerStartError(f"cannot open database {str(self._db)!r}: {exc}") from None
         servicer = Servicer(store, self._secret, clusters)
         server = grpc.aio.server(options=_SERVER_OPTIONS)
-        pb_grpc.add_RainbowSchedulerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        handlers = _handlers(servicer)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(P.SERVICE, handlers),)
+        )
+        # (as the generated code does; grpc-stubs do not know this method yet)
+        server.add_registered_method_handlers(P.SERVICE, handlers)  # type: ignore[attr-defined]
         bind = f"[{self._host}]:{self._port}" if ":" in self._host else self._requested
         try:
             try:

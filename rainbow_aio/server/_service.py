@@ -4,6 +4,9 @@ Every refusal is gRPC status UNKNOWN with one of the details strings of
 ``rainbow_aio._protocol``, exactly as the Go server answers, so clients see the real wire
 shapes. The checks run in the Go server's order (for example AcceptJobs checks for an
 empty secret before an empty id list, and both before the credentials).
+
+RequestJobs answers are serialized by the store's thread (``_listing.py``), so its
+handler returns bytes; ``_server.py`` passes them to gRPC as they are.
 """
 
 from __future__ import annotations
@@ -19,11 +22,16 @@ import grpc
 
 from .. import _protocol as P
 from .._proto import rainbow_pb2 as pb
-from ._store import ClusterCredentials, Store, StoreError
+from ._store import AnswerTooLarge, ClusterCredentials, Store, StoreError
 
 __all__ = ["Servicer", "digest"]
 
 _Context = grpc.aio.ServicerContext
+
+
+async def _fail(context: _Context[object, object], details: str) -> NoReturn:
+    """End the call as the Go server ends every failed call: UNKNOWN with ``details``."""
+    await context.abort(grpc.StatusCode.UNKNOWN, details)
 
 
 def digest(value: str) -> bytes:
@@ -56,10 +64,6 @@ class Servicer:
             return False
         return hmac.compare_digest(given, creds.token_hash if token else creds.secret_hash)
 
-    @staticmethod
-    async def _fail(context: _Context[object, object], details: str) -> NoReturn:
-        await context.abort(grpc.StatusCode.UNKNOWN, details)
-
     # -- RPCs --------------------------------------------------------------------------
 
     async def Register(
@@ -67,10 +71,10 @@ class Servicer:
     ) -> pb.RegisterResponse:
         self.counts["Register"] += 1
         if not hmac.compare_digest(digest(request.secret), self._secret_hash):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         name = request.name
         if not name:
-            await self._fail(context, P.DETAILS_CLUSTER_REQUIRED)
+            await _fail(context, P.DETAILS_CLUSTER_REQUIRED)
         if name in self._clusters:
             return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
         token, secret = str(uuid.uuid4()), str(uuid.uuid4())
@@ -78,7 +82,7 @@ class Servicer:
         try:
             created = await self._store.register(name, creds)
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         if not created:
             return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
         self._clusters[name] = creds
@@ -91,45 +95,48 @@ class Servicer:
     ) -> pb.SubmitJobResponse:
         self.counts["SubmitJob"] += 1
         if not request.token:
-            await self._fail(context, P.DETAILS_TOKEN_REQUIRED)
+            await _fail(context, P.DETAILS_TOKEN_REQUIRED)
         if not self._authorised(request.cluster, request.token, token=True):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         try:
             job_id = await self._store.submit(
                 request.cluster, request.name, request.nodes, request.tasks, request.command
             )
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         return pb.SubmitJobResponse(jobid=job_id, status=pb.SubmitJobResponse.SUBMIT_SUCCESS)
 
     async def RequestJobs(
         self, request: pb.RequestJobsRequest, context: _Context[object, object]
-    ) -> pb.RequestJobsResponse:
+    ) -> bytes:
         self.counts["RequestJobs"] += 1
+        """The answer comes back serialized: NORESULTS (an empty message) or SUCCESS."""
         if not request.secret:
-            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+            await _fail(context, P.DETAILS_SECRET_REQUIRED)
         if not self._authorised(request.cluster, request.secret, token=False):
-            await self._fail(context, P.DETAILS_DENIED)
-        jobs = self._store.waiting(request.cluster, request.maxJobs)
-        if not jobs:
-            return pb.RequestJobsResponse(status=pb.RequestJobsResponse.REQUEST_JOBS_NORESULTS)
-        return pb.RequestJobsResponse(jobs=jobs, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS)
+            await _fail(context, P.DETAILS_DENIED)
+        try:
+            return await self._store.list_jobs(request.cluster, request.maxJobs)
+        except AnswerTooLarge as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StoreError as exc:
+            await _fail(context, str(exc))
 
     async def AcceptJobs(
         self, request: pb.AcceptJobsRequest, context: _Context[object, object]
     ) -> pb.AcceptJobsResponse:
         self.counts["AcceptJobs"] += 1
         if not request.secret:
-            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+            await _fail(context, P.DETAILS_SECRET_REQUIRED)
         ids = list(request.jobids)
         if not ids:
-            await self._fail(context, P.DETAILS_NO_JOBS)
+            await _fail(context, P.DETAILS_NO_JOBS)
         if not self._authorised(request.cluster, request.secret, token=False):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         try:
             deleted = await self._store.accept(request.cluster, ids)
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         status = (
             pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
             if deleted == len(ids)
@@ -159,4 +166,4 @@ class Servicer:
                 processing_details=P.SERIAL_PROCESSED,
             )
         # The Go server treats the client's half-close as a receive error.
-        await self._fail(context, P.DETAILS_STREAM_EOF)
+        await _fail(context, P.DETAILS_STREAM_EOF)

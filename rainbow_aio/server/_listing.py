@@ -1,0 +1,123 @@
+"""RequestJobs answers, built piece by piece and serialized away from the event loop.
+
+A listing of a million jobs is about 170 MB of protobuf. Building it as one message on
+the event loop stalls every other call for seconds, so the store's thread builds each
+answer in pieces of at most :data:`PIECE_ROWS` jobs and serializes each piece as it goes.
+Concatenated protobuf encodings merge: the pieces of a ``map<int32, string>`` joined
+together are one valid ``RequestJobsResponse`` holding every entry, so the finished
+answer is the pieces' bytes joined, followed once by the status field. The event loop
+only hands the finished bytes to gRPC.
+
+An answer larger than the server's ``max_response_bytes`` is refused with
+:class:`AnswerTooLarge`, never cut short: a poller reads "fewer jobs than I asked for" as
+"that is every waiting job", so a silently shortened answer would make it drop jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Final
+
+from .._gojson import encode_job
+from .._proto import rainbow_pb2 as pb
+
+__all__ = ["PIECE_ROWS", "AnswerTooLarge", "Listing"]
+
+PIECE_ROWS: Final = 500
+"""Jobs read and encoded in one piece (about 2 ms of work): the longest a listing holds
+the store's thread before other calls get their turn."""
+
+_SUCCESS: Final = pb.RequestJobsResponse(
+    status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS
+).SerializeToString()
+
+# the smallest id SQLite can store: the first piece starts after it
+_BEFORE_ANY_ID: Final = -(2**63)
+
+# One row as the store reads it: id, name, nodes, tasks, command.
+Row = tuple[int, str, int, int, str]
+
+
+class AnswerTooLarge(Exception):
+    """The answer would be larger than the server allows; nothing was sent."""
+
+    def __init__(self, limit: int, fitted: int) -> None:
+        hint = f" (the first {fitted:,} would fit)" if fitted else ""
+        super().__init__(
+            f"the answer would be larger than the server's limit of {limit:,} bytes; "
+            f"ask for fewer jobs with maxJobs{hint}"
+        )
+        self.limit = limit
+        self.fitted = fitted
+
+
+class Listing:
+    """One RequestJobs answer in the making: the ``limit`` lowest-id jobs of a cluster
+    (all of them when ``limit <= 0``), as serialized ``RequestJobsResponse`` bytes.
+
+    The store's thread calls :meth:`want`, reads that many rows after :attr:`after_id`,
+    and passes them to :meth:`add` until it returns True; then :meth:`answer` has the
+    bytes. Each piece is its own read, so a long listing shows every job that waited
+    throughout it, and may also show jobs submitted, or accepted, while it was built.
+    """
+
+    __slots__ = ("_chunks", "_count", "_limit", "_max_bytes", "_size", "after_id", "cluster", "fut")
+
+    def __init__(
+        self, cluster: str, limit: int, max_bytes: int, fut: asyncio.Future[bytes]
+    ) -> None:
+        self.cluster = cluster
+        self.fut = fut
+        self.after_id = _BEFORE_ANY_ID
+        self._limit = max(limit, 0)
+        self._max_bytes = max_bytes
+        self._chunks: list[bytes] = []
+        self._size = len(_SUCCESS)
+        self._count = 0
+
+    @property
+    def count(self) -> int:
+        """Jobs in the answer so far."""
+        return self._count
+
+    @property
+    def abandoned(self) -> bool:
+        """The caller stopped waiting (its call was cancelled): stop building.
+
+        Read from the store's thread; a stale value only costs one more piece.
+        """
+        return self.fut.done()
+
+    def want(self) -> int:
+        """How many rows the next piece should read."""
+        if not self._limit:
+            return PIECE_ROWS
+        return min(PIECE_ROWS, self._limit - self._count)
+
+    def add(self, rows: Sequence[Row], asked: int) -> bool:
+        """Encode one piece read with ``LIMIT asked``; True when the answer is complete.
+
+        Raises :class:`AnswerTooLarge` when the answer would pass the size limit.
+        """
+        if rows:
+            cluster = self.cluster
+            piece = pb.RequestJobsResponse(
+                jobs={row[0]: encode_job(row[0], cluster, *row[1:]) for row in rows}
+            ).SerializeToString()
+            if self._size + len(piece) > self._max_bytes:
+                raise AnswerTooLarge(self._max_bytes, self._count)
+            self._size += len(piece)
+            self._chunks.append(piece)
+            self._count += len(rows)
+            self.after_id = rows[-1][0]
+        return len(rows) < asked or self._count == self._limit
+
+    def answer(self) -> bytes:
+        """The finished answer: empty (REQUEST_JOBS_NORESULTS) when no job waits."""
+        if not self._count:
+            return b""
+        self._chunks.append(_SUCCESS)
+        data = b"".join(self._chunks)
+        self._chunks.clear()
+        return data
