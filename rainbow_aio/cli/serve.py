@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import _protocol as P
+from ..server import ServerLimits
+from ._common import whole_number
 
 PROG = "rainbow-aio serve"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -61,6 +63,31 @@ def add_parser(subparsers: Any) -> None:
         "--allow-default-secret",
         action="store_true",
         help="allow the default registration secret on a non-loopback address",
+    )
+    limits = ServerLimits()
+    parser.add_argument(
+        "--max-calls-in-flight",
+        type=whole_number(1),
+        default=limits.max_calls_in_flight,
+        metavar="N",
+        help="database calls served at once; more are answered 'database is locked', "
+        f"which clients retry (default {limits.max_calls_in_flight})",
+    )
+    parser.add_argument(
+        "--max-queued-writes",
+        type=whole_number(1),
+        default=limits.max_queued_writes,
+        metavar="N",
+        help="writes waiting for the database; more are answered 'database is locked' "
+        f"(default {limits.max_queued_writes})",
+    )
+    parser.add_argument(
+        "--max-response-bytes",
+        type=whole_number(1),
+        default=limits.max_response_bytes,
+        metavar="N",
+        help="largest RequestJobs answer; a larger listing fails and asks for a smaller "
+        f"maxJobs (default {limits.max_response_bytes}, RainbowClient's receive limit)",
     )
     parser.add_argument(
         "--grace",
@@ -138,6 +165,11 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
             cleanup=args.cleanup,
             tls=_tls(args),
             allow_public_default_secret=args.allow_default_secret,
+            limits=ServerLimits(
+                max_calls_in_flight=args.max_calls_in_flight,
+                max_queued_writes=args.max_queued_writes,
+                max_response_bytes=args.max_response_bytes,
+            ),
         )
     except ServerStartError as exc:
         raise _Fail(str(exc)) from None

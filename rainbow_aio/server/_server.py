@@ -15,6 +15,7 @@ import grpc
 
 from .. import _protocol as P
 from .._proto import rainbow_pb2 as pb
+from ._limits import CallGate, ServerLimits
 from ._service import Servicer
 from ._store import MEMORY, Store, StoreError
 
@@ -24,8 +25,7 @@ log = logging.getLogger("rainbow_aio.server")
 
 RPC_NAMES: Final = ("Register", "SubmitJob", "RequestJobs", "AcceptJobs", "Serial", "Stream")
 
-MAX_ANSWER_BYTES: Final = 256 << 20
-"""The largest RequestJobs answer: RainbowClient's receive limit."""
+PENDING_CALLS: Final = 20_000
 
 _SERVER_OPTIONS: Final = [
     # gRPC binds with SO_REUSEPORT by default, which would let a second server share a
@@ -37,6 +37,14 @@ _SERVER_OPTIONS: Final = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5 * 60 * 1000),
     ("grpc.http2.max_ping_strikes", 2),
     ("grpc.keepalive_permit_without_calls", 0),
+    # Calls that have arrived but that the event loop has not picked up yet wait in
+    # grpc's own queue. Past its default size (1,000, then refusals at random up to
+    # 3,000) grpc answers them CANCELLED, which no client retries, so a burst of
+    # submits would fail outright. A larger queue lets the server pick every call up
+    # and answer those past ServerLimits with the retryable 'database is locked'. Each
+    # waiting call costs a few KB; the queue never holds more than this many.
+    ("grpc.server.max_pending_requests", PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
 ]
 
 
@@ -157,6 +165,9 @@ class RainbowServer:
     file first. ``address`` may use port 0: after :meth:`start`, :attr:`address` and
     :attr:`port` hold the real port. With the default registration secret the server
     only listens on loopback addresses unless ``allow_public_default_secret`` is set.
+    ``limits`` bounds the calls in flight, the queued writes and the size of one
+    listing (:class:`ServerLimits`; past the first two the server answers the
+    retryable ``database is locked``).
 
         async with RainbowServer("127.0.0.1:0", secret="s3cret") as server:
             async with RainbowClient(server.address) as client:
@@ -172,6 +183,7 @@ class RainbowServer:
         cleanup: bool = False,
         tls: ServerTLSConfig | None = None,
         allow_public_default_secret: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._requested = address
         self._host, self._port = split_address(address)
@@ -180,6 +192,7 @@ class RainbowServer:
         self._cleanup = cleanup
         self._tls = tls
         self._allow_public_default_secret = allow_public_default_secret
+        self._limits = ServerLimits() if limits is None else limits
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
         self._servicer: Servicer | None = None
@@ -211,6 +224,16 @@ class RainbowServer:
         return types.MappingProxyType(self._servicer.counts)
 
     @property
+    def limits(self) -> ServerLimits:
+        return self._limits
+
+    @property
+    def busy_answers(self) -> int:
+        """Calls answered ``database is locked`` because the server was past a bound of
+        :attr:`limits` (since the last start)."""
+        return 0 if self._servicer is None else self._servicer.gate.refused
+
+    @property
     def running(self) -> bool:
         return self._server is not None
 
@@ -237,12 +260,18 @@ class RainbowServer:
             raise ServerStartError("the registration secret must not be empty")
         probe_bind(self._host, self._port)
         log.info("creating 🌈️ server...")
-        store = Store(self._db, cleanup=self._cleanup, max_answer_bytes=MAX_ANSWER_BYTES)
+        limits = self._limits
+        store = Store(
+            self._db,
+            cleanup=self._cleanup,
+            max_queued_writes=limits.max_queued_writes,
+            max_answer_bytes=limits.max_response_bytes,
+        )
         try:
             clusters = await store.open()
         except StoreError as exc:
             raise ServerStartError(f"cannot open database {str(self._db)!r}: {exc}") from None
-        servicer = Servicer(store, self._secret, clusters)
+        servicer = Servicer(store, self._secret, clusters, CallGate(limits.max_calls_in_flight))
         server = grpc.aio.server(options=_SERVER_OPTIONS)
         handlers = _handlers(servicer)
         server.add_generic_rpc_handlers(
@@ -264,6 +293,12 @@ class RainbowServer:
             from .. import __version__
 
             log.info("starting scheduler server: rainbow-aio %s", __version__)
+            log.info(
+                "limits: %d calls in flight, %d queued writes, %d-byte answers",
+                limits.max_calls_in_flight,
+                limits.max_queued_writes,
+                limits.max_response_bytes,
+            )
             await server.start()
         except BaseException:
             await server.stop(None)
@@ -280,6 +315,8 @@ class RainbowServer:
         self._server = None
         if server is not None:
             await server.stop(grace)
+            if self.busy_answers:
+                log.info("%d calls were answered 'database is locked' (busy)", self.busy_answers)
         if store is not None:
             await store.close()
             self._store = None

@@ -5,33 +5,62 @@ Every refusal is gRPC status UNKNOWN with one of the details strings of
 shapes. The checks run in the Go server's order (for example AcceptJobs checks for an
 empty secret before an empty id list, and both before the credentials).
 
+Past the server's bounds (``_limits.py``) a database call is answered UNKNOWN
+``database is locked`` before any check, as the Go server answers under heavy load.
 RequestJobs answers are serialized by the store's thread (``_listing.py``), so its
 handler returns bytes; ``_server.py`` passes them to gRPC as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import grpc
 
 from .. import _protocol as P
 from .._proto import rainbow_pb2 as pb
-from ._store import AnswerTooLarge, ClusterCredentials, Store, StoreError
+from ._limits import CallGate
+from ._store import AnswerTooLarge, ClusterCredentials, Store, StoreBusy, StoreError
 
 __all__ = ["Servicer", "digest"]
 
 _Context = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Handler = Callable[["Servicer", _Req, "_Context[object, object]"], Awaitable[_Resp]]
 
 
 async def _fail(context: _Context[object, object], details: str) -> NoReturn:
     """End the call as the Go server ends every failed call: UNKNOWN with ``details``."""
     await context.abort(grpc.StatusCode.UNKNOWN, details)
+
+
+def _database_call(handler: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
+    """Count the call, admit it through the gate or answer ``database is locked``, and
+    answer ``database is locked`` too when the store's write queue is full."""
+    name = handler.__name__
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: _Req, context: _Context[object, object]) -> _Resp:
+        self.counts[name] += 1
+        gate = self.gate
+        if not gate.enter():
+            await _fail(context, P.DETAILS_DB_LOCKED)
+        try:
+            return await handler(self, request, context)
+        except StoreBusy:
+            gate.refuse("queued writes")
+            await _fail(context, P.DETAILS_DB_LOCKED)
+        finally:
+            gate.leave()
+
+    return wrapper
 
 
 def digest(value: str) -> bytes:
@@ -44,12 +73,20 @@ class Servicer:
 
     Cluster credentials never change once registered, so their digests are kept in
     memory (loaded at start, added on registration) and authorisation costs no query.
+    ``gate`` bounds the database calls in flight.
     """
 
-    def __init__(self, store: Store, secret: str, clusters: dict[str, ClusterCredentials]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        secret: str,
+        clusters: dict[str, ClusterCredentials],
+        gate: CallGate,
+    ) -> None:
         self._store = store
         self._secret_hash = digest(secret)
         self._clusters = clusters
+        self.gate = gate
         self.counts: Counter[str] = Counter()
         self.stream_counter = 0
 
@@ -66,10 +103,10 @@ class Servicer:
 
     # -- RPCs --------------------------------------------------------------------------
 
+    @_database_call
     async def Register(
         self, request: pb.RegisterRequest, context: _Context[object, object]
     ) -> pb.RegisterResponse:
-        self.counts["Register"] += 1
         if not hmac.compare_digest(digest(request.secret), self._secret_hash):
             await _fail(context, P.DETAILS_DENIED)
         name = request.name
@@ -90,10 +127,10 @@ class Servicer:
             token=token, secret=secret, status=pb.RegisterResponse.REGISTER_SUCCESS
         )
 
+    @_database_call
     async def SubmitJob(
         self, request: pb.SubmitJobRequest, context: _Context[object, object]
     ) -> pb.SubmitJobResponse:
-        self.counts["SubmitJob"] += 1
         if not request.token:
             await _fail(context, P.DETAILS_TOKEN_REQUIRED)
         if not self._authorised(request.cluster, request.token, token=True):
@@ -106,10 +143,10 @@ class Servicer:
             await _fail(context, str(exc))
         return pb.SubmitJobResponse(jobid=job_id, status=pb.SubmitJobResponse.SUBMIT_SUCCESS)
 
+    @_database_call
     async def RequestJobs(
         self, request: pb.RequestJobsRequest, context: _Context[object, object]
     ) -> bytes:
-        self.counts["RequestJobs"] += 1
         """The answer comes back serialized: NORESULTS (an empty message) or SUCCESS."""
         if not request.secret:
             await _fail(context, P.DETAILS_SECRET_REQUIRED)
@@ -122,10 +159,10 @@ class Servicer:
         except StoreError as exc:
             await _fail(context, str(exc))
 
+    @_database_call
     async def AcceptJobs(
         self, request: pb.AcceptJobsRequest, context: _Context[object, object]
     ) -> pb.AcceptJobsResponse:
-        self.counts["AcceptJobs"] += 1
         if not request.secret:
             await _fail(context, P.DETAILS_SECRET_REQUIRED)
         ids = list(request.jobids)

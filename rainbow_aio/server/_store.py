@@ -3,7 +3,9 @@
 Why one owner: SQLite allows one writer at a time, and the Go server's many writers
 racing on one file is what produced ``database is locked``, false denials and lost jobs.
 Here every statement goes through a single thread fed by a queue, so no two statements
-ever compete for the lock and "locked" cannot happen by construction.
+ever compete for the lock and "locked" cannot happen by construction. (The server does
+answer ``database is locked`` on purpose when it is past its bounds; see
+``_limits.py``. Nothing has been written when it does.)
 
 Why batches: the thread drains what waits in the queue (up to ``MAX_BATCH`` operations)
 and runs the writes in one transaction with one commit, so 64 submits that arrive
@@ -28,6 +30,10 @@ waits for at most one piece per listing in progress, never for a whole million-j
 listing; and at most ``LARGE_LISTINGS`` listings past their first piece are built at
 once, so their memory stays bounded too.
 
+Bounds: at most ``max_queued_writes`` writes wait for the thread; past that,
+:meth:`Store.submit`, :meth:`Store.accept` and :meth:`Store.register` raise
+:class:`StoreBusy` without queueing anything.
+
 Job ids come from ``INTEGER PRIMARY KEY AUTOINCREMENT``: they keep increasing across
 restarts and an accepted (deleted) id is never handed out again.
 """
@@ -47,7 +53,7 @@ from typing import Any, Final
 
 from ._listing import AnswerTooLarge, Listing
 
-__all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreError"]
+__all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreBusy", "StoreError"]
 
 log = logging.getLogger("rainbow_aio.server")
 
@@ -84,6 +90,10 @@ class StoreError(Exception):
     """The database could not be opened or a statement failed; the message is safe to show."""
 
 
+class StoreBusy(Exception):
+    """Too many writes wait for the database; this one was not queued (nothing written)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterCredentials:
     """SHA-256 digests of a cluster's token and secret (the plain values are never kept)."""
@@ -109,7 +119,8 @@ _STOP: Final = object()
 class Store:
     """Asynchronous access to the SQLite database through its owner thread.
 
-    ``max_answer_bytes`` bounds one listing's answer (:class:`AnswerTooLarge` past it).
+    ``max_queued_writes`` bounds the writes waiting for the thread; ``max_answer_bytes``
+    bounds one listing's answer (:class:`AnswerTooLarge` past it).
     """
 
     def __init__(
@@ -117,10 +128,12 @@ class Store:
         path: str | Path,
         *,
         cleanup: bool = False,
+        max_queued_writes: int,
         max_answer_bytes: int,
     ) -> None:
         self._path = str(path)
         self._cleanup = cleanup
+        self._max_queued_writes = max_queued_writes
         self._max_answer_bytes = max_answer_bytes
         self._queue: queue.SimpleQueue[_Write | Listing | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -203,6 +216,8 @@ class Store:
 
     def _write(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = self._open_loop()
+        if self._queued_writes >= self._max_queued_writes:
+            raise StoreBusy(f"{self._queued_writes} writes are waiting for the database")
         fut = loop.create_future()
         self._queued_writes += 1
         self._queue.put(_Write(fn, args, fut))
