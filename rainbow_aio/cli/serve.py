@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import _protocol as P
+from .._exceptions import InvalidArgumentError
 from ..server import ServerLimits
 from ._common import whole_number
 
@@ -158,6 +159,11 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
     from ..server import RainbowServer, ServerStartError
 
     try:
+        limits = ServerLimits(
+            max_calls_in_flight=args.max_calls_in_flight,
+            max_queued_writes=args.max_queued_writes,
+            max_response_bytes=args.max_response_bytes,
+        )
         server = RainbowServer(
             args.address,
             db=args.db,
@@ -165,13 +171,9 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
             cleanup=args.cleanup,
             tls=_tls(args),
             allow_public_default_secret=args.allow_default_secret,
-            limits=ServerLimits(
-                max_calls_in_flight=args.max_calls_in_flight,
-                max_queued_writes=args.max_queued_writes,
-                max_response_bytes=args.max_response_bytes,
-            ),
+            limits=limits,
         )
-    except ServerStartError as exc:
+    except (ServerStartError, InvalidArgumentError) as exc:
         raise _Fail(str(exc)) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

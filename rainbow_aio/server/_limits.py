@@ -18,6 +18,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+from .. import _protocol as P
 from .._exceptions import InvalidArgumentError
 
 __all__ = ["CallGate", "ServerLimits"]
@@ -42,8 +43,8 @@ class ServerLimits:
       it is never cut short. The default matches ``RainbowClient``'s receive limit; a
       client on gRPC's own default (4 MiB) needs a smaller ``maxJobs`` anyway.
 
-    Every value is a whole number of at least 1; anything else raises
-    :class:`~rainbow_aio.InvalidArgumentError`.
+    Every value is a whole number of at least 1 (``max_response_bytes`` at most
+    2**31 - 1); anything else raises :class:`~rainbow_aio.InvalidArgumentError`.
     """
 
     max_calls_in_flight: int = 500
@@ -57,6 +58,11 @@ class ServerLimits:
                 raise InvalidArgumentError(
                     f"ServerLimits.{name} must be a whole number of at least 1, not {value!r}"
                 )
+        if self.max_response_bytes > P.INT32_MAX:
+            raise InvalidArgumentError(
+                f"ServerLimits.max_response_bytes must be at most {P.INT32_MAX} (gRPC's "
+                f"largest message), not {self.max_response_bytes}"
+            )
 
 
 class CallGate:

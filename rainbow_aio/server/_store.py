@@ -374,6 +374,12 @@ class _Builder:
 
     def _piece(self, listing: Listing) -> _Result | None:
         """Build one piece; the listing's answer when it is finished (or failed)."""
+        result = self._try_piece(listing)
+        if result is not None:
+            listing.close()
+        return result
+
+    def _try_piece(self, listing: Listing) -> _Result | None:
         if listing.abandoned:
             return (listing.fut, False, StoreError("abandoned"))
         asked = listing.want()
@@ -387,7 +393,7 @@ class _Builder:
         except sqlite3.Error as exc:
             log.warning("listing jobs failed: %s", exc)
             return (listing.fut, False, StoreError(str(exc) or type(exc).__name__))
-        except Exception as exc:  # a bug, not a database error: fail this listing only
+        except Exception as exc:  # a bug, or no memory for the answer: fail this listing
             log.exception("listing jobs failed")
             return (listing.fut, False, StoreError(f"internal error: {type(exc).__name__}"))
 
@@ -396,6 +402,8 @@ class _Builder:
         self._turns.clear()
         self._waiting.clear()
         self._large.clear()
+        for listing in left:
+            listing.close()
         return [(listing.fut, False, error) for listing in left]
 
 

@@ -238,6 +238,7 @@ async def test_client_reports_a_listing_over_the_size_limit_without_retrying() -
         {"max_calls_in_flight": True},
         {"max_queued_writes": 1.5},
         {"max_response_bytes": "256"},
+        {"max_response_bytes": 2**31},
     ],
 )
 def test_bad_limits_are_refused_with_a_clear_error(kwargs: dict[str, object]) -> None:

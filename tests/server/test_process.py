@@ -252,3 +252,15 @@ async def test_bad_limit_options_are_a_usage_error(tmp_path: Path, option: str, 
     assert option in result.stderr
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+async def test_a_limit_beyond_grpc_messages_is_a_one_line_error(tmp_path: Path) -> None:
+    result = await run_serve(
+        "--address",
+        "127.0.0.1:0",
+        "--db",
+        str(tmp_path / "r.db"),
+        "--max-response-bytes",
+        "3000000000",
+    )
+    assert_one_line_error(result, "max_response_bytes", "2147483647")
