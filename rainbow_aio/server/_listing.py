@@ -77,12 +77,10 @@ class _Pieces:
         self.size = 0
 
     def add(self, piece: bytes) -> None:
-        if self._file is None and self._held and hasattr(os, "memfd_create"):
-            fd = os.memfd_create("rainbow-aio-listing", os.MFD_CLOEXEC)
-            self._file = io.FileIO(fd, "w+")
-            for held in self._held:
-                _write_all(self._file, held)
-            self._held.clear()
+        if self._file is None and len(self._held) == 1:
+            self._file = _memory_file()
+            if self._file is not None:
+                _write_all(self._file, self._held.pop())
         if self._file is None:
             self._held.append(piece)
         else:
@@ -116,6 +114,17 @@ class _Pieces:
             self._file = None
 
 
+def _memory_file() -> io.FileIO | None:
+    """An anonymous file in memory, or None where the system has none to give."""
+    if not hasattr(os, "memfd_create"):
+        return None
+    try:
+        fd = os.memfd_create("rainbow-aio-listing", os.MFD_CLOEXEC)
+    except OSError:  # out of file descriptors, say: join in memory instead
+        return None
+    return io.FileIO(fd, "w+")
+
+
 def _write_all(file: io.FileIO, data: bytes) -> None:
     view = memoryview(data)
     while view:
@@ -145,11 +154,6 @@ class Listing:
         self._max_bytes = max_bytes
         self._pieces = _Pieces()
         self._count = 0
-
-    @property
-    def count(self) -> int:
-        """Jobs in the answer so far."""
-        return self._count
 
     @property
     def abandoned(self) -> bool:

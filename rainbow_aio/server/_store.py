@@ -146,11 +146,6 @@ class Store:
     def path(self) -> str:
         return self._path
 
-    @property
-    def queued_writes(self) -> int:
-        """Writes queued or running that have not been answered yet."""
-        return self._queued_writes
-
     # -- lifecycle ---------------------------------------------------------------------
 
     async def open(self) -> dict[str, ClusterCredentials]:
