@@ -66,30 +66,27 @@ def add_parser(subparsers: Any) -> None:
         help="allow the default registration secret on a non-loopback address",
     )
     limits = ServerLimits()
-    parser.add_argument(
-        "--max-calls-in-flight",
-        type=whole_number(1),
-        default=limits.max_calls_in_flight,
-        metavar="N",
-        help="database calls served at once; more are answered 'database is locked', "
-        f"which clients retry (default {limits.max_calls_in_flight})",
-    )
-    parser.add_argument(
-        "--max-queued-writes",
-        type=whole_number(1),
-        default=limits.max_queued_writes,
-        metavar="N",
-        help="writes waiting for the database; more are answered 'database is locked' "
-        f"(default {limits.max_queued_writes})",
-    )
-    parser.add_argument(
-        "--max-response-bytes",
-        type=whole_number(1),
-        default=limits.max_response_bytes,
-        metavar="N",
-        help="largest RequestJobs answer; a larger listing fails and asks for a smaller "
-        f"maxJobs (default {limits.max_response_bytes}, RainbowClient's receive limit)",
-    )
+    for field, what in (
+        (
+            "max_calls_in_flight",
+            "database calls served at once; more are answered 'database is locked', "
+            "which clients retry",
+        ),
+        ("max_queued_writes", "writes waiting for the database; more are answered the same"),
+        (
+            "max_response_bytes",
+            "largest RequestJobs answer in bytes, by default RainbowClient's receive "
+            "limit; a larger listing fails and asks for a smaller maxJobs",
+        ),
+    ):
+        default = getattr(limits, field)
+        parser.add_argument(
+            "--" + field.replace("_", "-"),
+            type=whole_number(1),
+            default=default,
+            metavar="N",
+            help=f"{what} (default {default})",
+        )
     parser.add_argument(
         "--grace",
         type=float,

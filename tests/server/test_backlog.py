@@ -103,14 +103,21 @@ async def test_listing_reads_the_cluster_index_in_id_order(tmp_path: Path) -> No
     assert "TEMP B-TREE" not in plan, plan
 
 
-async def test_small_calls_are_answered_while_a_huge_listing_is_built(tmp_path: Path) -> None:
-    db = tmp_path / "big.db"
-    server = RainbowServer(db=db, secret=SECRET)
+async def with_backlog(
+    tmp_path: Path, count: int, *names: str
+) -> tuple[RainbowServer, list[Cluster], range]:
+    """A stopped in-process server on a file with these clusters, the first of which has
+    ``count`` jobs waiting (their ids)."""
+    server = RainbowServer(db=tmp_path / "big.db", secret=SECRET)
     async with server, grpc.aio.insecure_channel(server.address) as channel:
         stub = pb_grpc.RainbowSchedulerStub(channel)
-        alpha = await register(stub, "alpha")
-        beta = await register(stub, "beta")
-    ids = await asyncio.to_thread(fill, db, "alpha", 150_000)
+        clusters = [await register(stub, name) for name in names]
+    ids = await asyncio.to_thread(fill, tmp_path / "big.db", names[0], count)
+    return server, clusters, ids
+
+
+async def test_small_calls_are_answered_while_a_huge_listing_is_built(tmp_path: Path) -> None:
+    server, (alpha, beta), ids = await with_backlog(tmp_path, 150_000, "alpha", "beta")
     async with (
         server,
         grpc.aio.insecure_channel(server.address, options=UNLIMITED) as big_channel,
@@ -136,11 +143,7 @@ async def test_small_calls_are_answered_while_a_huge_listing_is_built(tmp_path: 
 async def test_a_listing_given_up_by_its_caller_leaves_the_server_serving(
     tmp_path: Path,
 ) -> None:
-    db = tmp_path / "big.db"
-    server = RainbowServer(db=db, secret=SECRET)
-    async with server, grpc.aio.insecure_channel(server.address) as channel:
-        alpha = await register(pb_grpc.RainbowSchedulerStub(channel), "alpha")
-    ids = await asyncio.to_thread(fill, db, "alpha", 100_000)
+    server, (alpha,), ids = await with_backlog(tmp_path, 100_000, "alpha")
     async with server, grpc.aio.insecure_channel(server.address, options=UNLIMITED) as channel:
         stub = pb_grpc.RainbowSchedulerStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as info:
