@@ -49,13 +49,52 @@ def targets(data: dict[str, Any]) -> str:
 
 def server(d: dict[str, Any]) -> str:
     rows = sorted(d["results"]["phases"], key=lambda p: (p["rpc"], p["stored"], p["in_flight"]))
-    return _table(
+    out = [_table(
         ["RPC", "jobs stored at start", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
          "load-gen CPU %"],
         ([p["rpc"], p.get("stored_total_at_start", p["stored"]), p["in_flight"],
           p["calls_per_s"], p["latency"]["p50_ms"], p["latency"]["p99_ms"],
           p["server_cpu_pct"], p["client_cpu_pct"]] for p in rows),
-    )  # fmt: skip
+    )]  # fmt: skip
+    backlog = d["results"].get("backlog")
+    if backlog:
+        out.append(_table(
+            ["jobs waiting", "restart to first answer s (each)", "server RSS MB",
+             "RequestJobs(10) p50 ms, 1 in flight", "Serial p50 ms", "RequestJobs(10) calls/s, 16",
+             "server CPU us/RequestJobs(10)", "SubmitJob calls/s, 64", "SubmitJob p99 ms"],
+            ([f"{s['waiting']:,} ({s['label']})" if not s["label"].endswith("waiting")
+              else s["waiting"],
+              " / ".join(f"{x:.3f}" for x in s["restart"]["to_first_answer_s"]), s["rss_mb"],
+              s["probe"]["request_1"]["latency"]["p50_ms"],
+              s["probe"]["serial_1"]["latency"]["p50_ms"],
+              s["probe"]["request_16"]["calls_per_s"],
+              s["probe"]["request_16"]["server_cpu_us_per_call"],
+              s["probe"]["submit_64"]["calls_per_s"],
+              s["probe"]["submit_64"]["latency"]["p99_ms"]] for s in backlog["states"]),
+        ))  # fmt: skip
+        out.append(_table(
+            ["full listing", "jobs", "answer MB", "listing s", "small calls meanwhile",
+             "their p50 ms", "their slowest ms", "small calls otherwise: slowest ms",
+             "server RSS peak MB", "server RSS 1 s after MB"],
+            ([i + 1, x["jobs"], x["answer_mb"], x["listing_s"], x["small_calls_during"]["n"],
+              x["small_calls_during"]["p50_ms"], x["small_calls_during"]["max_ms"],
+              x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
+              x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
+        ))  # fmt: skip
+    flood = d["results"].get("flood")
+    if flood:
+        out.append(_table(
+            ["clients x submits at once", "acknowledged", "stored", "raised",
+             "answered 'database is locked'", "seconds", "latency p50 / p99 / max ms",
+             "server RSS before / peak / after MB"],
+            [[f"{flood['clients']} x {flood['in_flight_each']:,}", flood["acknowledged"],
+              flood["stored"], sum(flood["errors"].values()), flood["busy_answers"],
+              flood["seconds"],
+              " / ".join(f"{flood['latency_with_retries'][k]:,.0f}"
+                         for k in ("p50_ms", "p99_ms", "max_ms")),
+              " / ".join(str(flood["server_rss"][k]) for k in ("start_mb", "peak_mb", "end_mb"))]],
+        ))  # fmt: skip
+    return "\n\n".join(out)
 
 
 def client_overhead(d: dict[str, Any]) -> str:
