@@ -8,12 +8,13 @@ together are one valid ``RequestJobsResponse`` holding every entry, so the finis
 answer is the pieces' bytes joined, followed once by the status field. The event loop
 only hands the finished bytes to gRPC.
 
-Joining 170 MB of pieces takes a tenth of a second, all of it holding the GIL, so the
-event loop would stall for that long at the end of every huge listing. On Linux the
-pieces of a long answer go instead to an anonymous in-memory file (``memfd``) as they
-are made, and the answer is read back whole in one ``read``: system calls that copy
-without the GIL. (gRPC then makes its own copy of the answer on the event loop; that
-one cannot be avoided.)
+Joining 170 MB of pieces takes a tenth of a second or more, all of it holding the GIL,
+so the event loop would stall for that long at the end of every huge listing. On Linux
+the pieces of a long answer go instead to an anonymous in-memory file (``memfd``) as
+they are made, and the answer is read back whole in one ``read``: system calls that copy
+without the GIL. That read runs in a worker thread (:attr:`Answer.large`), not in the
+store's thread, which meanwhile goes on serving other calls. (gRPC then makes its own
+copy of the answer on the event loop; that one cannot be avoided.)
 
 An answer larger than the server's ``max_response_bytes`` is refused with
 :class:`AnswerTooLarge`, never cut short: a poller reads "fewer jobs than I asked for" as
@@ -31,11 +32,14 @@ from typing import Final
 from .._gojson import encode_job
 from .._proto import rainbow_pb2 as pb
 
-__all__ = ["PIECE_ROWS", "AnswerTooLarge", "Listing"]
+__all__ = ["PIECE_ROWS", "Answer", "AnswerTooLarge", "Listing"]
 
 PIECE_ROWS: Final = 500
 """Jobs read and encoded in one piece (about 2 ms of work): the longest a listing holds
 the store's thread before other calls get their turn."""
+
+LARGE_ANSWER: Final = 1 << 20
+"""Answers from this size on are assembled in a worker thread (:attr:`Answer.large`)."""
 
 _SUCCESS: Final = pb.RequestJobsResponse(
     status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS
@@ -61,7 +65,7 @@ class AnswerTooLarge(Exception):
         self.fitted = fitted
 
 
-class _Pieces:
+class Answer:
     """The serialized pieces of one answer, and their assembly into one bytes object.
 
     The first piece stays in memory (a short answer is one piece, and costs no system
@@ -87,8 +91,14 @@ class _Pieces:
             _write_all(self._file, piece)
         self.size += len(piece)
 
+    @property
+    def large(self) -> bool:
+        """Worth assembling in a worker thread rather than where it was built."""
+        return self.size >= LARGE_ANSWER
+
     def join(self) -> bytes:
-        """Every piece in order, as one bytes object; the pieces are released."""
+        """Every piece in order, as one bytes object (empty for no piece); the pieces are
+        released. Any thread may call it, once."""
         if self._file is None:
             data = b"".join(self._held)
             self._held.clear()
@@ -145,14 +155,14 @@ class Listing:
     __slots__ = ("_count", "_limit", "_max_bytes", "_pieces", "after_id", "cluster", "fut")
 
     def __init__(
-        self, cluster: str, limit: int, max_bytes: int, fut: asyncio.Future[bytes]
+        self, cluster: str, limit: int, max_bytes: int, fut: asyncio.Future[Answer]
     ) -> None:
         self.cluster = cluster
         self.fut = fut
         self.after_id = _BEFORE_ANY_ID
         self._limit = max(limit, 0)
         self._max_bytes = max_bytes
-        self._pieces = _Pieces()
+        self._pieces = Answer()
         self._count = 0
 
     @property
@@ -186,12 +196,13 @@ class Listing:
             self.after_id = rows[-1][0]
         return len(rows) < asked or self._count == self._limit
 
-    def answer(self) -> bytes:
-        """The finished answer: empty (REQUEST_JOBS_NORESULTS) when no job waits."""
-        if not self._count:
-            return b""
-        self._pieces.add(_SUCCESS)
-        return self._pieces.join()
+    def answer(self) -> Answer:
+        """The finished answer, to be joined: empty (REQUEST_JOBS_NORESULTS) when no job
+        waits. The listing no longer holds it."""
+        if self._count:
+            self._pieces.add(_SUCCESS)
+        answer, self._pieces = self._pieces, Answer()
+        return answer
 
     def close(self) -> None:
         """Release what the answer holds (also when it fails or is abandoned)."""

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from ._listing import AnswerTooLarge, Listing
+from ._listing import Answer, AnswerTooLarge, Listing
 
 __all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreBusy", "StoreError"]
 
@@ -197,17 +197,23 @@ class Store:
         count: int = await self._write(_op_accept, (cluster, tuple(job_ids)))
         return count
 
-    def list_jobs(self, cluster: str, limit: int) -> asyncio.Future[bytes]:
+    async def list_jobs(self, cluster: str, limit: int) -> bytes:
         """The ``limit`` lowest-id committed jobs of a cluster (all when ``limit <= 0``),
         as a serialized ``RequestJobsResponse`` (empty when none waits).
 
-        The future fails with :class:`AnswerTooLarge` when the answer would be larger
-        than ``max_answer_bytes``.
+        Raises :class:`AnswerTooLarge` when the answer would be larger than
+        ``max_answer_bytes``.
         """
         loop = self._open_loop()
         listing = Listing(cluster, limit, self._max_answer_bytes, loop.create_future())
         self._queue.put(listing)
-        return listing.fut
+        answer: Answer = await listing.fut
+        try:
+            if answer.large:  # a read or join of many MB: not on the loop
+                return await asyncio.to_thread(answer.join)
+            return answer.join()
+        except OSError as exc:
+            raise StoreError(f"cannot assemble the answer: {exc.strerror or exc}") from None
 
     def _write(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
         loop = self._open_loop()
@@ -228,6 +234,8 @@ class Store:
     def _deliver(self, results: list[_Result], writes: int) -> None:
         self._queued_writes -= writes
         for fut, ok, value in results:
+            if fut.done() and isinstance(value, Answer):
+                value.close()  # its caller gave up: nobody will join it
             _resolve(fut, ok, value)
 
     # -- the owner thread --------------------------------------------------------------
