@@ -152,10 +152,19 @@ class Listing:
     throughout it, and may also show jobs submitted, or accepted, while it was built.
     """
 
-    __slots__ = ("_count", "_limit", "_max_bytes", "_pieces", "after_id", "cluster", "fut")
+    __slots__ = (
+        "_count",
+        "_limit",
+        "_max_bytes",
+        "_pieces",
+        "after_id",
+        "cluster",
+        "fut",
+        "pieces",
+    )
 
     def __init__(
-        self, cluster: str, limit: int, max_bytes: int, fut: asyncio.Future[Answer]
+        self, cluster: str, limit: int, max_bytes: int, fut: asyncio.Future[bytes | Answer]
     ) -> None:
         self.cluster = cluster
         self.fut = fut
@@ -164,6 +173,12 @@ class Listing:
         self._max_bytes = max_bytes
         self._pieces = Answer()
         self._count = 0
+        self.pieces = 0  # read so far: one means the answer shows one moment
+
+    @property
+    def limit(self) -> int:
+        """``maxJobs`` as asked, 0 for all."""
+        return self._limit
 
     @property
     def abandoned(self) -> bool:
@@ -184,6 +199,7 @@ class Listing:
 
         Raises :class:`AnswerTooLarge` when the answer would pass the size limit.
         """
+        self.pieces += 1
         if rows:
             cluster = self.cluster
             piece = pb.RequestJobsResponse(

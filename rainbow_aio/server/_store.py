@@ -28,7 +28,9 @@ listings are built in pieces (``_listing.py``): each pass of the thread commits 
 writes waiting, then gives every listing in progress one piece. A short call therefore
 waits for at most one piece per listing in progress, never for a whole million-job
 listing; and at most ``LARGE_LISTINGS`` listings past their first piece are built at
-once, so their memory stays bounded too.
+once, so their memory stays bounded too. Short answers read in one piece are also kept
+in a small cache on the event loop (``_cache.py``), dropped per cluster by every write
+that touches it, so polling an idle cluster again costs no trip to this thread.
 
 Bounds: at most ``max_queued_writes`` writes wait for the thread; past that,
 :meth:`Store.submit`, :meth:`Store.accept` and :meth:`Store.register` raise
@@ -51,6 +53,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from ._cache import AnswerCache
 from ._listing import Answer, AnswerTooLarge, Listing
 
 __all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreBusy", "StoreError"]
@@ -104,15 +107,19 @@ class ClusterCredentials:
 
 @dataclass(slots=True)
 class _Write:
-    """A write for the thread: ``fn(conn, *args)`` inside the batch's transaction."""
+    """A write for the thread: ``fn(conn, *args)`` inside the batch's transaction; it
+    may change the jobs of ``cluster``."""
 
     fn: Callable[..., Any]
     args: tuple[Any, ...]
     fut: asyncio.Future[Any]
+    cluster: str | None
 
 
 # An answer for the event loop: (future, succeeded, value or exception).
 _Result = tuple["asyncio.Future[Any]", bool, Any]
+# A listing's answer: the same, and for an answer to cache its (cluster, maxJobs).
+_Listed = tuple["asyncio.Future[Any]", bool, Any, "tuple[str, int] | None"]
 _STOP: Final = object()
 
 
@@ -141,6 +148,7 @@ class Store:
         self._closed: asyncio.Future[None] | None = None
         self._accepting = False
         self._queued_writes = 0  # changed on the event loop only
+        self._cache = AnswerCache()  # used on the event loop only
 
     @property
     def path(self) -> str:
@@ -184,17 +192,17 @@ class Store:
 
     async def register(self, name: str, creds: ClusterCredentials) -> bool:
         """Insert a cluster; False when the name is already taken."""
-        created: bool = await self._write(_op_register, (name, creds))
+        created: bool = await self._write(_op_register, (name, creds), None)
         return created
 
     async def submit(self, cluster: str, name: str, nodes: int, tasks: int, command: str) -> int:
         """Insert a job and return its id (the row is committed when this returns)."""
-        job_id: int = await self._write(_op_submit, (cluster, name, nodes, tasks, command))
+        job_id: int = await self._write(_op_submit, (cluster, name, nodes, tasks, command), cluster)
         return job_id
 
     async def accept(self, cluster: str, job_ids: Sequence[int]) -> int:
         """Delete the cluster's jobs with these ids; return how many rows were deleted."""
-        count: int = await self._write(_op_accept, (cluster, tuple(job_ids)))
+        count: int = await self._write(_op_accept, (cluster, tuple(job_ids)), cluster)
         return count
 
     async def list_jobs(self, cluster: str, limit: int) -> bytes:
@@ -205,9 +213,14 @@ class Store:
         ``max_answer_bytes``.
         """
         loop = self._open_loop()
+        cached = self._cache.get(cluster, limit)
+        if cached is not None:
+            return cached
         listing = Listing(cluster, limit, self._max_answer_bytes, loop.create_future())
         self._queue.put(listing)
-        answer: Answer = await listing.fut
+        answer = await listing.fut
+        if isinstance(answer, bytes):  # short: joined by the store's thread already
+            return answer
         try:
             if answer.large:  # a read or join of many MB: not on the loop
                 return await asyncio.to_thread(answer.join)
@@ -215,13 +228,15 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot assemble the answer: {exc.strerror or exc}") from None
 
-    def _write(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> asyncio.Future[Any]:
+    def _write(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], cluster: str | None
+    ) -> asyncio.Future[Any]:
         loop = self._open_loop()
         if self._queued_writes >= self._max_queued_writes:
             raise StoreBusy(f"{self._queued_writes} writes are waiting for the database")
         fut = loop.create_future()
         self._queued_writes += 1
-        self._queue.put(_Write(fn, args, fut))
+        self._queue.put(_Write(fn, args, fut, cluster))
         return fut
 
     def _open_loop(self) -> asyncio.AbstractEventLoop:
@@ -231,9 +246,20 @@ class Store:
 
     # -- answers, on the event loop ------------------------------------------------------
 
-    def _deliver(self, results: list[_Result], writes: int) -> None:
-        self._queued_writes -= writes
+    # The store's thread calls these two through call_soon_threadsafe, in the order it
+    # committed the writes and read the listings: the cache depends on that order.
+
+    def _deliver_writes(self, results: list[_Result], clusters: set[str]) -> None:
+        self._queued_writes -= len(results)
+        for cluster in clusters:
+            self._cache.drop(cluster)
         for fut, ok, value in results:
+            _resolve(fut, ok, value)
+
+    def _deliver_listings(self, results: list[_Listed]) -> None:
+        for fut, ok, value, key in results:
+            if ok and key is not None:
+                self._cache.put(*key, value)
             if fut.done() and isinstance(value, Answer):
                 value.close()  # its caller gave up: nobody will join it
             _resolve(fut, ok, value)
@@ -274,14 +300,15 @@ class Store:
                 else:
                     writes.append(item)
             if writes:
-                loop.call_soon_threadsafe(self._deliver, _execute(conn, writes), len(writes))
+                touched = {op.cluster for op in writes if op.cluster is not None}
+                loop.call_soon_threadsafe(self._deliver_writes, _execute(conn, writes), touched)
             if not stopping:
                 answered = builder.one_pass()
                 if answered:
-                    loop.call_soon_threadsafe(self._deliver, answered, 0)
+                    loop.call_soon_threadsafe(self._deliver_listings, answered)
         left = builder.abandon_all(StoreError("the database is closed"))
         if left:
-            loop.call_soon_threadsafe(self._deliver, left, 0)
+            loop.call_soon_threadsafe(self._deliver_listings, left)
 
     def _connect(self) -> sqlite3.Connection:
         memory = self._path == MEMORY
@@ -355,9 +382,9 @@ class _Builder:
     def add(self, listing: Listing) -> None:
         self._turns.append(listing)
 
-    def one_pass(self) -> list[_Result]:
+    def one_pass(self) -> list[_Listed]:
         """Build one piece of each listing in turn; the answers of those finished."""
-        answered: list[_Result] = []
+        answered: list[_Listed] = []
         for _ in range(len(self._turns)):
             listing = self._turns.popleft()
             result = self._piece(listing)
@@ -375,39 +402,44 @@ class _Builder:
             self._turns.append(listing)
         return answered
 
-    def _piece(self, listing: Listing) -> _Result | None:
+    def _piece(self, listing: Listing) -> _Listed | None:
         """Build one piece; the listing's answer when it is finished (or failed)."""
         result = self._try_piece(listing)
         if result is not None:
             listing.close()
         return result
 
-    def _try_piece(self, listing: Listing) -> _Result | None:
+    def _try_piece(self, listing: Listing) -> _Listed | None:
+        fut = listing.fut
         if listing.abandoned:
-            return (listing.fut, False, StoreError("abandoned"))
+            return (fut, False, StoreError("abandoned"), None)
         asked = listing.want()
         try:
             rows = self._conn.execute(LIST_JOBS, (listing.cluster, listing.after_id, asked))
             if not listing.add(rows.fetchall(), asked):
                 return None
-            return (listing.fut, True, listing.answer())
+            answer = listing.answer()
+            if listing.pieces > 1 or answer.large:
+                return (fut, True, answer, None)  # joined on the loop's side
+            # read at one moment, and short: join it here and let the loop cache it
+            return (fut, True, answer.join(), (listing.cluster, listing.limit))
         except AnswerTooLarge as exc:
-            return (listing.fut, False, exc)
+            return (fut, False, exc, None)
         except sqlite3.Error as exc:
             log.warning("listing jobs failed: %s", exc)
-            return (listing.fut, False, StoreError(str(exc) or type(exc).__name__))
+            return (fut, False, StoreError(str(exc) or type(exc).__name__), None)
         except Exception as exc:  # a bug, or no memory for the answer: fail this listing
             log.exception("listing jobs failed")
-            return (listing.fut, False, StoreError(f"internal error: {type(exc).__name__}"))
+            return (fut, False, StoreError(f"internal error: {type(exc).__name__}"), None)
 
-    def abandon_all(self, error: Exception) -> list[_Result]:
+    def abandon_all(self, error: Exception) -> list[_Listed]:
         left = [*self._turns, *self._waiting]
         self._turns.clear()
         self._waiting.clear()
         self._large.clear()
         for listing in left:
             listing.close()
-        return [(listing.fut, False, error) for listing in left]
+        return [(listing.fut, False, error, None) for listing in left]
 
 
 def _load_clusters(conn: sqlite3.Connection) -> dict[str, ClusterCredentials]:
