@@ -154,6 +154,17 @@ def _git(*args: str) -> str | None:
     return out.stdout.strip()
 
 
+def tree_info(tree: Path) -> dict[str, Any]:
+    """Where another server tree is, and its commit when it is a git checkout."""
+    commit = None
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    return {"path": str(tree), "git_commit": commit}
+
+
 def machine_info() -> dict[str, Any]:
     """Cores, CPU model, Python, grpcio/protobuf versions, load average, git commit."""
     import google.protobuf
@@ -206,11 +217,16 @@ class RunContext:
     command: str
     charts: bool = True
     profile: bool = False
+    # run the server processes from this source tree instead (a before/after comparison)
+    server_tree: Path | None = None
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rainbow-bench-")))
 
     def result_path(self, name: str, suffix: str = ".json") -> Path:
-        """A fresh file name ``<stamp>-<name>[-size]<suffix>``; never an existing one."""
+        """A fresh file name ``<stamp>-<name>[-other-server][-size]<suffix>``; never an
+        existing one."""
         tag = "" if self.size == "full" else f"-{self.size}"
+        if self.server_tree is not None:
+            tag = f"-other-server{tag}"
         base = f"{self.stamp}-{name}{tag}"
         path = self.results_dir / f"{base}{suffix}"
         n = 2
@@ -278,6 +294,12 @@ async def server_process(
     db = ctx.tmp / f"{name}-{uuid.uuid4().hex[:8]}.db"
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)  # dev mode slows asyncio; benchmarks measure release mode
+    if ctx.server_tree is not None:
+        # that tree's rainbow_aio first, and not the one in the current directory
+        env["PYTHONSAFEPATH"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(ctx.server_tree), env.get("PYTHONPATH")])
+        )
     server = ServerProcess(db, host="127.0.0.1", secret=SECRET, cleanup=True, args=args, env=env)
     await server.start()
     try:

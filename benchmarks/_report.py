@@ -187,6 +187,12 @@ def render(files: Sequence[Path]) -> str:
             f"{' (dirty)' if m.get('git_dirty') else ''}; correctness checks: "
             f"{sum(c['ok'] for c in d['checks'])}/{len(d['checks'])} passed."
         )
+        if d.get("server_tree"):
+            tree = d["server_tree"]
+            out.append(
+                f"**Servers run from another tree:** `{tree['path']}` "
+                f"(commit {tree.get('git_commit') or 'unknown'})."
+            )
         if d["benchmark"] in TABLES and d["results"]:
             out.append(TABLES[d["benchmark"]](d))
         out.append(targets(d))
