@@ -15,15 +15,18 @@ real, distinct id, and afterwards exactly the acknowledged ids are waiting on th
 
 Part 2, backlog: one cluster holds 10 waiting jobs, then a backlog of a million (written
 by the bulk loader, jobs of about 150 bytes of JSON), then only 1% of it after the
-lowest 99% were accepted through AcceptJobs. At each of the three states it measures the
-restart time on the file (process start to the first RequestJobs answered), the server's
-RSS after a fixed warm-up, RequestJobs(maxJobs 10) latency at 1 call in flight (with
-Serial, a call that does no work, as the floor), RequestJobs(10) at 16 in flight and
-SubmitJob at 64 in flight (calls/s and server CPU per call). At a million waiting, one
-client lists every job (maxJobs 0) while another process keeps making small calls
-(SubmitJob and RequestJobs(10) of other clusters); the slowest small call that overlapped
-the listing is the figure. Checks: every answer holds exactly the expected lowest ids; the
-full listing holds exactly the backlog.
+lowest 99% were accepted through AcceptJobs. At each of the three states it measures,
+in this order: RequestJobs(maxJobs 10) latency at 1 call in flight, served from the
+server's cache of short answers and fresh from the database (each fresh listing follows
+an untimed AcceptJobs of an id that does not exist, which drops the cache without
+changing the jobs); Serial, a call that does no work, as the floor; the server's CPU per
+fresh listing at 16 in flight; the cached listing rate at 16 in flight; SubmitJob at 64
+in flight; the server's RSS; then the restart time on the file (process start to the
+first RequestJobs answered). At a million waiting, one client lists every job
+(maxJobs 0) while another process keeps making small calls (SubmitJob and
+RequestJobs(10) of other clusters); the slowest small call that overlapped the listing
+is the figure. Checks: every answer holds exactly the expected lowest ids; the full
+listing holds exactly the backlog.
 
 Part 3, flood: many client processes, each with one ``RainbowClient``, start their share
 of 10,000 submits at the same moment. The server (default limits) answers the calls past
@@ -315,8 +318,11 @@ async def _state(
     waiting: int,
     lowest: Sequence[int],
 ) -> dict[str, Any]:
-    """Restart time, RSS and the probe figures with ``waiting`` jobs in "stored"."""
-    restart = await _restarts(server, creds, p["restarts"])
+    """The probe figures and RSS with ``waiting`` jobs in "stored", then restart times.
+
+    The probe comes first, so that it meets the server as the state was reached (after
+    99% were accepted, that is, not after a restart rebuilt whatever it keeps).
+    """
     probe = await H.run_worker(
         "benchmarks.server:probe",
         {
@@ -329,6 +335,7 @@ async def _state(
         limit=120 + 8 * p["probe_seconds"],
     )
     rss = H.process_rss(server.pid)
+    restart = await _restarts(server, creds, p["restarts"])
     H.say(
         f"    {label}: restart {restart['worst_s']} s (worst of {p['restarts']}), "
         f"RSS {rss and round(rss / MB, 1)} MB, RequestJobs(10) p50 "
