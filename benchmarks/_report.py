@@ -76,10 +76,13 @@ def server(d: dict[str, Any]) -> str:
         ))  # fmt: skip
         out.append(_table(
             ["full listing", "jobs", "answer MB", "listing s", "small calls meanwhile",
-             "their p50 ms", "their slowest ms", "small calls otherwise: slowest ms",
-             "server RSS peak MB", "server RSS 1 s after MB"],
+             "their p50 ms", "their slowest ms (SubmitJob / RequestJobs)", "over 100 ms",
+             "small calls otherwise: slowest ms", "server RSS peak MB",
+             "server RSS 1 s after MB"],
             ([i + 1, x["jobs"], x["answer_mb"], x["listing_s"], x["small_calls_during"]["n"],
-              x["small_calls_during"]["p50_ms"], x["small_calls_during"]["max_ms"],
+              x["small_calls_during"]["p50_ms"],
+              _by_rpc(x),
+              x.get("small_calls_over_100ms"),
               x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
               x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
         ))  # fmt: skip
@@ -97,6 +100,15 @@ def server(d: dict[str, Any]) -> str:
               " / ".join(str(flood["server_rss"][k]) for k in ("start_mb", "peak_mb", "end_mb"))]],
         ))  # fmt: skip
     return "\n\n".join(out)
+
+
+def _by_rpc(listing: dict[str, Any]) -> str:
+    worst = f"{listing['small_calls_during']['max_ms']:,.0f}"
+    by_rpc = listing.get("small_calls_during_by_rpc")
+    if not by_rpc:
+        return worst
+    parts = (by_rpc[rpc]["max_ms"] for rpc in ("SubmitJob", "RequestJobs"))
+    return f"{worst} ({' / '.join('-' if v is None else f'{v:,.0f}' for v in parts)})"
 
 
 def client_overhead(d: dict[str, Any]) -> str:

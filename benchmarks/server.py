@@ -404,21 +404,19 @@ async def _listing_under_load(
     finally:
         await small.kill()
     begin, end = big["began"], big["ended"]
-    during = [
-        e - s for s, e in zip(calls["starts"], calls["ends"], strict=True) if s < end and e > begin
-    ]
-    other = [
-        e - s
-        for s, e in zip(calls["starts"], calls["ends"], strict=True)
-        if not (s < end and e > begin)
-    ]
-    # where the slowest calls fell: seconds after the listing began, and how long
+    calls_seen = list(zip(calls["rpcs"], calls["starts"], calls["ends"], strict=True))
+    overlapping = [(rpc, s, e) for rpc, s, e in calls_seen if s < end and e > begin]
+    during = [e - s for _, s, e in overlapping]
+    other = [e - s for _, s, e in calls_seen if not (s < end and e > begin)]
+    # where the slowest calls fell: seconds after the listing began, how long, which RPC
     slowest = sorted(
-        ((round(s - begin, 3), round(1000 * (e - s), 1))
-         for s, e in zip(calls["starts"], calls["ends"], strict=True)
-         if s < end and e > begin),
+        ((round(s - begin, 3), round(1000 * (e - s), 1), rpc) for rpc, s, e in overlapping),
         key=lambda x: -x[1],
-    )[:8]  # fmt: skip
+    )[:8]
+    by_rpc = {
+        rpc: H.latency_summary([e - s for r, s, e in overlapping if r == rpc])
+        for rpc in ("SubmitJob", "RequestJobs")
+    }
     checks.check(
         f"listing {round_no}: every waiting job listed, nothing else",
         big["count"] == len(expect) and big["min"] == expect[0] and big["max"] == expect[-1],
@@ -436,6 +434,7 @@ async def _listing_under_load(
         "small_calls_during": H.latency_summary(during),
         "small_calls_over_100ms": sum(x > 0.1 for x in during),
         "slowest_small_calls": slowest,
+        "small_calls_during_by_rpc": by_rpc,
         "small_calls_outside": H.latency_summary(other),
         "server_rss": {**watch.summary(), "after_1s_mb": rss_after and round(rss_after / MB, 1)},
     }
@@ -948,6 +947,7 @@ async def small_calls(params: dict[str, Any]) -> dict[str, Any]:
     request = pb.RequestJobsRequest(cluster="probe", secret=creds["probe"][1], maxJobs=LIST_SIZE)
     starts: list[float] = []
     ends: list[float] = []
+    rpcs: list[str] = []
     counts = {"errors": 0, "wrong": 0}
     stopping = asyncio.Event()
 
@@ -967,6 +967,7 @@ async def small_calls(params: dict[str, Any]) -> dict[str, Any]:
                 continue
             starts.append(t)
             ends.append(time.monotonic())
+            rpcs.append("SubmitJob" if n % 2 else "RequestJobs")
             counts["wrong"] += not ok
 
     async def watch() -> None:
@@ -982,7 +983,7 @@ async def small_calls(params: dict[str, Any]) -> dict[str, Any]:
         await asyncio.gather(*lanes)
     finally:
         await channel.close()
-    return {"starts": starts, "ends": ends, **counts}
+    return {"rpcs": rpcs, "starts": starts, "ends": ends, **counts}
 
 
 async def flood(params: dict[str, Any]) -> dict[str, Any]:
