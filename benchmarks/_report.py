@@ -86,18 +86,18 @@ def server(d: dict[str, Any]) -> str:
               x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
               x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
         ))  # fmt: skip
-    flood = d["results"].get("flood")
-    if flood:
+    floods = d["results"].get("floods")
+    if floods:
         out.append(_table(
-            ["clients x submits at once", "acknowledged", "stored", "raised",
+            ["flood", "clients x submits at once", "acknowledged", "stored", "raised",
              "answered 'database is locked'", "seconds", "latency p50 / p99 / max ms",
              "server RSS before / peak / after MB"],
-            [[f"{flood['clients']} x {flood['in_flight_each']:,}", flood["acknowledged"],
-              flood["stored"], sum(flood["errors"].values()), flood["busy_answers"],
-              flood["seconds"],
-              " / ".join(f"{flood['latency_with_retries'][k]:,.0f}"
+            ([f["label"], f"{f['clients']} x {f['in_flight_each']:,}", f["acknowledged"],
+              f["stored"], sum(f["errors"].values()), f["busy_answers"], f["seconds"],
+              " / ".join(f"{f['latency_with_retries'][k]:,.0f}"
                          for k in ("p50_ms", "p99_ms", "max_ms")),
-              " / ".join(str(flood["server_rss"][k]) for k in ("start_mb", "peak_mb", "end_mb"))]],
+              " / ".join(str(f["server_rss"][k]) for k in ("start_mb", "peak_mb", "end_mb"))]
+             for f in floods),
         ))  # fmt: skip
     return "\n\n".join(out)
 
