@@ -65,6 +65,8 @@ async def run_one(ctx: H.RunContext, name: str) -> tuple[bool, Path]:
     }
     if ctx.server_tree is not None:
         payload["server_tree"] = H.tree_info(ctx.server_tree)
+    if ctx.compare_tree is not None:
+        payload["compare_tree"] = H.tree_info(ctx.compare_tree)
     path = H.write_result(ctx, name, payload)
     if ctx.charts and checks.ok and hasattr(mod, "chart") and payload["results"]:
         png = path.with_suffix(".png")
@@ -138,6 +140,13 @@ def main(argv: list[str] | None = None) -> int:
         "checkout, say) for a before/after comparison; results are marked -other-server",
     )
     r.add_argument(
+        "--compare-tree",
+        type=Path,
+        metavar="DIR",
+        help="the server benchmark also runs SubmitJob and RequestJobs against the server "
+        "of this source tree and this one's, in alternating rounds, side by side",
+    )
+    r.add_argument(
         "--profile",
         action="store_true",
         help="run the measured client workers under py-spy (collapsed stacks beside "
@@ -177,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         charts=not args.no_charts,
         profile=args.profile,
         server_tree=args.server_tree.resolve() if args.server_tree else None,
+        compare_tree=args.compare_tree.resolve() if args.compare_tree else None,
     )
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     # debug=False: tox sets PYTHONDEVMODE, whose slow-callback reports are noise here

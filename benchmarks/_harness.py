@@ -219,6 +219,8 @@ class RunContext:
     profile: bool = False
     # run the server processes from this source tree instead (a before/after comparison)
     server_tree: Path | None = None
+    # a source tree whose server the server benchmark compares side by side with this one
+    compare_tree: Path | None = None
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rainbow-bench-")))
 
     def result_path(self, name: str, suffix: str = ".json") -> Path:
@@ -283,23 +285,24 @@ def say(msg: str) -> None:
 
 @contextlib.asynccontextmanager
 async def server_process(
-    ctx: RunContext, name: str, *, args: Sequence[str] = ()
+    ctx: RunContext, name: str, *, args: Sequence[str] = (), tree: Path | None = None
 ) -> AsyncIterator[ServerProcess]:
     """A ``rainbow-aio serve`` child on 127.0.0.1 with a fresh database; always stopped.
 
     ``args`` are extra ``rainbow-aio serve`` options (``--max-calls-in-flight 100``).
+    The server runs the ``rainbow_aio`` of ``tree``, else of ``ctx.server_tree``, else
+    this one.
     """
+    tree = tree if tree is not None else ctx.server_tree
     from rainbow_aio.testing import ServerProcess  # here: workers need not import pytest
 
     db = ctx.tmp / f"{name}-{uuid.uuid4().hex[:8]}.db"
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)  # dev mode slows asyncio; benchmarks measure release mode
-    if ctx.server_tree is not None:
+    if tree is not None:
         # that tree's rainbow_aio first, and not the one in the current directory
         env["PYTHONSAFEPATH"] = "1"
-        env["PYTHONPATH"] = os.pathsep.join(
-            filter(None, [str(ctx.server_tree), env.get("PYTHONPATH")])
-        )
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     server = ServerProcess(db, host="127.0.0.1", secret=SECRET, cleanup=True, args=args, env=env)
     await server.start()
     try:

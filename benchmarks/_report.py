@@ -86,6 +86,22 @@ def server(d: dict[str, Any]) -> str:
               x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
               x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
         ))  # fmt: skip
+    side = d["results"].get("side_by_side")
+    if side:
+        out.append(_table(
+            ["round", "server", "SubmitJob calls/s at 64", "RequestJobs(10) calls/s at 16"],
+            ([r["round"], r["server"], r["SubmitJob"], r["RequestJobs"]]
+             for r in side["rounds"]),
+        ))  # fmt: skip
+        out.append(
+            f"Side by side with `{side['other_tree']['path']}`: means this / other, SubmitJob "
+            f"{side['means']['this']['SubmitJob']:,.0f} / "
+            f"{side['means']['other']['SubmitJob']:,.0f} calls/s "
+            f"({side['this_over_other']['SubmitJob']:.3f}x), RequestJobs "
+            f"{side['means']['this']['RequestJobs']:,.0f} / "
+            f"{side['means']['other']['RequestJobs']:,.0f} calls/s "
+            f"({side['this_over_other']['RequestJobs']:.3f}x)."
+        )
     floods = d["results"].get("floods")
     if floods:
         out.append(_table(

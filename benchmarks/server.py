@@ -36,6 +36,11 @@ server answers the calls past its bounds ``database is locked`` and the clients 
 them. Checks: exactly the acknowledged jobs are stored (by a serial in each command); a
 submit that failed for good failed only with that retryable answer; with the bound of
 100, the server did refuse calls. Its RSS is sampled throughout.
+
+With ``--compare-tree DIR``, RequestJobs(10) at 16 in flight and SubmitJob at 64 also
+run against the server of another source tree (an older commit) and this one's, in
+alternating ABBA rounds, each on a fresh server, for a before/after comparison that
+background load cannot tilt.
 """
 
 from __future__ import annotations
@@ -83,6 +88,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "flood_clients": 2,
         "flood_each": 150,
         # low bounds, so that even the toy flood surely gets past them
+        "side_by_side_rounds": 1,
         "floods": [("bounds of 5", ["--max-calls-in-flight", "5", "--max-queued-writes", "5"])],
     },
     "quick": {
@@ -96,6 +102,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "listings": 1,
         "flood_clients": 4,
         "flood_each": 500,
+        "side_by_side_rounds": 1,
         "floods": [("100 calls in flight", ["--max-calls-in-flight", "100"])],
     },
     "full": {
@@ -109,6 +116,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "listings": 2,
         "flood_clients": 10,
         "flood_each": 1_000,
+        "side_by_side_rounds": 2,  # ABBA twice
         # the defaults, then a bound the flood surely passes (whether 10,000 calls get
         # past 500 in flight depends on how fast the event loop takes them in)
         "floods": [("defaults", []), ("100 calls in flight", ["--max-calls-in-flight", "100"])],
@@ -227,6 +235,10 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     H.say(f"  backlog of {p['backlog']:,} jobs")
     backlog = await _backlog(ctx, checks, p)
     targets += backlog.pop("targets")
+    side_by_side = None
+    if ctx.compare_tree is not None:
+        H.say(f"  side by side with the server of {ctx.compare_tree}")
+        side_by_side = await _side_by_side(ctx, checks, p, ctx.compare_tree)
     floods = []
     for label, args in p["floods"]:
         if args and ctx.server_tree is not None:
@@ -241,7 +253,12 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             "load_generator": "raw grpc.aio stub, 1 process; the flood: RainbowClient",
         },
         "preload": preloads,
-        "results": {"phases": phases, "backlog": backlog, "floods": floods},
+        "results": {
+            "phases": phases,
+            "backlog": backlog,
+            "floods": floods,
+            **({"side_by_side": side_by_side} if side_by_side else {}),
+        },
         "targets": targets,
     }
 
@@ -572,6 +589,69 @@ async def _backlog(ctx: H.RunContext, checks: H.Checks, p: dict[str, Any]) -> di
         "listings": listings,
         "accept_99pct_s": round(accept_s, 2),
         "targets": targets,
+    }
+
+
+# -- side by side with another tree's server (--compare-tree) ----------------------------
+
+SIDE_BY_SIDE_ORDER = ("this", "other", "other", "this")
+
+
+async def _side_by_side(
+    ctx: H.RunContext, checks: H.Checks, p: dict[str, Any], other: Path
+) -> dict[str, Any]:
+    """RequestJobs(10) at 16 in flight and SubmitJob at 64 against this tree's server and
+    the other's, in ABBA rounds (each round a fresh server with 10 jobs stored), so that
+    the machine's background load falls on both alike."""
+    rounds = []
+    for n, which in enumerate(SIDE_BY_SIDE_ORDER * p["side_by_side_rounds"]):
+        tree = other if which == "other" else None
+        async with H.server_process(ctx, f"{NAME}-ab", tree=tree) as server:
+            async with H.Admin(server.address) as admin:
+                creds = await admin.register_many(["stored", "submits"])
+            loaded, _ = await H.preload(server, creds, {"stored": LIST_SIZE})
+            result = await H.run_worker(
+                "benchmarks.server:load",
+                {
+                    "address": server.address,
+                    "server_pid": server.pid,
+                    "creds": creds,
+                    "in_flight": [16, 64],
+                    "seconds": p["seconds"],
+                    "warmup": p["warmup"],
+                    "expect_ids": sorted(loaded["stored"]),
+                },
+                limit=120 + 8 * p["seconds"],
+            )
+        row: dict[str, Any] = {"round": n, "server": which}
+        for ph in result["phases"]:
+            if (ph["rpc"], ph["in_flight"]) in (("RequestJobs", 16), ("SubmitJob", 64)):
+                row[ph["rpc"]] = ph["calls_per_s"]
+                checks.check(
+                    f"side by side, round {n} ({which}): {ph['rpc']} answered correctly",
+                    ph["errors"] == 0 and ph["wrong"] == 0,
+                    f"{ph['calls']} calls, {ph['errors']} errors, {ph['wrong']} wrong",
+                )
+        H.say(
+            f"    round {n}, {which} server: SubmitJob {row['SubmitJob']:,.0f}/s at 64, "
+            f"RequestJobs {row['RequestJobs']:,.0f}/s at 16"
+        )
+        rounds.append(row)
+    means = {
+        which: {
+            rpc: round(statistics.mean(r[rpc] for r in rounds if r["server"] == which), 1)
+            for rpc in ("SubmitJob", "RequestJobs")
+        }
+        for which in ("this", "other")
+    }
+    return {
+        "other_tree": H.tree_info(other),
+        "rounds": rounds,
+        "means": means,
+        "this_over_other": {
+            rpc: round(means["this"][rpc] / means["other"][rpc], 3)
+            for rpc in ("SubmitJob", "RequestJobs")
+        },
     }
 
 
