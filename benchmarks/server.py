@@ -743,6 +743,7 @@ async def _flood(
         "acknowledged": len(acked),
         "stored": len(stored),
         "errors": errors,
+        "error_samples": [m for res in results for m in res["error_samples"]][:5],
         "busy_answers": busy,
         "seconds": round(seconds, 2),
         "acknowledged_per_s": round(len(acked) / seconds, 1),
@@ -1100,6 +1101,7 @@ async def flood(params: dict[str, Any]) -> dict[str, Any]:
     client_no = params["client"]
     acked: list[tuple[str, int]] = []
     errors: dict[str, int] = {}
+    samples: list[str] = []
     latencies: list[float] = []
     async with RainbowClient(params["address"]) as client:
         _signal(params["ready_file"])
@@ -1113,10 +1115,12 @@ async def flood(params: dict[str, Any]) -> dict[str, Any]:
                 job_id = await client.submit_job("flood", params["token"], command)
             except RainbowError as exc:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                if len(samples) < 5:
+                    samples.append(str(exc))
                 return
             latencies.append(time.perf_counter() - t)
             if job_id is not None:
                 acked.append((command, job_id))
 
         await asyncio.gather(*(one(i) for i in range(params["count"])))
-    return {"acked": acked, "errors": errors, "latencies": latencies}
+    return {"acked": acked, "errors": errors, "error_samples": samples, "latencies": latencies}
