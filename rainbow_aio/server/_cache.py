@@ -7,10 +7,10 @@ thread and back. The cache keeps the serialized answers of listings that were re
 one piece, up to a fixed number of bytes in all (least recently used first out).
 
 It is never stale: the store puts an answer in, and drops every answer of a cluster that
-a write touched, in ``Store._deliver``, which receives the results of the database
-thread in the order that thread read and committed them, and before any caller hears of
-them. So once a caller has been told that its submit or accept is done, no answer
-older than that write is left to be served.
+a write touched, as the results of its database thread reach the event loop: in the
+order that thread read and committed them, and before any caller hears of them. So
+once a caller has been told that its submit or accept is done, no answer older than
+that write is left to be served.
 """
 
 from __future__ import annotations
