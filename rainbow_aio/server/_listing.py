@@ -91,6 +91,14 @@ class Answer:
             _write_all(self._file, piece)
         self.size += len(piece)
 
+    def end(self, tail: bytes) -> None:
+        """Add the last few bytes (never a reason to move the pieces to a file)."""
+        if self._file is None:
+            self._held.append(tail)
+        else:
+            _write_all(self._file, tail)
+        self.size += len(tail)
+
     @property
     def large(self) -> bool:
         """Worth assembling in a worker thread rather than where it was built."""
@@ -216,7 +224,7 @@ class Listing:
         """The finished answer, to be joined: empty (REQUEST_JOBS_NORESULTS) when no job
         waits. The listing no longer holds it."""
         if self._count:
-            self._pieces.add(_SUCCESS)
+            self._pieces.end(_SUCCESS)
         answer, self._pieces = self._pieces, Answer()
         return answer
 
