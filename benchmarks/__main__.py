@@ -63,6 +63,10 @@ async def run_one(ctx: H.RunContext, name: str) -> tuple[bool, Path]:
         "correct": checks.ok,
         "checks": checks.items,
     }
+    if ctx.server_tree is not None:
+        payload["server_tree"] = H.tree_info(ctx.server_tree)
+    if ctx.compare_tree is not None:
+        payload["compare_tree"] = H.tree_info(ctx.compare_tree)
     path = H.write_result(ctx, name, payload)
     if ctx.charts and checks.ok and hasattr(mod, "chart") and payload["results"]:
         png = path.with_suffix(".png")
@@ -129,6 +133,20 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--results-dir", type=Path, default=H.RESULTS_DIR)
     r.add_argument("--no-charts", action="store_true")
     r.add_argument(
+        "--server-tree",
+        type=Path,
+        metavar="DIR",
+        help="run the servers from the rainbow_aio of this source tree (an older "
+        "checkout, say) for a before/after comparison; results are marked -other-server",
+    )
+    r.add_argument(
+        "--compare-tree",
+        type=Path,
+        metavar="DIR",
+        help="the server benchmark also runs SubmitJob and RequestJobs against the server "
+        "of this source tree and this one's, in alternating rounds, side by side",
+    )
+    r.add_argument(
         "--profile",
         action="store_true",
         help="run the measured client workers under py-spy (collapsed stacks beside "
@@ -167,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         command=shlex.join(shown),
         charts=not args.no_charts,
         profile=args.profile,
+        server_tree=args.server_tree.resolve() if args.server_tree else None,
+        compare_tree=args.compare_tree.resolve() if args.compare_tree else None,
     )
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     # debug=False: tox sets PYTHONDEVMODE, whose slow-callback reports are noise here

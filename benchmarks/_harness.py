@@ -91,8 +91,20 @@ def cpu_seconds() -> float:
 
 def rss_bytes() -> int:
     """Resident set size of this process now (from /proc, no psutil needed)."""
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    rss = process_rss(os.getpid())
+    assert rss is not None
+    return rss
+
+
+def process_rss(pid: int | None) -> int | None:
+    """Resident set size of another process (the server) in bytes, or None."""
+    if pid is None:
+        return None
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def process_cpu(pid: int | None) -> float | None:
@@ -140,6 +152,17 @@ def _git(*args: str) -> str | None:
     except Exception:
         return None
     return out.stdout.strip()
+
+
+def tree_info(tree: Path) -> dict[str, Any]:
+    """Where another server tree is, and its commit when it is a git checkout."""
+    commit = None
+    with contextlib.suppress(Exception):
+        commit = subprocess.run(
+            ["git", "-C", str(tree), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.strip()  # fmt: skip
+    return {"path": str(tree), "git_commit": commit}
 
 
 def machine_info() -> dict[str, Any]:
@@ -194,11 +217,18 @@ class RunContext:
     command: str
     charts: bool = True
     profile: bool = False
+    # run the server processes from this source tree instead (a before/after comparison)
+    server_tree: Path | None = None
+    # a source tree whose server the server benchmark compares side by side with this one
+    compare_tree: Path | None = None
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rainbow-bench-")))
 
     def result_path(self, name: str, suffix: str = ".json") -> Path:
-        """A fresh file name ``<stamp>-<name>[-size]<suffix>``; never an existing one."""
+        """A fresh file name ``<stamp>-<name>[-other-server][-size]<suffix>``; never an
+        existing one."""
         tag = "" if self.size == "full" else f"-{self.size}"
+        if self.server_tree is not None:
+            tag = f"-other-server{tag}"
         base = f"{self.stamp}-{name}{tag}"
         path = self.results_dir / f"{base}{suffix}"
         n = 2
@@ -254,14 +284,26 @@ def say(msg: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def server_process(ctx: RunContext, name: str) -> AsyncIterator[ServerProcess]:
-    """A ``rainbow-aio serve`` child on 127.0.0.1 with a fresh database; always stopped."""
+async def server_process(
+    ctx: RunContext, name: str, *, args: Sequence[str] = (), tree: Path | None = None
+) -> AsyncIterator[ServerProcess]:
+    """A ``rainbow-aio serve`` child on 127.0.0.1 with a fresh database; always stopped.
+
+    ``args`` are extra ``rainbow-aio serve`` options (``--max-calls-in-flight 100``).
+    The server runs the ``rainbow_aio`` of ``tree``, else of ``ctx.server_tree``, else
+    this one.
+    """
+    tree = tree if tree is not None else ctx.server_tree
     from rainbow_aio.testing import ServerProcess  # here: workers need not import pytest
 
     db = ctx.tmp / f"{name}-{uuid.uuid4().hex[:8]}.db"
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)  # dev mode slows asyncio; benchmarks measure release mode
-    server = ServerProcess(db, host="127.0.0.1", secret=SECRET, cleanup=True, env=env)
+    if tree is not None:
+        # that tree's rainbow_aio first, and not the one in the current directory
+        env["PYTHONSAFEPATH"] = "1"
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    server = ServerProcess(db, host="127.0.0.1", secret=SECRET, cleanup=True, args=args, env=env)
     await server.start()
     try:
         yield server
@@ -530,6 +572,58 @@ def _sqlite_insert(db: Path, rows: Sequence[tuple[str, str, str]]) -> list[int]:
         return ids
     finally:
         conn.close()
+
+
+def _sqlite_bulk_insert(
+    db: Path, cluster: str, count: int, command: Callable[[str, int], str]
+) -> tuple[int, int]:
+    """Insert ``count`` jobs for one cluster in one transaction, streaming the rows (no
+    list of them is built); return the first and last id given."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        before = conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()[0]
+        conn.executemany(
+            "INSERT INTO jobs (cluster, name, nodes, tasks, command) VALUES (?, ?, 1, 0, ?)",
+            ((cluster, f"pre-{i}", command(cluster, i)) for i in range(count)),
+        )
+        first, last, n = conn.execute(
+            "SELECT MIN(id), MAX(id), COUNT(*) FROM jobs WHERE id > ?", (before,)
+        ).fetchone()
+        conn.execute("COMMIT")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
+    if n != count or last - first + 1 != count:
+        raise RuntimeError(f"bulk load gave {n} rows with ids {first}..{last}, not {count}")
+    return first, last
+
+
+async def bulk_load(
+    server: ServerProcess,
+    cluster: str,
+    count: int,
+    *,
+    command: Callable[[str, int], str] = lambda cluster, i: f"echo {cluster} {i}",
+) -> tuple[range, dict[str, Any]]:
+    """Add ``count`` waiting jobs to one cluster, for backlogs of millions of jobs.
+
+    Like :func:`preload` with ``method="sqlite"``, but streams the rows in one
+    ``executemany`` and returns the ids as a range (they are consecutive: the server is
+    stopped, so nothing else inserts meanwhile). The server is restarted on the file.
+    """
+    t0 = time.perf_counter()
+    await server.stop()
+    try:
+        if not _sqlite_loadable(server.db):
+            raise RuntimeError("the server's database schema is not the one the loader knows")
+        first, last = await asyncio.to_thread(
+            _sqlite_bulk_insert, server.db, cluster, count, command
+        )
+    finally:
+        await server.start()
+    note = {"method": "sqlite-bulk", "jobs": count, "seconds": round(time.perf_counter() - t0, 3)}
+    return range(first, last + 1), note
 
 
 async def preload(

@@ -49,13 +49,82 @@ def targets(data: dict[str, Any]) -> str:
 
 def server(d: dict[str, Any]) -> str:
     rows = sorted(d["results"]["phases"], key=lambda p: (p["rpc"], p["stored"], p["in_flight"]))
-    return _table(
+    out = [_table(
         ["RPC", "jobs stored at start", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
          "load-gen CPU %"],
         ([p["rpc"], p.get("stored_total_at_start", p["stored"]), p["in_flight"],
           p["calls_per_s"], p["latency"]["p50_ms"], p["latency"]["p99_ms"],
           p["server_cpu_pct"], p["client_cpu_pct"]] for p in rows),
-    )  # fmt: skip
+    )]  # fmt: skip
+    backlog = d["results"].get("backlog")
+    if backlog:
+        out.append(_table(
+            ["jobs waiting", "restart to first answer s (each)", "server RSS MB",
+             "RequestJobs(10) p50 ms, not cached / cached", "Serial p50 ms",
+             "server CPU us per RequestJobs(10), not cached", "RequestJobs(10) calls/s at 16, "
+             "cached", "SubmitJob calls/s at 64", "SubmitJob p99 ms"],
+            ([s["waiting"] if s["label"].endswith(" waiting")
+              else f"{s['waiting']:,} ({s['label']})",
+              " / ".join(f"{x:.3f}" for x in s["restart"]["to_first_answer_s"]), s["rss_mb"],
+              f"{s['probe']['request_fresh_1']['latency']['p50_ms']:.3f} / "
+              f"{s['probe']['request_1']['latency']['p50_ms']:.3f}",
+              s["probe"]["serial_1"]["latency"]["p50_ms"],
+              s["probe"]["request_fresh_16"].get("server_cpu_us_per_listing"),
+              s["probe"]["request_16"]["calls_per_s"],
+              s["probe"]["submit_64"]["calls_per_s"],
+              s["probe"]["submit_64"]["latency"]["p99_ms"]] for s in backlog["states"]),
+        ))  # fmt: skip
+        out.append(_table(
+            ["full listing", "jobs", "answer MB", "listing s", "small calls meanwhile",
+             "their p50 ms", "their slowest ms (SubmitJob / RequestJobs)", "over 100 ms",
+             "small calls otherwise: slowest ms", "server RSS peak MB",
+             "server RSS 1 s after MB"],
+            ([i + 1, x["jobs"], x["answer_mb"], x["listing_s"], x["small_calls_during"]["n"],
+              x["small_calls_during"]["p50_ms"],
+              _by_rpc(x),
+              x.get("small_calls_over_100ms"),
+              x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
+              x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
+        ))  # fmt: skip
+    side = d["results"].get("side_by_side")
+    if side:
+        out.append(_table(
+            ["round", "server", "SubmitJob calls/s at 64", "RequestJobs(10) calls/s at 16"],
+            ([r["round"], r["server"], r["SubmitJob"], r["RequestJobs"]]
+             for r in side["rounds"]),
+        ))  # fmt: skip
+        out.append(
+            f"Side by side with `{side['other_tree']['path']}`: means this / other, SubmitJob "
+            f"{side['means']['this']['SubmitJob']:,.0f} / "
+            f"{side['means']['other']['SubmitJob']:,.0f} calls/s "
+            f"({side['this_over_other']['SubmitJob']:.3f}x), RequestJobs "
+            f"{side['means']['this']['RequestJobs']:,.0f} / "
+            f"{side['means']['other']['RequestJobs']:,.0f} calls/s "
+            f"({side['this_over_other']['RequestJobs']:.3f}x)."
+        )
+    floods = d["results"].get("floods")
+    if floods:
+        out.append(_table(
+            ["flood", "clients x submits at once", "acknowledged", "stored", "raised",
+             "answered 'database is locked'", "seconds", "latency p50 / p99 / max ms",
+             "server RSS before / peak / after MB"],
+            ([f["label"], f"{f['clients']} x {f['in_flight_each']:,}", f["acknowledged"],
+              f["stored"], sum(f["errors"].values()), f["busy_answers"], f["seconds"],
+              " / ".join(f"{f['latency_with_retries'][k]:,.0f}"
+                         for k in ("p50_ms", "p99_ms", "max_ms")),
+              " / ".join(str(f["server_rss"][k]) for k in ("start_mb", "peak_mb", "end_mb"))]
+             for f in floods),
+        ))  # fmt: skip
+    return "\n\n".join(out)
+
+
+def _by_rpc(listing: dict[str, Any]) -> str:
+    worst = f"{listing['small_calls_during']['max_ms']:,.0f}"
+    by_rpc = listing.get("small_calls_during_by_rpc")
+    if not by_rpc:
+        return worst
+    parts = (by_rpc[rpc]["max_ms"] for rpc in ("SubmitJob", "RequestJobs"))
+    return f"{worst} ({' / '.join('-' if v is None else f'{v:,.0f}' for v in parts)})"
 
 
 def client_overhead(d: dict[str, Any]) -> str:
@@ -146,6 +215,12 @@ def render(files: Sequence[Path]) -> str:
             f"{' (dirty)' if m.get('git_dirty') else ''}; correctness checks: "
             f"{sum(c['ok'] for c in d['checks'])}/{len(d['checks'])} passed."
         )
+        if d.get("server_tree"):
+            tree = d["server_tree"]
+            out.append(
+                f"**Servers run from another tree:** `{tree['path']}` "
+                f"(commit {tree.get('git_commit') or 'unknown'})."
+            )
         if d["benchmark"] in TABLES and d["results"]:
             out.append(TABLES[d["benchmark"]](d))
         out.append(targets(d))

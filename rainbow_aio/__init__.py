@@ -10,7 +10,8 @@
 
 See docs/delivery.md for the delivery guarantees and docs/retries.md for the retry table.
 
-The embedded server (``RainbowServer``, ``ServerTLSConfig``) is imported on first use, so a
+The embedded server (``RainbowServer``, ``ServerLimits``, ``ServerTLSConfig``) is imported
+on first use, so a
 program that only talks to a server does not load it, nor SQLite.
 """
 
@@ -53,11 +54,11 @@ from .poller import (
 __version__ = "0.1.0"
 
 # names imported from a submodule on first use -> that submodule
-_LAZY = {"RainbowServer": ".server", "ServerTLSConfig": ".server"}
+_LAZY = {"RainbowServer": ".server", "ServerLimits": ".server", "ServerTLSConfig": ".server"}
 
 if _typing.TYPE_CHECKING:
     # what type checkers see; at run time __getattr__ below imports these on first use
-    from .server import RainbowServer, ServerTLSConfig
+    from .server import RainbowServer, ServerLimits, ServerTLSConfig
 else:
 
     def __getattr__(name: str) -> object:
@@ -111,6 +112,7 @@ __all__ = [
     "PollerStats",
     # server
     "RainbowServer",
+    "ServerLimits",
     "ServerTLSConfig",
     "__version__",
 ]

@@ -277,6 +277,13 @@ def error_from_status(
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
         return make(DeniedError, f"the server denied the call: {details}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        if details.startswith(P.DETAILS_ANSWER_TOO_LARGE):
+            # the server's own limit: a larger receive limit here would not help
+            return make(
+                ServerError,
+                f"the server's answer would be too large ({details}); ask for fewer jobs "
+                "at a time (max_jobs)",
+            )
         return make(
             ServerError,
             f"a message was larger than allowed ({details}); ask for fewer jobs at a time "

@@ -29,3 +29,5 @@ SERIAL_PROCESSED: Final = "processed successfully"
 
 # Sent only by the embedded server, which refuses what the Go server wrongly accepts.
 DETAILS_CLUSTER_REQUIRED: Final = "a cluster name is required"
+# How the embedded server's RESOURCE_EXHAUSTED for a listing over its size limit begins.
+DETAILS_ANSWER_TOO_LARGE: Final = "the answer would be larger than the server's limit"

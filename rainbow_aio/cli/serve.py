@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import _protocol as P
-from ._common import seconds
+from .._exceptions import InvalidArgumentError
+from ..server import ServerLimits
+from ._common import seconds, whole_number
 
 PROG = "rainbow-aio serve"
 DEFAULT_ADDRESS = "127.0.0.1:50051"
@@ -63,6 +65,28 @@ def add_parser(subparsers: Any) -> None:
         action="store_true",
         help="allow the default registration secret on a non-loopback address",
     )
+    limits = ServerLimits()
+    for field, what in (
+        (
+            "max_calls_in_flight",
+            "database calls served at once; more are answered 'database is locked', "
+            "which clients retry",
+        ),
+        ("max_queued_writes", "writes waiting for the database; more are answered the same"),
+        (
+            "max_response_bytes",
+            "largest RequestJobs answer in bytes, by default RainbowClient's receive "
+            "limit; a larger listing fails and asks for a smaller maxJobs",
+        ),
+    ):
+        default = getattr(limits, field)
+        parser.add_argument(
+            "--" + field.replace("_", "-"),
+            type=whole_number(1),
+            default=default,
+            metavar="N",
+            help=f"{what} (default {default})",
+        )
     parser.add_argument(
         "--grace",
         type=seconds(zero=True),
@@ -132,6 +156,11 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
     from ..server import RainbowServer, ServerStartError
 
     try:
+        limits = ServerLimits(
+            max_calls_in_flight=args.max_calls_in_flight,
+            max_queued_writes=args.max_queued_writes,
+            max_response_bytes=args.max_response_bytes,
+        )
         server = RainbowServer(
             args.address,
             db=args.db,
@@ -139,8 +168,9 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
             cleanup=args.cleanup,
             tls=_tls(args),
             allow_public_default_secret=args.allow_default_secret,
+            limits=limits,
         )
-    except ServerStartError as exc:
+    except (ServerStartError, InvalidArgumentError) as exc:
         raise _Fail(str(exc)) from None
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

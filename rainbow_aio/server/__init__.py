@@ -5,11 +5,13 @@ Two ways to run it:
 - in-process: ``async with RainbowServer("127.0.0.1:0", db=":memory:") as server:``,
   then connect to ``server.address`` (the real port);
 - as a process: ``rainbow-aio serve --address HOST:PORT --db FILE --secret S
-  [--cleanup] [--tls-cert F --tls-key F [--tls-client-ca F]]``.
+  [--cleanup] [--tls-cert F --tls-key F [--tls-client-ca F]] [--max-calls-in-flight N]
+  [--max-queued-writes N] [--max-response-bytes N]``.
 
 What it guarantees (see PROTOCOL.md for the Go server it reproduces):
 
-- the Go server's wire behaviour: every error is gRPC UNKNOWN with the Go details string,
+- the Go server's wire behaviour: every error is gRPC UNKNOWN with the Go details string
+  (except a listing over ``max_response_bytes``, below, which the Go server would send),
   NORESULTS and PARTIAL answers, ``maxJobs`` (<= 0 means all, N means the N lowest ids),
   Serial and the Stream counter, job JSON byte for byte as Go's ``encoding/json`` (Go
   1.20 flavour: ``\\u0008``/``\\u000c`` for backspace and form feed);
@@ -17,9 +19,18 @@ What it guarantees (see PROTOCOL.md for the Go server it reproduces):
   (``%`` and ``_`` are plain characters), the real job id from SubmitJob, an empty
   cluster name refused at registration (UNKNOWN ``a cluster name is required``),
   credentials stored as SHA-256 digests and compared in constant time;
-- SUBMIT_SUCCESS only after the row is committed and fsynced, and no ``database is
-  locked`` under any load: one thread owns the database and commits in batches
-  (``_store`` explains the design and the WAL + ``synchronous=FULL`` choice);
+- SUBMIT_SUCCESS only after the row is committed and fsynced: one thread owns the
+  database and commits in batches (``_store`` explains the design and the WAL +
+  ``synchronous=FULL`` choice);
+- a large backlog costs disk, not memory: waiting jobs live only in SQLite, start-up
+  reads no job, RequestJobs(maxJobs k) reads k rows through the ``(cluster, id)`` index
+  whatever the cluster's history, and a long listing is built in pieces off the event
+  loop, so it never holds up other calls (``_listing``);
+- bounded load (:class:`ServerLimits`): past ``max_calls_in_flight`` database calls or
+  ``max_queued_writes`` queued writes a call is answered UNKNOWN ``database is locked``
+  at once, with nothing written (the Go server's retryable answer, which rainbow-aio's
+  client repeats); a listing larger than ``max_response_bytes`` fails with
+  RESOURCE_EXHAUSTED and a hint to lower ``maxJobs``, never a shortened answer;
 - ids keep increasing across restarts and are never reused; ``cleanup`` starts empty;
 - with the built-in default secret it listens only on loopback addresses, unless
   ``allow_public_default_secret=True`` (``--allow-default-secret``).
@@ -31,6 +42,7 @@ contains a secret.
 
 from __future__ import annotations
 
+from ._limits import ServerLimits
 from ._server import RainbowServer, ServerStartError, ServerTLSConfig
 
-__all__ = ["RainbowServer", "ServerStartError", "ServerTLSConfig"]
+__all__ = ["RainbowServer", "ServerLimits", "ServerStartError", "ServerTLSConfig"]

@@ -9,12 +9,13 @@ import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final
+from typing import Any, Final
 
 import grpc
 
 from .. import _protocol as P
-from .._proto import rainbow_pb2_grpc as pb_grpc
+from .._proto import rainbow_pb2 as pb
+from ._limits import CallGate, ServerLimits
 from ._service import Servicer
 from ._store import MEMORY, Store, StoreError
 
@@ -23,6 +24,8 @@ __all__ = ["RainbowServer", "ServerStartError", "ServerTLSConfig"]
 log = logging.getLogger("rainbow_aio.server")
 
 RPC_NAMES: Final = ("Register", "SubmitJob", "RequestJobs", "AcceptJobs", "Serial", "Stream")
+
+PENDING_CALLS: Final = 20_000
 
 _SERVER_OPTIONS: Final = [
     # gRPC binds with SO_REUSEPORT by default, which would let a second server share a
@@ -34,7 +37,49 @@ _SERVER_OPTIONS: Final = [
     ("grpc.http2.min_recv_ping_interval_without_data_ms", 5 * 60 * 1000),
     ("grpc.http2.max_ping_strikes", 2),
     ("grpc.keepalive_permit_without_calls", 0),
+    # Calls that have arrived but that the event loop has not picked up yet wait in
+    # grpc's own queue. Past its default size (1,000, then refusals at random up to
+    # 3,000) grpc answers them CANCELLED, which no client retries, so a burst of
+    # submits would fail outright. A larger queue lets the server pick every call up
+    # and answer those past ServerLimits with the retryable 'database is locked'. Each
+    # waiting call costs a few KB; the queue never holds more than this many.
+    ("grpc.server.max_pending_requests", PENDING_CALLS),
+    ("grpc.server.max_pending_requests_hard_limit", PENDING_CALLS),
 ]
+
+
+def _as_is(answer: bytes) -> bytes:
+    """The "serializer" of answers that are serialized already."""
+    return answer
+
+
+def _handlers(servicer: Servicer) -> dict[str, grpc.RpcMethodHandler[Any, Any]]:
+    """The six methods, as the generated ``add_RainbowSchedulerServicer_to_server`` would
+    register them, except that RequestJobs answers arrive serialized (off the loop)."""
+
+    def unary(method: Any, request: Any, serialize: Any) -> grpc.RpcMethodHandler[Any, Any]:
+        return grpc.unary_unary_rpc_method_handler(
+            method, request_deserializer=request.FromString, response_serializer=serialize
+        )
+
+    return {
+        "Register": unary(
+            servicer.Register, pb.RegisterRequest, pb.RegisterResponse.SerializeToString
+        ),
+        "SubmitJob": unary(
+            servicer.SubmitJob, pb.SubmitJobRequest, pb.SubmitJobResponse.SerializeToString
+        ),
+        "RequestJobs": unary(servicer.RequestJobs, pb.RequestJobsRequest, _as_is),
+        "AcceptJobs": unary(
+            servicer.AcceptJobs, pb.AcceptJobsRequest, pb.AcceptJobsResponse.SerializeToString
+        ),
+        "Serial": unary(servicer.Serial, pb.Request, pb.Response.SerializeToString),
+        "Stream": grpc.stream_stream_rpc_method_handler(
+            servicer.Stream,
+            request_deserializer=pb.Request.FromString,
+            response_serializer=pb.Response.SerializeToString,
+        ),
+    }
 
 
 class ServerStartError(RuntimeError):
@@ -121,6 +166,9 @@ class RainbowServer:
     file first. ``address`` may use port 0: after :meth:`start`, :attr:`address` and
     :attr:`port` hold the real port. With the default registration secret the server
     only listens on loopback addresses unless ``allow_public_default_secret`` is set.
+    ``limits`` bounds the calls in flight, the queued writes and the size of one
+    listing (:class:`ServerLimits`; past the first two the server answers the
+    retryable ``database is locked``).
 
         async with RainbowServer("127.0.0.1:0", secret="s3cret") as server:
             async with RainbowClient(server.address) as client:
@@ -136,6 +184,7 @@ class RainbowServer:
         cleanup: bool = False,
         tls: ServerTLSConfig | None = None,
         allow_public_default_secret: bool = False,
+        limits: ServerLimits | None = None,
     ) -> None:
         self._requested = address
         self._host, self._port = split_address(address)
@@ -144,6 +193,7 @@ class RainbowServer:
         self._cleanup = cleanup
         self._tls = tls
         self._allow_public_default_secret = allow_public_default_secret
+        self._limits = ServerLimits() if limits is None else limits
         self._server: grpc.aio.Server | None = None
         self._store: Store | None = None
         self._servicer: Servicer | None = None
@@ -176,6 +226,17 @@ class RainbowServer:
         return types.MappingProxyType(self._servicer.counts)
 
     @property
+    def limits(self) -> ServerLimits:
+        """The bounds on calls in flight, queued writes and answer size."""
+        return self._limits
+
+    @property
+    def busy_answers(self) -> int:
+        """Calls answered ``database is locked`` because the server was past a bound of
+        :attr:`limits` (since the last start)."""
+        return 0 if self._servicer is None else self._servicer.gate.refused
+
+    @property
     def running(self) -> bool:
         """True between :meth:`start` and :meth:`stop`."""
         return self._server is not None
@@ -203,14 +264,25 @@ class RainbowServer:
             raise ServerStartError("the registration secret must not be empty")
         probe_bind(self._host, self._port)
         log.info("creating 🌈️ server...")
-        store = Store(self._db, cleanup=self._cleanup)
+        limits = self._limits
+        store = Store(
+            self._db,
+            cleanup=self._cleanup,
+            max_queued_writes=limits.max_queued_writes,
+            max_answer_bytes=limits.max_response_bytes,
+        )
         try:
             clusters = await store.open()
         except StoreError as exc:
             raise ServerStartError(f"cannot open database {str(self._db)!r}: {exc}") from None
-        servicer = Servicer(store, self._secret, clusters)
+        servicer = Servicer(store, self._secret, clusters, CallGate(limits.max_calls_in_flight))
         server = grpc.aio.server(options=_SERVER_OPTIONS)
-        pb_grpc.add_RainbowSchedulerServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        handlers = _handlers(servicer)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(P.SERVICE, handlers),)
+        )
+        # (as the generated code does; grpc-stubs do not know this method yet)
+        server.add_registered_method_handlers(P.SERVICE, handlers)  # type: ignore[attr-defined]
         bind = f"[{self._host}]:{self._port}" if ":" in self._host else self._requested
         try:
             try:
@@ -225,6 +297,12 @@ class RainbowServer:
             from .. import __version__
 
             log.info("starting scheduler server: rainbow-aio %s", __version__)
+            log.info(
+                "limits: %d calls in flight, %d queued writes, %d-byte answers",
+                limits.max_calls_in_flight,
+                limits.max_queued_writes,
+                limits.max_response_bytes,
+            )
             await server.start()
         except BaseException:
             await server.stop(None)
@@ -241,6 +319,8 @@ class RainbowServer:
         self._server = None
         if server is not None:
             await server.stop(grace)
+            if self.busy_answers:
+                log.info("%d calls were answered 'database is locked' (busy)", self.busy_answers)
         if store is not None:
             await store.close()
             self._store = None

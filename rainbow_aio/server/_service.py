@@ -4,26 +4,63 @@ Every refusal is gRPC status UNKNOWN with one of the details strings of
 ``rainbow_aio._protocol``, exactly as the Go server answers, so clients see the real wire
 shapes. The checks run in the Go server's order (for example AcceptJobs checks for an
 empty secret before an empty id list, and both before the credentials).
+
+Past the server's bounds (``_limits.py``) a database call is answered UNKNOWN
+``database is locked`` before any check, as the Go server answers under heavy load.
+RequestJobs answers are serialized by the store's thread (``_listing.py``), so its
+handler returns bytes; ``_server.py`` passes them to gRPC as they are.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
-from typing import NoReturn
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import NoReturn, TypeVar
 
 import grpc
 
 from .. import _protocol as P
 from .._proto import rainbow_pb2 as pb
-from ._store import ClusterCredentials, Store, StoreError
+from ._limits import CallGate
+from ._store import AnswerTooLarge, ClusterCredentials, Store, StoreBusy, StoreError
 
 __all__ = ["Servicer", "digest"]
 
 _Context = grpc.aio.ServicerContext
+_Req = TypeVar("_Req")
+_Resp = TypeVar("_Resp")
+_Handler = Callable[["Servicer", _Req, "_Context[object, object]"], Awaitable[_Resp]]
+
+
+async def _fail(context: _Context[object, object], details: str) -> NoReturn:
+    """End the call as the Go server ends every failed call: UNKNOWN with ``details``."""
+    await context.abort(grpc.StatusCode.UNKNOWN, details)
+
+
+def _database_call(handler: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
+    """Count the call, admit it through the gate or answer ``database is locked``, and
+    answer ``database is locked`` too when the store's write queue is full."""
+    name = handler.__name__
+
+    @functools.wraps(handler)
+    async def wrapper(self: Servicer, request: _Req, context: _Context[object, object]) -> _Resp:
+        self.counts[name] += 1
+        gate = self.gate
+        if not gate.enter():
+            await _fail(context, P.DETAILS_DB_LOCKED)
+        try:
+            return await handler(self, request, context)
+        except StoreBusy:
+            gate.refuse("queued writes")
+            await _fail(context, P.DETAILS_DB_LOCKED)
+        finally:
+            gate.leave()
+
+    return wrapper
 
 
 def digest(value: str) -> bytes:
@@ -36,12 +73,20 @@ class Servicer:
 
     Cluster credentials never change once registered, so their digests are kept in
     memory (loaded at start, added on registration) and authorisation costs no query.
+    ``gate`` bounds the database calls in flight.
     """
 
-    def __init__(self, store: Store, secret: str, clusters: dict[str, ClusterCredentials]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        secret: str,
+        clusters: dict[str, ClusterCredentials],
+        gate: CallGate,
+    ) -> None:
         self._store = store
         self._secret_hash = digest(secret)
         self._clusters = clusters
+        self.gate = gate
         self.counts: Counter[str] = Counter()
         self.stream_counter = 0
 
@@ -56,21 +101,17 @@ class Servicer:
             return False
         return hmac.compare_digest(given, creds.token_hash if token else creds.secret_hash)
 
-    @staticmethod
-    async def _fail(context: _Context[object, object], details: str) -> NoReturn:
-        await context.abort(grpc.StatusCode.UNKNOWN, details)
-
     # -- RPCs --------------------------------------------------------------------------
 
+    @_database_call
     async def Register(
         self, request: pb.RegisterRequest, context: _Context[object, object]
     ) -> pb.RegisterResponse:
-        self.counts["Register"] += 1
         if not hmac.compare_digest(digest(request.secret), self._secret_hash):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         name = request.name
         if not name:
-            await self._fail(context, P.DETAILS_CLUSTER_REQUIRED)
+            await _fail(context, P.DETAILS_CLUSTER_REQUIRED)
         if name in self._clusters:
             return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
         token, secret = str(uuid.uuid4()), str(uuid.uuid4())
@@ -78,7 +119,7 @@ class Servicer:
         try:
             created = await self._store.register(name, creds)
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         if not created:
             return pb.RegisterResponse(status=pb.RegisterResponse.REGISTER_EXISTS)
         self._clusters[name] = creds
@@ -86,50 +127,53 @@ class Servicer:
             token=token, secret=secret, status=pb.RegisterResponse.REGISTER_SUCCESS
         )
 
+    @_database_call
     async def SubmitJob(
         self, request: pb.SubmitJobRequest, context: _Context[object, object]
     ) -> pb.SubmitJobResponse:
-        self.counts["SubmitJob"] += 1
         if not request.token:
-            await self._fail(context, P.DETAILS_TOKEN_REQUIRED)
+            await _fail(context, P.DETAILS_TOKEN_REQUIRED)
         if not self._authorised(request.cluster, request.token, token=True):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         try:
             job_id = await self._store.submit(
                 request.cluster, request.name, request.nodes, request.tasks, request.command
             )
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         return pb.SubmitJobResponse(jobid=job_id, status=pb.SubmitJobResponse.SUBMIT_SUCCESS)
 
+    @_database_call
     async def RequestJobs(
         self, request: pb.RequestJobsRequest, context: _Context[object, object]
-    ) -> pb.RequestJobsResponse:
-        self.counts["RequestJobs"] += 1
+    ) -> bytes:
+        """The answer comes back serialized: NORESULTS (an empty message) or SUCCESS."""
         if not request.secret:
-            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+            await _fail(context, P.DETAILS_SECRET_REQUIRED)
         if not self._authorised(request.cluster, request.secret, token=False):
-            await self._fail(context, P.DETAILS_DENIED)
-        jobs = self._store.waiting(request.cluster, request.maxJobs)
-        if not jobs:
-            return pb.RequestJobsResponse(status=pb.RequestJobsResponse.REQUEST_JOBS_NORESULTS)
-        return pb.RequestJobsResponse(jobs=jobs, status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS)
+            await _fail(context, P.DETAILS_DENIED)
+        try:
+            return await self._store.list_jobs(request.cluster, request.maxJobs)
+        except AnswerTooLarge as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except StoreError as exc:
+            await _fail(context, str(exc))
 
+    @_database_call
     async def AcceptJobs(
         self, request: pb.AcceptJobsRequest, context: _Context[object, object]
     ) -> pb.AcceptJobsResponse:
-        self.counts["AcceptJobs"] += 1
         if not request.secret:
-            await self._fail(context, P.DETAILS_SECRET_REQUIRED)
+            await _fail(context, P.DETAILS_SECRET_REQUIRED)
         ids = list(request.jobids)
         if not ids:
-            await self._fail(context, P.DETAILS_NO_JOBS)
+            await _fail(context, P.DETAILS_NO_JOBS)
         if not self._authorised(request.cluster, request.secret, token=False):
-            await self._fail(context, P.DETAILS_DENIED)
+            await _fail(context, P.DETAILS_DENIED)
         try:
             deleted = await self._store.accept(request.cluster, ids)
         except StoreError as exc:
-            await self._fail(context, str(exc))
+            await _fail(context, str(exc))
         status = (
             pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
             if deleted == len(ids)
@@ -159,4 +203,4 @@ class Servicer:
                 processing_details=P.SERIAL_PROCESSED,
             )
         # The Go server treats the client's half-close as a receive error.
-        await self._fail(context, P.DETAILS_STREAM_EOF)
+        await _fail(context, P.DETAILS_STREAM_EOF)

@@ -1,14 +1,16 @@
-"""The server's SQLite store: one thread owns the connection and does every write.
+"""The server's SQLite store: one thread owns the connection and runs every statement.
 
 Why one owner: SQLite allows one writer at a time, and the Go server's many writers
 racing on one file is what produced ``database is locked``, false denials and lost jobs.
 Here every statement goes through a single thread fed by a queue, so no two statements
-ever compete for the lock and "locked" cannot happen by construction.
+ever compete for the lock and "locked" cannot happen by construction. (The server does
+answer ``database is locked`` on purpose when it is past its bounds; see
+``_limits.py``. Nothing has been written when it does.)
 
-Why batches: the thread drains everything waiting in the queue (up to ``MAX_BATCH``
-operations) and runs it in one transaction with one commit, so 64 submits that arrive
-together cost one fsync, not 64. An operation's answer reaches the event loop only after
-its transaction has committed: a caller told that its job was stored can rely on it.
+Why batches: the thread drains what waits in the queue (up to ``MAX_BATCH`` operations)
+and runs the writes in one transaction with one commit, so 64 submits that arrive
+together cost one fsync, not 64. A write's answer reaches the event loop only after its
+transaction has committed: a caller told that its job was stored can rely on it.
 
 Durability: a file database runs in WAL mode with ``synchronous=FULL``: every commit
 fsyncs the WAL, so an answered SubmitJob survives a power cut as well as a killed
@@ -17,10 +19,22 @@ but may lose the last commits on power loss, breaking "SUBMIT_SUCCESS means stor
 The file is opened with an exclusive lock, so a second server on the same file fails at
 start-up instead of fighting over the lock later.
 
-Reads: the jobs waiting for each cluster are also kept in memory (:class:`JobIndex`,
-loaded at start-up, changed only when a commit is delivered, in commit order), so
-RequestJobs is answered without a trip to the database thread and always reflects
-committed state. The cost is memory for the waiting jobs' JSON; accepted jobs leave it.
+Reads: waiting jobs live only in the database, so memory does not grow with the backlog
+and start-up reads the clusters but no job. RequestJobs reads the ``limit`` lowest ids
+of a cluster through the ``(cluster, id)`` index, so its cost depends on ``limit``, not
+on how many jobs the cluster has or once had. A listing runs in the same thread, after
+the writes drained with it have committed, so it always shows committed state. Long
+listings are built in pieces (``_listing.py``): each pass of the thread commits the
+writes waiting, then gives every listing in progress one piece. A short call therefore
+waits for at most one piece per listing in progress, never for a whole million-job
+listing; and at most ``LARGE_LISTINGS`` listings past their first piece are built at
+once, so their memory stays bounded too. Short answers read in one piece are also kept
+in a small cache on the event loop (``_cache.py``), dropped per cluster by every write
+that touches it, so polling an idle cluster again costs no trip to this thread.
+
+Bounds: at most ``max_queued_writes`` writes wait for the thread; past that,
+:meth:`Store.submit`, :meth:`Store.accept` and :meth:`Store.register` raise
+:class:`StoreBusy` without queueing anything.
 
 Job ids come from ``INTEGER PRIMARY KEY AUTOINCREMENT``: they keep increasing across
 restarts and an accepted (deleted) id is never handed out again.
@@ -29,7 +43,7 @@ restarts and an accepted (deleted) id is never handed out again.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
 import logging
 import queue
 import sqlite3
@@ -39,14 +53,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from .._gojson import encode_job
+from ._cache import AnswerCache
+from ._listing import Answer, AnswerTooLarge, Listing
 
-__all__ = ["ClusterCredentials", "JobIndex", "Store", "StoreError"]
+__all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreBusy", "StoreError"]
 
 log = logging.getLogger("rainbow_aio.server")
 
 MAX_BATCH: Final = 512
 MEMORY: Final = ":memory:"
+LARGE_LISTINGS: Final = 2
+"""Listings past their first piece that are built at the same time; others wait."""
 
 _SCHEMA_CLUSTERS: Final = """
 CREATE TABLE IF NOT EXISTS clusters (
@@ -65,9 +82,19 @@ CREATE TABLE IF NOT EXISTS jobs (
 )"""
 _SCHEMA_JOBS_INDEX: Final = "CREATE INDEX IF NOT EXISTS jobs_by_cluster ON jobs (cluster, id)"
 
+LIST_JOBS: Final = (
+    "SELECT id, name, nodes, tasks, command FROM jobs "
+    "WHERE cluster = ? AND id > ? ORDER BY id LIMIT ?"
+)
+"""One piece of a listing: a range scan of the ``(cluster, id)`` index."""
+
 
 class StoreError(Exception):
     """The database could not be opened or a statement failed; the message is safe to show."""
+
+
+class StoreBusy(Exception):
+    """Too many writes wait for the database; this one was not queued (nothing written)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,59 +105,50 @@ class ClusterCredentials:
     secret_hash: bytes
 
 
-class JobIndex:
-    """The waiting jobs per cluster, as id -> Go JSON, in ascending id order.
+@dataclass(slots=True)
+class _Write:
+    """A write for the thread: ``fn(conn, *args)`` inside the batch's transaction; it
+    may change the jobs of ``cluster``."""
 
-    Ids are handed out in increasing order by the single writer and added here in commit
-    order, so each cluster's dict stays sorted by insertion alone.
-    """
-
-    def __init__(self) -> None:
-        self._jobs: dict[str, dict[int, str]] = {}
-
-    def add(self, cluster: str, job_id: int, text: str) -> None:
-        self._jobs.setdefault(cluster, {})[job_id] = text
-
-    def remove(self, cluster: str, job_ids: Sequence[int]) -> None:
-        jobs = self._jobs.get(cluster)
-        if jobs is not None:
-            for job_id in job_ids:
-                jobs.pop(job_id, None)
-
-    def waiting(self, cluster: str, limit: int) -> dict[int, str]:
-        """The ``limit`` lowest-id jobs (all when ``limit <= 0``)."""
-        jobs = self._jobs.get(cluster)
-        if not jobs:
-            return {}
-        if limit <= 0 or limit >= len(jobs):
-            return dict(jobs)
-        return dict(itertools.islice(jobs.items(), limit))
-
-    def __len__(self) -> int:
-        return sum(len(jobs) for jobs in self._jobs.values())
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    fut: asyncio.Future[Any]
+    cluster: str | None
 
 
-# One queued operation: (function run in the store thread, its arguments, the future
-# resolved with its result on the event loop, and an optional function run on the event
-# loop with the committed result before the future is resolved).
-_After = Callable[[Any], Any] | None
-_Op = tuple[Callable[..., Any], tuple[Any, ...], "asyncio.Future[Any]", _After]
-_Result = tuple["asyncio.Future[Any]", bool, Any, _After]
+# An answer for the event loop: (future, succeeded, value or exception).
+_Result = tuple["asyncio.Future[Any]", bool, Any]
+# A listing's answer: the same, and for an answer to cache its (cluster, maxJobs).
+_Listed = tuple["asyncio.Future[Any]", bool, Any, "tuple[str, int] | None"]
 _STOP: Final = object()
 
 
 class Store:
-    """Asynchronous access to the SQLite database through its owner thread."""
+    """Asynchronous access to the SQLite database through its owner thread.
 
-    def __init__(self, path: str | Path, *, cleanup: bool = False) -> None:
+    ``max_queued_writes`` bounds the writes waiting for the thread; ``max_answer_bytes``
+    bounds one listing's answer (:class:`AnswerTooLarge` past it).
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        cleanup: bool = False,
+        max_queued_writes: int,
+        max_answer_bytes: int,
+    ) -> None:
         self._path = str(path)
         self._cleanup = cleanup
-        self._queue: queue.SimpleQueue[_Op | object] = queue.SimpleQueue()
+        self._max_queued_writes = max_queued_writes
+        self._max_answer_bytes = max_answer_bytes
+        self._queue: queue.SimpleQueue[_Write | Listing | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed: asyncio.Future[None] | None = None
         self._accepting = False
-        self.jobs = JobIndex()
+        self._queued_writes = 0  # changed on the event loop only
+        self._cache = AnswerCache()  # used on the event loop only
 
     @property
     def path(self) -> str:
@@ -141,8 +159,8 @@ class Store:
     async def open(self) -> dict[str, ClusterCredentials]:
         """Open (or create) the database; return the registered clusters' credentials.
 
-        Raises :class:`StoreError` when the file cannot be used (corrupt, unreadable, or
-        held by another server).
+        Reads no job. Raises :class:`StoreError` when the file cannot be used (corrupt,
+        unreadable, or held by another server).
         """
         loop = asyncio.get_running_loop()
         self._loop = loop
@@ -161,7 +179,8 @@ class Store:
         return clusters
 
     async def close(self) -> None:
-        """Finish the queued operations, then close the connection. Idempotent."""
+        """Finish the queued writes, then close the connection; listings still being
+        built fail with :class:`StoreError`. Idempotent."""
         if self._thread is None or self._closed is None:
             return
         self._accepting = False
@@ -173,42 +192,77 @@ class Store:
 
     async def register(self, name: str, creds: ClusterCredentials) -> bool:
         """Insert a cluster; False when the name is already taken."""
-        created: bool = await self._submit(_op_register, (name, creds))
+        created: bool = await self._write(_op_register, (name, creds), None)
         return created
 
     async def submit(self, cluster: str, name: str, nodes: int, tasks: int, command: str) -> int:
         """Insert a job and return its id (the row is committed when this returns)."""
-
-        def after(value: tuple[int, str]) -> int:
-            self.jobs.add(cluster, *value)
-            return value[0]
-
-        job_id: int = await self._submit(_op_submit, (cluster, name, nodes, tasks, command), after)
+        job_id: int = await self._write(_op_submit, (cluster, name, nodes, tasks, command), cluster)
         return job_id
-
-    def waiting(self, cluster: str, limit: int) -> dict[int, str]:
-        """The ``limit`` lowest-id committed jobs of a cluster (all when ``limit <= 0``),
-        as Go JSON."""
-        return self.jobs.waiting(cluster, limit)
 
     async def accept(self, cluster: str, job_ids: Sequence[int]) -> int:
         """Delete the cluster's jobs with these ids; return how many rows were deleted."""
-
-        def after(deleted: list[int]) -> int:
-            self.jobs.remove(cluster, deleted)
-            return len(deleted)
-
-        count: int = await self._submit(_op_accept, (cluster, tuple(job_ids)), after)
+        count: int = await self._write(_op_accept, (cluster, tuple(job_ids)), cluster)
         return count
 
-    def _submit(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], after: _After = None
+    async def list_jobs(self, cluster: str, limit: int) -> bytes:
+        """The ``limit`` lowest-id committed jobs of a cluster (all when ``limit <= 0``),
+        as a serialized ``RequestJobsResponse`` (empty when none waits).
+
+        Raises :class:`AnswerTooLarge` when the answer would be larger than
+        ``max_answer_bytes``.
+        """
+        loop = self._open_loop()
+        cached = self._cache.get(cluster, limit)
+        if cached is not None:
+            return cached
+        listing = Listing(cluster, limit, self._max_answer_bytes, loop.create_future())
+        self._queue.put(listing)
+        answer = await listing.fut
+        if isinstance(answer, bytes):  # short: joined by the store's thread already
+            return answer
+        try:
+            if answer.large:  # a read or join of many MB: not on the loop
+                return await asyncio.to_thread(answer.join)
+            return answer.join()
+        except OSError as exc:
+            raise StoreError(f"cannot assemble the answer: {exc.strerror or exc}") from None
+
+    def _write(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], cluster: str | None
     ) -> asyncio.Future[Any]:
+        loop = self._open_loop()
+        if self._queued_writes >= self._max_queued_writes:
+            raise StoreBusy(f"{self._queued_writes} writes are waiting for the database")
+        fut = loop.create_future()
+        self._queued_writes += 1
+        self._queue.put(_Write(fn, args, fut, cluster))
+        return fut
+
+    def _open_loop(self) -> asyncio.AbstractEventLoop:
         if not self._accepting or self._loop is None:
             raise StoreError("the database is closed")
-        fut = self._loop.create_future()
-        self._queue.put((fn, args, fut, after))
-        return fut
+        return self._loop
+
+    # -- answers, on the event loop ------------------------------------------------------
+
+    # The store's thread calls these two through call_soon_threadsafe, in the order it
+    # committed the writes and read the listings: the cache depends on that order.
+
+    def _deliver_writes(self, results: list[_Result], clusters: set[str]) -> None:
+        self._queued_writes -= len(results)
+        for cluster in clusters:
+            self._cache.drop(cluster)
+        for fut, ok, value in results:
+            _resolve(fut, ok, value)
+
+    def _deliver_listings(self, results: list[_Listed]) -> None:
+        for fut, ok, value, key in results:
+            if ok and key is not None:
+                self._cache.put(*key, value)
+            if fut.done() and isinstance(value, Answer):
+                value.close()  # its caller gave up: nobody will join it
+            _resolve(fut, ok, value)
 
     # -- the owner thread --------------------------------------------------------------
 
@@ -221,53 +275,40 @@ class Store:
             try:
                 conn = self._connect()
                 clusters = _load_clusters(conn)
-                jobs = _load_jobs(conn)
             except BaseException as exc:
                 loop.call_soon_threadsafe(_resolve, ready, False, _store_error(exc))
                 return
-            loop.call_soon_threadsafe(self._ready, ready, clusters, jobs)
+            loop.call_soon_threadsafe(_resolve, ready, True, clusters)
             self._serve(conn, loop)
         finally:
             if conn is not None:
                 conn.close()
             loop.call_soon_threadsafe(_resolve, self._closed, True, None)
 
-    def _ready(
-        self,
-        ready: asyncio.Future[dict[str, ClusterCredentials]],
-        clusters: dict[str, ClusterCredentials],
-        jobs: list[tuple[str, int, str]],
-    ) -> None:
-        for cluster, job_id, text in jobs:
-            self.jobs.add(cluster, job_id, text)
-        _resolve(ready, True, clusters)
-
     def _serve(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
-        get, get_nowait = self._queue.get, self._queue.get_nowait
+        builder = _Builder(conn)
         stopping = False
         while not stopping:
-            item = get()
-            if item is _STOP:
-                break
-            batch: list[_Op] = [item]  # type: ignore[list-item]
-            while len(batch) < MAX_BATCH:
-                try:
-                    item = get_nowait()
-                except queue.Empty:
-                    break
+            # block for work only when no listing is being built
+            items = _drain(self._queue, block=not builder.busy)
+            writes: list[_Write] = []
+            for item in items:
                 if item is _STOP:
                     stopping = True
-                    break
-                batch.append(item)  # type: ignore[arg-type]
-            try:
-                results = _execute(conn, batch)
-            except Exception as exc:  # a bug, not a database error: fail the batch only
-                log.exception("database batch failed")
-                if conn.in_transaction:
-                    conn.rollback()
-                error = StoreError(f"internal error: {type(exc).__name__}")
-                results = [(fut, False, error, None) for _, _, fut, _ in batch]
-            loop.call_soon_threadsafe(_deliver, results)
+                elif isinstance(item, Listing):
+                    builder.add(item)
+                else:
+                    writes.append(item)
+            if writes:
+                touched = {op.cluster for op in writes if op.cluster is not None}
+                loop.call_soon_threadsafe(self._deliver_writes, _execute(conn, writes), touched)
+            if not stopping:
+                answered = builder.one_pass()
+                if answered:
+                    loop.call_soon_threadsafe(self._deliver_listings, answered)
+        left = builder.abandon_all(StoreError("the database is closed"))
+        if left:
+            loop.call_soon_threadsafe(self._deliver_listings, left)
 
     def _connect(self) -> sqlite3.Connection:
         memory = self._path == MEMORY
@@ -307,16 +348,103 @@ class Store:
         return conn
 
 
+def _drain(q: queue.SimpleQueue[Any], *, block: bool) -> list[Any]:
+    """Up to ``MAX_BATCH`` items from the queue, waiting for the first only if ``block``."""
+    items: list[Any] = []
+    if block:
+        items.append(q.get())
+    while len(items) < MAX_BATCH:
+        try:
+            items.append(q.get_nowait())
+        except queue.Empty:
+            break
+    return items
+
+
+class _Builder:
+    """The listings in progress, owned by the store's thread.
+
+    Each pass gives every listing being built one piece. A listing that needs more than
+    its first piece keeps going only while fewer than ``LARGE_LISTINGS`` others do; the
+    rest wait their turn holding one piece each.
+    """
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._turns: collections.deque[Listing] = collections.deque()
+        self._waiting: collections.deque[Listing] = collections.deque()
+        self._large: set[Listing] = set()
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._turns)
+
+    def add(self, listing: Listing) -> None:
+        self._turns.append(listing)
+
+    def one_pass(self) -> list[_Listed]:
+        """Build one piece of each listing in turn; the answers of those finished."""
+        answered: list[_Listed] = []
+        for _ in range(len(self._turns)):
+            listing = self._turns.popleft()
+            result = self._piece(listing)
+            if result is not None:
+                self._large.discard(listing)
+                answered.append(result)
+            elif listing in self._large or len(self._large) < LARGE_LISTINGS:
+                self._large.add(listing)
+                self._turns.append(listing)
+            else:
+                self._waiting.append(listing)
+        while self._waiting and len(self._large) < LARGE_LISTINGS:
+            listing = self._waiting.popleft()
+            self._large.add(listing)
+            self._turns.append(listing)
+        return answered
+
+    def _piece(self, listing: Listing) -> _Listed | None:
+        """Build one piece; the listing's answer when it is finished (or failed)."""
+        result = self._try_piece(listing)
+        if result is not None:
+            listing.close()
+        return result
+
+    def _try_piece(self, listing: Listing) -> _Listed | None:
+        fut = listing.fut
+        if listing.abandoned:
+            return (fut, False, StoreError("abandoned"), None)
+        asked = listing.want()
+        try:
+            rows = self._conn.execute(LIST_JOBS, (listing.cluster, listing.after_id, asked))
+            if not listing.add(rows.fetchall(), asked):
+                return None
+            answer = listing.answer()
+            if listing.pieces > 1 or answer.large:
+                return (fut, True, answer, None)  # joined on the loop's side
+            # read at one moment, and short: join it here and let the loop cache it
+            return (fut, True, answer.join(), (listing.cluster, listing.limit))
+        except AnswerTooLarge as exc:
+            return (fut, False, exc, None)
+        except sqlite3.Error as exc:
+            log.warning("listing jobs failed: %s", exc)
+            return (fut, False, StoreError(str(exc) or type(exc).__name__), None)
+        except Exception as exc:  # a bug, or no memory for the answer: fail this listing
+            log.exception("listing jobs failed")
+            return (fut, False, StoreError(f"internal error: {type(exc).__name__}"), None)
+
+    def abandon_all(self, error: Exception) -> list[_Listed]:
+        left = [*self._turns, *self._waiting]
+        self._turns.clear()
+        self._waiting.clear()
+        self._large.clear()
+        for listing in left:
+            listing.close()
+        return [(listing.fut, False, error, None) for listing in left]
+
+
 def _load_clusters(conn: sqlite3.Connection) -> dict[str, ClusterCredentials]:
     rows = conn.execute("SELECT name, token_hash, secret_hash FROM clusters").fetchall()
     return {name: ClusterCredentials(bytes(tok), bytes(sec)) for name, tok, sec in rows}
-
-
-def _load_jobs(conn: sqlite3.Connection) -> list[tuple[str, int, str]]:
-    rows = conn.execute(
-        "SELECT id, cluster, name, nodes, tasks, command FROM jobs ORDER BY id"
-    ).fetchall()
-    return [(row[1], row[0], encode_job(*row)) for row in rows]
 
 
 def _store_error(exc: BaseException) -> BaseException:
@@ -340,43 +468,38 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
-def _deliver(results: list[_Result]) -> None:
-    """Apply committed results on the event loop, in commit order, then answer."""
-    for fut, ok, value, after in results:
-        if ok and after is not None:
-            value = after(value)  # even if the caller gave up: the commit happened
-        _resolve(fut, ok, value)
-
-
-def _execute(conn: sqlite3.Connection, batch: list[_Op]) -> list[_Result]:
-    """Run a batch in one transaction; if it fails, run each operation on its own."""
+def _execute(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Result]:
+    """Run a batch in one transaction; if it fails, run each write on its own."""
     try:
-        conn.execute("BEGIN")
-        values = [fn(conn, *args) for fn, args, _, _ in batch]
-        conn.execute("COMMIT")
-    except sqlite3.Error:
+        try:
+            conn.execute("BEGIN")
+            values = [op.fn(conn, *op.args) for op in batch]
+            conn.execute("COMMIT")
+        except sqlite3.Error:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+        else:
+            return [(op.fut, True, value) for op, value in zip(batch, values, strict=True)]
+        return [_execute_one(conn, op) for op in batch]
+    except Exception as exc:  # a bug, not a database error: fail the batch only
+        log.exception("database batch failed")
         if conn.in_transaction:
-            conn.execute("ROLLBACK")
-    else:
-        return [
-            (fut, True, value, after)
-            for (_, _, fut, after), value in zip(batch, values, strict=True)
-        ]
-    return [_execute_one(conn, op) for op in batch]
+            conn.rollback()
+        error = StoreError(f"internal error: {type(exc).__name__}")
+        return [(op.fut, False, error) for op in batch]
 
 
-def _execute_one(conn: sqlite3.Connection, op: _Op) -> _Result:
-    fn, args, fut, after = op
+def _execute_one(conn: sqlite3.Connection, op: _Write) -> _Result:
     try:
         conn.execute("BEGIN")
-        value = fn(conn, *args)
+        value = op.fn(conn, *op.args)
         conn.execute("COMMIT")
-        return (fut, True, value, after)
+        return (op.fut, True, value)
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
-        log.warning("database operation %s failed: %s", fn.__name__, exc)
-        return (fut, False, StoreError(str(exc) or type(exc).__name__), after)
+        log.warning("database operation %s failed: %s", op.fn.__name__, exc)
+        return (op.fut, False, StoreError(str(exc) or type(exc).__name__))
 
 
 # -- statements (run in the owner thread, inside a transaction) ----------------------------
@@ -392,7 +515,7 @@ def _op_register(conn: sqlite3.Connection, name: str, creds: ClusterCredentials)
 
 def _op_submit(
     conn: sqlite3.Connection, cluster: str, name: str, nodes: int, tasks: int, command: str
-) -> tuple[int, str]:
+) -> int:
     cur = conn.execute(
         "INSERT INTO jobs (cluster, name, nodes, tasks, command) VALUES (?, ?, ?, ?, ?)",
         (cluster, name, nodes, tasks, command),
@@ -400,13 +523,12 @@ def _op_submit(
     job_id = cur.lastrowid
     if job_id is None:  # pragma: no cover - sqlite always sets it for an INSERT
         raise sqlite3.DatabaseError("no id for the new job")
-    return job_id, encode_job(job_id, cluster, name, nodes, tasks, command)
+    return job_id
 
 
-def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> list[int]:
-    deleted = []
+def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> int:
+    deleted = 0
     for job_id in job_ids:
         cur = conn.execute("DELETE FROM jobs WHERE id = ? AND cluster = ?", (job_id, cluster))
-        if cur.rowcount == 1:
-            deleted.append(job_id)
+        deleted += cur.rowcount
     return deleted

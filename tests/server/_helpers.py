@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 
 from rainbow_aio._proto import rainbow_pb2 as pb
 from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+from rainbow_aio.server import RainbowServer
 
 SECRET = "test-registration-secret"
 
@@ -55,3 +59,34 @@ async def listed(
         timeout=10,
     )
     return dict(resp.jobs)
+
+
+def fill(db: Path, cluster: str, count: int, command: str = "echo {i}") -> range:
+    """Write ``count`` waiting jobs for ``cluster`` straight into a stopped server's file
+    (SubmitJob would take minutes for the backlogs these tests need); their ids.
+
+    The server must have created the file (and registered the cluster) first.
+    """
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        (before,) = conn.execute("SELECT COALESCE(MAX(id), 0) FROM jobs").fetchone()
+        conn.executemany(
+            "INSERT INTO jobs (cluster, name, nodes, tasks, command) VALUES (?, ?, 1, 0, ?)",
+            ((cluster, f"job-{i}", command.format(i=i)) for i in range(count)),
+        )
+        first, last = conn.execute(
+            "SELECT MIN(id), MAX(id) FROM jobs WHERE id > ?", (before,)
+        ).fetchone()
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    assert last - first + 1 == count
+    return range(first, last + 1)
+
+
+async def called(server: RainbowServer, rpc: str, count: int) -> None:
+    """Wait until the in-process server has taken ``count`` calls of ``rpc``."""
+    async with asyncio.timeout(30):
+        while server.call_counts[rpc] < count:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.001)

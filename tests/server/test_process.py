@@ -102,6 +102,7 @@ async def test_restart_keeps_clusters_credentials_and_jobs_and_ids_keep_increasi
         "   create jobs table...",
         "   jobs table created",
         f"starting scheduler server: rainbow-aio {__import__('rainbow_aio').__version__}",
+        "limits: 500 calls in flight, 1000 queued writes, 268435456-byte answers",
         f"server listening: {proc.address}",
     ]
     # Go's log format: YYYY/MM/DD HH:MM:SS
@@ -224,3 +225,42 @@ def test_server_process_blocking_api(tmp_path: Path) -> None:
             proc.start_sync()  # already running
     assert not proc.running
     assert proc.returncode == 0
+
+
+async def test_limit_options_reach_the_server(tmp_path: Path) -> None:
+    args = ["--max-calls-in-flight", "3", "--max-queued-writes", "4", "--max-response-bytes", "150"]
+    async with ServerProcess(tmp_path / "r.db", secret=SECRET, args=args) as proc:
+        assert "limits: 3 calls in flight, 4 queued writes, 150-byte answers" in proc.output
+        async with connect(proc.address) as stub:
+            alpha = await register(stub, "alpha")
+            await submit(stub, alpha, "short")
+            assert len(await listed(stub, alpha)) == 1
+            await submit(stub, alpha, "x" * 200)
+            with pytest.raises(grpc.aio.AioRpcError) as info:
+                await listed(stub, alpha)
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "limit of 150 bytes" in (info.value.details() or "")
+
+
+@pytest.mark.parametrize(
+    "option", ["--max-calls-in-flight", "--max-queued-writes", "--max-response-bytes"]
+)
+@pytest.mark.parametrize("value", ["0", "1.5"])
+async def test_bad_limit_options_are_a_usage_error(tmp_path: Path, option: str, value: str) -> None:
+    result = await run_serve("--db", str(tmp_path / "r.db"), option, value)
+    assert result.returncode == 2
+    assert option in result.stderr
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert not (tmp_path / "r.db").exists()
+
+
+async def test_a_limit_beyond_grpc_messages_is_a_one_line_error(tmp_path: Path) -> None:
+    result = await run_serve(
+        "--address",
+        "127.0.0.1:0",
+        "--db",
+        str(tmp_path / "r.db"),
+        "--max-response-bytes",
+        "3000000000",
+    )
+    assert_one_line_error(result, "max_response_bytes", "2147483647")
