@@ -37,7 +37,10 @@ class JobQueue(Generic[_Item]):
 
     Each lane is first in, first out; consumers take from the lanes in turn, so one
     cluster's big listing does not make the others wait behind it, and :meth:`take` (a
-    batch) gives jobs of one cluster. Accepted jobs put back with :meth:`put_owned` go to
+    batch) gives jobs of one cluster. A lane keeps its turn for ``refill`` single takes
+    (a poll's worth) before the next lane's turn: consumers that take one job at a time
+    then take a cluster's jobs together, and their accepts, made together, go out in one
+    call; a batch ends its lane's turn. Accepted jobs put back with :meth:`put_owned` go to
     the front, and may exceed the bound (there is at most one per cancelled ``accept()``);
     pollers only add listed jobs while there is room.
 
@@ -61,6 +64,7 @@ class JobQueue(Generic[_Item]):
         "_refilling",
         "_room_waiters",
         "_stored",
+        "_turn",
         "listing",
         "maxsize",
         "refill",
@@ -75,6 +79,7 @@ class JobQueue(Generic[_Item]):
         self._order: deque[Hashable] = deque()  # lanes with items, in turn order
         self._live = 0  # items that will be handed out (dropped ones excluded)
         self._stored = 0  # items in the lanes, dropped ones included
+        self._turn = 0  # single takes left to the lane at the front before it rotates
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: Callable[[], BaseException] | None = None
@@ -119,6 +124,7 @@ class JobQueue(Generic[_Item]):
         else:
             self._order.remove(key)
         self._order.appendleft(key)
+        self._turn = 0  # a new lane at the front: its turn starts afresh
         lane.appendleft(job)
         self._stored += 1
         self._live += 1
@@ -137,6 +143,7 @@ class JobQueue(Generic[_Item]):
                 else:
                     del self._lanes[key]
                     self._order.remove(key)
+                    self._turn = 0
         self.wake_room()
 
     def close(self, error: Callable[[], BaseException]) -> None:
@@ -195,8 +202,12 @@ class JobQueue(Generic[_Item]):
             if not lane:
                 del lanes[key]
                 order.popleft()
+                self._turn = 0
             elif out:
-                order.rotate(-1)  # the next lane's turn
+                self._turn = (self._turn or self.refill) - 1 if most == 1 else 0
+                if self._turn <= 0:
+                    order.rotate(-1)  # the next lane's turn
+                    self._turn = 0
             if out:
                 self._live -= len(out)
                 self.wake_room()
