@@ -60,9 +60,10 @@ class PollerGroup(JobSource):
 
     Idle polling has a budget for the whole group: at most ``idle_polls_per_second``
     (500) polls a second that follow a poll which found nothing (or the first poll of a
-    cluster), however many clusters the group has, clusters that found jobs in the last
-    minute first. A cluster being drained (its last poll found new jobs) polls again
-    without waiting for it. So a job submitted to one of N idle clusters waits about
+    cluster), however many clusters the group has: clusters that found jobs in the last
+    minute first, while the others keep at least a fifth of the budget (none starves). A
+    cluster being drained (its last poll found new jobs) polls again without waiting for
+    it. So a job submitted to one of N idle clusters waits about
     ``max(max_interval, N / idle_polls_per_second)`` at worst before a poll finds it;
     ``None`` turns the budget off.
 

@@ -5,32 +5,44 @@ listing it. A group of ten thousand idle clusters, each polling at its own idle 
 would send thousands of RequestJobs a second for nothing, and wake the event loop as
 often. :class:`IdleBudget` caps the idle polls of a whole group at ``rate`` a second,
 however many clusters it has; polls that follow a poll which found jobs (a backlog being
-drained) do not wait for it. Waiting polls are served by priority, then in order of
-arrival: clusters that recently had jobs first.
+drained) do not wait for it.
+
+Waiting polls are served first come first served within two classes: clusters that
+recently had jobs, served first, and the others. Whenever both classes wait, every
+``IDLE_SHARE``-th token goes to the idle class, so idle clusters keep a share of the
+budget even when busy ones alone ask for more than all of it (strict priority would let
+them starve: a cluster that never had jobs would never be listed).
 """
 
 from __future__ import annotations
 
 import asyncio
-import heapq
-import itertools
+from collections import deque
+from typing import Final
 
-__all__ = ["IdleBudget"]
+__all__ = ["IDLE_SHARE", "IdleBudget"]
+
+IDLE_SHARE: Final = 5
+"""While both classes wait, one token in this many goes to the idle class."""
 
 
 class IdleBudget:
     """A token bucket of ``rate`` idle polls a second (bursts of up to a tenth of a
-    second's worth), handed out by priority (lower first), then first come first served."""
+    second's worth), handed out to waiting polls as the module docstring says."""
 
-    __slots__ = ("_burst", "_order", "_rate", "_stamp", "_timer", "_tokens", "_waiters")
+    __slots__ = ("_burst", "_passed_over", "_queues", "_rate", "_stamp", "_timer", "_tokens")
 
     def __init__(self, rate: float) -> None:
         self._rate = rate
         self._burst = max(1.0, rate / 10)
         self._tokens = self._burst
         self._stamp: float | None = None  # loop time of the last refill
-        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []  # a heap
-        self._order = itertools.count()
+        # waiting polls: those of clusters that recently had jobs, then the others
+        self._queues: tuple[deque[asyncio.Future[None]], deque[asyncio.Future[None]]] = (
+            deque(),
+            deque(),
+        )
+        self._passed_over = 0  # tokens given to the busy class while idle ones waited
         self._timer: asyncio.TimerHandle | None = None
 
     @property
@@ -40,17 +52,18 @@ class IdleBudget:
     @property
     def waiting(self) -> int:
         """Polls waiting for their turn (cancelled ones may still be counted)."""
-        return len(self._waiters)
+        return len(self._queues[0]) + len(self._queues[1])
 
-    async def acquire(self, priority: int) -> None:
-        """Wait for one idle poll's token (at once while the budget has some)."""
+    async def acquire(self, recent: bool) -> None:
+        """Wait for one idle poll's token (at once while the budget has some and nobody
+        waits); ``recent``: the cluster had jobs lately, and goes first."""
         loop = asyncio.get_running_loop()
         self._refill(loop.time())
-        if not self._waiters and self._tokens >= 1:
+        if not self.waiting and self._tokens >= 1:
             self._tokens -= 1
             return
         turn = loop.create_future()
-        heapq.heappush(self._waiters, (priority, next(self._order), turn))
+        self._queues[0 if recent else 1].append(turn)
         self._schedule(loop)
         try:
             await turn
@@ -72,12 +85,24 @@ class IdleBudget:
     def _grant(self, loop: asyncio.AbstractEventLoop) -> None:
         self._timer = None
         self._refill(loop.time())
-        waiters = self._waiters
-        while waiters and self._tokens >= 1:
-            _, _, turn = heapq.heappop(waiters)
-            if turn.done():  # its poll was cancelled
-                continue
+        busy, idle = self._queues
+        while self._tokens >= 1:
+            _drop_cancelled(busy)
+            _drop_cancelled(idle)
+            if not busy and not idle:
+                break
+            if busy and (not idle or self._passed_over < IDLE_SHARE - 1):
+                turn = busy.popleft()
+                self._passed_over = self._passed_over + 1 if idle else 0
+            else:
+                turn = idle.popleft()
+                self._passed_over = 0
             turn.set_result(None)
             self._tokens -= 1
-        if waiters:
+        if self.waiting:
             self._schedule(loop)
+
+
+def _drop_cancelled(queue: deque[asyncio.Future[None]]) -> None:
+    while queue and queue[0].done():  # their polls were cancelled
+        queue.popleft()

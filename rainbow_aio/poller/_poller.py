@@ -58,7 +58,7 @@ PHASES: Final = ("new", "running", "stopped", "closed")
 # the least wait after a denied poll (never more than max_interval)
 _DENIED_BACKOFF: Final = 1.0
 
-# a cluster that found jobs this recently goes first when idle polls wait for the budget
+# a cluster that found jobs this recently is served first by the idle budget
 _RECENT: Final = 60.0
 
 # errors after which the same poll can never succeed: they stop this cluster's poller
@@ -335,7 +335,7 @@ class ClusterPoller:
             if budget is not None and idle:
                 last = self._last_found
                 recent = last is not None and loop.time() - last < _RECENT
-                await budget.acquire(0 if recent else 1)
+                await budget.acquire(recent)
             if limiter is not None:
                 await limiter.acquire()
                 if not queue.pollable:  # other pollers filled the queue meanwhile

@@ -72,3 +72,23 @@ async def test_without_a_budget_idle_polls_follow_their_intervals(
 def test_bad_budgets_are_refused(rainbow_client: RainbowClient, rate: object) -> None:
     with pytest.raises(InvalidArgumentError):
         rainbow_client.poll_many({"alpha": "secret"}, idle_polls_per_second=rate)  # type: ignore[arg-type]
+
+
+async def test_idle_clusters_are_not_starved_by_busy_ones_asking_more_than_the_budget(
+    rainbow_client: RainbowClient, rainbow_server: RainbowServer, make_cluster: MakeCluster
+) -> None:
+    busy = [await make_cluster(jobs=1) for _ in range(30)]
+    quiet = await make_cluster()
+    async with rainbow_client.poll_many(
+        {c.name: c.secret for c in busy}, idle_polls_per_second=20, **FAST
+    ) as group:
+        for _ in busy:  # each busy cluster had a job: from now on it counts as recent
+            assert await (await group.get()).accept()
+        # 30 recent clusters re-polling every 10 to 50 ms ask for far more than 20 a
+        # second; a cluster that never had jobs still gets its share of the budget
+        group.add(quiet.name, quiet.secret)
+        [job_id] = await submit(rainbow_client, quiet, 1)
+        async with asyncio.timeout(20):
+            job = await group.get()
+        assert (job.cluster, job.id) == (quiet.name, job_id)
+        assert group.stats[quiet.name].polls >= 1
