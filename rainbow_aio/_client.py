@@ -939,9 +939,9 @@ class _Trace:
 
 
 def _now() -> Timestamp:
-    ts = Timestamp()
-    ts.GetCurrentTime()
-    return ts
+    # Timestamp.GetCurrentTime() does the same in Python, at four times the cost
+    seconds, nanos = divmod(time.time_ns(), 1_000_000_000)
+    return Timestamp(seconds=seconds, nanos=nanos)
 
 
 def _serial_request(request_id: str) -> pb.Request:

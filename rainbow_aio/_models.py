@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,6 +47,19 @@ class Job:
             if not isinstance(raw, dict):
                 raise TypeError("not an object")
             get = raw.get
+            # what servers send: every field, of its own type; nothing to convert or check
+            c, n, nodes, tasks, cmd = (
+                get("cluster"), get("name"), get("nodes"), get("tasks"), get("command")
+            )  # fmt: skip
+            if (
+                type(job_id) is int
+                and type(c) is str
+                and type(n) is str
+                and type(nodes) is int
+                and type(tasks) is int
+                and type(cmd) is str
+            ):
+                return _new_job(job_id, c, n, nodes, tasks, cmd)
             return cls(
                 id=int(job_id),
                 cluster=str(get("cluster", cluster or "")),
@@ -60,6 +74,32 @@ class Job:
                 rpc="RequestJobs",
                 cluster=cluster,
             ) from None
+
+
+def _job_maker() -> Callable[[int, str, str, int, int, str], Job]:
+    """A constructor of :class:`Job` for values already of their types: it sets the slots
+    directly, without the frozen dataclass's ``__init__`` (which sets each field through
+    ``object.__setattr__``, a third of the cost of parsing a job)."""
+    new = object.__new__
+    slots: dict[str, Any] = Job.__dict__  # type: ignore[assignment]
+    set_id, set_cluster, set_name, set_nodes, set_tasks, set_command = (
+        slots[f].__set__ for f in ("id", "cluster", "name", "nodes", "tasks", "command")
+    )
+
+    def make(job_id: int, cluster: str, name: str, nodes: int, tasks: int, command: str) -> Job:
+        job: Job = new(Job)
+        set_id(job, job_id)
+        set_cluster(job, cluster)
+        set_name(job, name)
+        set_nodes(job, nodes)
+        set_tasks(job, tasks)
+        set_command(job, command)
+        return job
+
+    return make
+
+
+_new_job = _job_maker()
 
 
 @dataclass(frozen=True, slots=True)

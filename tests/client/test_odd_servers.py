@@ -16,6 +16,7 @@ import grpc
 import pytest
 
 from rainbow_aio import (
+    Job,
     ProtocolError,
     RainbowClient,
 )
@@ -80,6 +81,30 @@ async def test_jobs_arrive_in_any_order_and_leave_sorted(odd: Odd) -> None:
     listed = await client.request_jobs("alpha", "secret")
     assert [job.id for job in listed] == [2, 5, 9]
     assert listed[0].command == "c2"
+
+
+async def test_jobs_with_missing_or_loosely_typed_fields_parse_like_well_typed_ones(
+    odd: Odd,
+) -> None:
+    # the Go server always sends every field with its own type; other servers may not:
+    # missing fields take their defaults and numbers sent as text are read as numbers
+    servicer, client = odd
+    well_typed = '{"id":1,"cluster":"alpha","name":"n","nodes":2,"tasks":3,"command":"c"}'
+    servicer.answers["RequestJobs"] = pb.RequestJobsResponse(
+        jobs={
+            1: well_typed,
+            2: '{"id":2,"nodes":"2","tasks":3.0,"command":"c","name":"n"}',
+            3: '{"id":3,"cluster":"alpha","command":"c"}',
+        },
+        status=pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS,
+    )
+    one, two, three = await client.request_jobs("alpha", "secret")
+    assert one == Job(id=1, cluster="alpha", name="n", nodes=2, tasks=3, command="c")
+    assert one.to_json() == well_typed
+    assert two == Job(id=2, cluster="alpha", name="n", nodes=2, tasks=3, command="c")
+    assert three == Job(id=3, cluster="alpha", name="", nodes=0, tasks=0, command="c")
+    assert type(two.nodes) is int
+    assert type(two.tasks) is int
 
 
 async def test_bad_job_json_is_a_protocol_error(odd: Odd) -> None:
