@@ -67,6 +67,8 @@ async def run_one(ctx: H.RunContext, name: str) -> tuple[bool, Path]:
         payload["server_tree"] = H.tree_info(ctx.server_tree)
     if ctx.compare_tree is not None:
         payload["compare_tree"] = H.tree_info(ctx.compare_tree)
+    if ctx.client_tree is not None:
+        payload["client_tree"] = H.tree_info(ctx.client_tree)
     path = H.write_result(ctx, name, payload)
     if ctx.charts and checks.ok and hasattr(mod, "chart") and payload["results"]:
         png = path.with_suffix(".png")
@@ -147,6 +149,14 @@ def main(argv: list[str] | None = None) -> int:
         "of this source tree and this one's, in alternating rounds, side by side",
     )
     r.add_argument(
+        "--client-tree",
+        type=Path,
+        metavar="DIR",
+        help="the original benchmark also drains with one-job-at-a-time consumers running "
+        "the rainbow_aio of this source tree (an older checkout), side by side with this "
+        "one's: a before/after comparison of the per-job path",
+    )
+    r.add_argument(
         "--profile",
         action="store_true",
         help="run the measured client workers under py-spy (collapsed stacks beside "
@@ -187,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         profile=args.profile,
         server_tree=args.server_tree.resolve() if args.server_tree else None,
         compare_tree=args.compare_tree.resolve() if args.compare_tree else None,
+        client_tree=args.client_tree.resolve() if args.client_tree else None,
     )
     names = [n for n in BENCHMARKS if not args.only or n in args.only]
     # debug=False: tox sets PYTHONDEVMODE, whose slow-callback reports are noise here

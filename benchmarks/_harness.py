@@ -221,6 +221,8 @@ class RunContext:
     server_tree: Path | None = None
     # a source tree whose server the server benchmark compares side by side with this one
     compare_tree: Path | None = None
+    # a source tree whose client the original benchmark compares side by side with this one
+    client_tree: Path | None = None
     tmp: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="rainbow-bench-")))
 
     def result_path(self, name: str, suffix: str = ".json") -> Path:
@@ -365,19 +367,40 @@ class Worker:
                 await asyncio.wait_for(self.proc.wait(), 10)
 
 
+def _package_of(tree: Path) -> Path:
+    """A directory holding only ``tree``'s ``rainbow_aio`` (a link to it): on a worker's
+    path before this checkout, it gives that tree's library with this tree's benchmarks."""
+    link_dir = Path(tempfile.gettempdir()) / f"rainbow-bench-client-{slug(str(tree))}"
+    link = link_dir / "rainbow_aio"
+    if not link.exists():
+        link_dir.mkdir(exist_ok=True)
+        link.symlink_to(tree / "rainbow_aio", target_is_directory=True)
+    return link_dir
+
+
 async def start_worker(
-    role: str, params: Mapping[str, Any], *, limit: float, profile: str | None = None
+    role: str,
+    params: Mapping[str, Any],
+    *,
+    limit: float,
+    profile: str | None = None,
+    tree: Path | None = None,
 ) -> Worker:
     """Start ``role`` (``module:function``) in a new Python process with ``params``.
 
     The worker's stderr (progress lines) goes to ours; its result comes back on stdout.
     With ``profile`` (a path) the worker runs under ``py-spy record`` (collapsed stacks
     written there; summarise them with ``python -m benchmarks profile FILE``), or under
-    pyinstrument when the path ends in ``.html``.
+    pyinstrument when the path ends in ``.html``. With ``tree`` it imports the
+    ``rainbow_aio`` of that source tree (an older checkout) instead of this one's.
     """
     env = dict(os.environ)
     env.pop("PYTHONDEVMODE", None)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    path = [str(ROOT), env.get("PYTHONPATH")]
+    if tree is not None:
+        env["PYTHONSAFEPATH"] = "1"  # not the current directory (this checkout) first
+        path.insert(0, str(_package_of(tree)))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, path))
     argv = [sys.executable, "-m", "benchmarks._worker", role]
     if profile and profile.endswith(".html"):
         argv += ["--profile", profile]
@@ -401,10 +424,15 @@ async def start_worker(
 
 
 async def run_worker(
-    role: str, params: Mapping[str, Any], *, limit: float, profile: str | None = None
+    role: str,
+    params: Mapping[str, Any],
+    *,
+    limit: float,
+    profile: str | None = None,
+    tree: Path | None = None,
 ) -> dict[str, Any]:
     """Run one worker to completion and return its result (kill it on any failure)."""
-    worker = await start_worker(role, params, limit=limit, profile=profile)
+    worker = await start_worker(role, params, limit=limit, profile=profile, tree=tree)
     try:
         return await worker.result()
     finally:

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -46,6 +47,8 @@ GOAL_CPU = 0.2
 # jobs/s at no more than GOAL_BATCH_CPU times its client CPU per job
 GOAL_BATCH_SPEED = 1.5
 GOAL_BATCH_CPU = 0.5
+# one job at a time, with defaults: no cell slower than the client of --client-tree
+GOAL_VS_BEFORE = 1.0
 
 # How rainbow-aio drains: at the same max_jobs as the original, with every other setting
 # at its default and 64 consumers; and "tuned" for a big backlog (a merged queue of 1,000
@@ -58,6 +61,9 @@ RAINBOW_MODES: dict[str, dict[str, Any]] = {
     # one call; the same max_jobs per listing as the original
     "rainbow_aio_batches": {"consumers": 4, "batch": 1000, "options": {}},
 }
+# With --client-tree DIR: "rainbow_aio" again, with the rainbow_aio of DIR (an older
+# checkout), so that the per-job path is compared before/after in the same run.
+BEFORE_MODE = "rainbow_aio_before"
 
 # (clusters, max_jobs) -> jobs per cluster
 SIZES: dict[str, dict[str, Any]] = {
@@ -77,6 +83,8 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
         if ctx.size == "full"
         else ["baseline", "rainbow_aio", "rainbow_aio_batches"]
     )
+    if ctx.client_tree is not None:
+        modes.append(BEFORE_MODE)
     plan = []  # (config, rep, mode) in run order: each mode takes its turn going first
     for n, cfg in enumerate(p["configs"]):
         for rep in range(p["reps"]):
@@ -102,9 +110,10 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 "secrets": {c: creds[c][1] for c in cs},
                 "max_jobs": max_jobs,
                 "total": sum(len(loaded[c]) for c in cs),
-                **RAINBOW_MODES[mode],
+                **RAINBOW_MODES["rainbow_aio" if mode == BEFORE_MODE else mode],
             }
             role = "baseline" if mode == "baseline" else "drain_with_poller"
+            tree = ctx.client_tree if mode == BEFORE_MODE else None
             label = f"{mode} {clusters} cluster(s) max_jobs={max_jobs} rep {rep}"
             s0 = H.process_cpu(server.pid)
             res = await H.run_worker(
@@ -116,8 +125,17 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                     if ctx.profile
                     else None
                 ),
+                tree=tree,
             )
             s1 = H.process_cpu(server.pid)
+            if role != "baseline":
+                used = res.pop("rainbow_aio_path")
+                expected = (tree if tree is not None else H.ROOT) / "rainbow_aio"
+                checks.check(
+                    f"{label}: ran the rainbow_aio of {shown_tree(tree)}",
+                    same_directory(Path(used), expected),
+                    f"imported {used}",
+                )
             async with H.Admin(server.address) as admin:
                 remaining = await admin.waiting_many({c: creds[c] for c in cs})
             verify_ok = H.verify_drain(
@@ -160,6 +178,11 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
         elif s["mode"] == "rainbow_aio_batches":
             tag += ", batches"
             speed, cpu = GOAL_BATCH_SPEED, GOAL_BATCH_CPU
+        elif s["mode"] == BEFORE_MODE:
+            continue  # the older client is a reference, not a target
+        if s["mode"] == "rainbow_aio" and "vs_before" in s:
+            targets.append(H.target(f"per-job jobs/s vs before, {tag}", s["vs_before"],
+                                    GOAL_VS_BEFORE, unit="x"))  # fmt: skip
         targets.append(H.target(f"jobs/s vs original, {tag}", s["speedup"], speed, unit="x"))
         targets.append(H.target(f"CPU per job vs original, {tag}", s["cpu_ratio"], cpu,
                                 higher_is_better=False, unit="x"))  # fmt: skip
@@ -169,7 +192,8 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             for (c, m), n in p["configs"].items()
         ],
         "reps": p["reps"],
-        "modes": {m: RAINBOW_MODES[m] for m in modes},
+        "modes": {m: RAINBOW_MODES["rainbow_aio" if m == BEFORE_MODE else m] for m in modes},
+        "client_tree": None if ctx.client_tree is None else str(ctx.client_tree),
     }
     return {
         "params": params_out,
@@ -194,10 +218,19 @@ def summarise(runs: list[dict[str, Any]], modes: list[str]) -> list[dict[str, An
 
     for clusters, max_jobs in sorted({(r["clusters"], r["max_jobs"]) for r in runs}):
         b = agg(clusters, max_jobs, "baseline")
+        before = agg(clusters, max_jobs, BEFORE_MODE) if BEFORE_MODE in modes else None
         for mode in modes:
             a = agg(clusters, max_jobs, mode)
+            versus = {}
+            if before is not None and mode == "rainbow_aio":
+                versus = {
+                    "before_jobs_per_s": round(before["jobs_per_s"], 1),
+                    "vs_before": round(a["jobs_per_s"] / before["jobs_per_s"], 3),
+                    "cpu_vs_before": round(a["cpu_per_1000"] / before["cpu_per_1000"], 4),
+                }
             out.append(
                 {
+                    **versus,
                     "clusters": clusters,
                     "max_jobs": max_jobs,
                     "mode": mode,
@@ -225,6 +258,8 @@ def chart(payload: dict[str, Any], path: str) -> bool:
     names = {
         "rainbow_aio": "rainbow-aio poller, defaults + max_jobs, 64 consumers",
         "rainbow_aio_tuned": "rainbow-aio poller, queue_size 1000, 256 consumers",
+        "rainbow_aio_batches": "rainbow-aio poller, batches of up to 1,000, 4 consumers",
+        BEFORE_MODE: "the --client-tree's poller, defaults + max_jobs, 64 consumers",
     }
     for ax, key, ylabel in (
         (axes[0], "jobs_per_s", "jobs drained per second (log)"),
@@ -262,6 +297,14 @@ def chart(payload: dict[str, Any], path: str) -> bool:
 
 
 # -- worker side: the original usage --------------------------------------------------------
+
+
+def shown_tree(tree: Path | None) -> str:
+    return "this checkout" if tree is None else str(tree)
+
+
+def same_directory(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve()
 
 
 def baseline(params: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +377,7 @@ def baseline(params: dict[str, Any]) -> dict[str, Any]:
 
 async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
     """One client, one channel; a Poller (or PollerGroup) and 64 accepting consumers."""
+    import rainbow_aio
     from rainbow_aio import RainbowClient
 
     secrets: dict[str, str] = params["secrets"]
@@ -349,4 +393,5 @@ async def drain_with_poller(params: dict[str, Any]) -> dict[str, Any]:
         async with source as jobs:
             result = await H.drain(jobs, params, limit=600, t0=t0, cpu0=cpu0)
             result["poller_stats"] = H.jsonable(getattr(jobs, "stats", None))
+    result["rainbow_aio_path"] = str(Path(rainbow_aio.__file__).parent)
     return result

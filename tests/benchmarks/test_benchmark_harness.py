@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,3 +76,50 @@ def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
         assert r["checks"], r["benchmark"]
         assert r["machine"]["grpcio"]
         assert r["machine"]["cores_logical"]
+
+
+def test_original_benchmark_compares_with_the_client_of_another_tree(tmp_path: Path) -> None:
+    # --client-tree: a per-job drain runs with that tree's rainbow_aio (here a copy of
+    # this one), side by side with this checkout's, and the run checks which it imported
+    other = tmp_path / "other-tree"
+    shutil.copytree(ROOT / "rainbow_aio", other / "rainbow_aio")
+    results_dir = tmp_path / "results"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "run",
+            "--toy",
+            "--no-charts",
+            "--only",
+            "original",
+            "--client-tree",
+            str(other),
+            "--results-dir",
+            str(results_dir),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        left_running = _kill_group(proc.pid)
+        proc.wait()
+    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
+    assert not left_running, "the harness left processes running\n" + output
+    assert proc.returncode == 0, output
+    (path,) = results_dir.glob("*-original-toy.json")
+    result = json.loads(path.read_text())
+    assert result["correct"], [c for c in result["checks"] if not c["ok"]]
+    imported = [c["check"] for c in result["checks"] if "ran the rainbow_aio of" in c["check"]]
+    assert any(str(other) in check for check in imported), imported
+    assert any("this checkout" in check for check in imported), imported
+    per_job = [s for s in result["results"]["summary"] if s["mode"] == "rainbow_aio"]
+    assert per_job
+    assert all(s["vs_before"] > 0 for s in per_job)
+    assert any(t["name"].startswith("per-job jobs/s vs before") for t in result["targets"])
