@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 
 import pytest
@@ -177,7 +178,7 @@ async def test_single_takes_give_a_polls_worth_of_one_cluster_before_the_next(
         order = [j.cluster for j in jobs]
         runs = [order[i : i + 4] for i in range(0, 24, 4)]
         assert all(len(set(run)) == 1 for run in runs), order
-        assert all(x[0] != y[0] for x, y in zip(runs, runs[1:], strict=False)), order
+        assert all(x[0] != y[0] for x, y in itertools.pairwise(runs)), order
         assert all(await asyncio.gather(*(j.accept() for j in jobs)))
     assert await waiting(rainbow_client, a) == set()
     assert await waiting(rainbow_client, b) == set()
