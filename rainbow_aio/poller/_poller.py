@@ -379,6 +379,7 @@ class ClusterPoller:
                 self._record_poll(self._last_latency)
             found = ledger.seq
             # the jobs beyond the room left are not tracked: a later poll lists them again
+            queue.begin_run()
             for job in fresh[: max(queue.room, 0)]:
                 holder.track(job, found)
             if queue.room > 0:

@@ -37,10 +37,12 @@ class JobQueue(Generic[_Item]):
 
     Each lane is first in, first out; consumers take from the lanes in turn, so one
     cluster's big listing does not make the others wait behind it, and :meth:`take` (a
-    batch) gives jobs of one cluster. A lane keeps its turn for ``refill`` single takes
-    (a poll's worth) before the next lane's turn: consumers that take one job at a time
-    then take a cluster's jobs together, and their accepts, made together, go out in one
-    call; a batch ends its lane's turn. Accepted jobs put back with :meth:`put_owned` go to
+    batch) gives jobs of one cluster. A lane keeps its turn for single takes while its
+    next job came from the same poll as the one just taken (:meth:`begin_run` marks where
+    a poll's jobs begin): consumers that take one job at a time then take a poll's jobs
+    together, and their accepts, made together, go out in one call, while no cluster
+    waits behind more than one poll's jobs of another; a batch ends its lane's turn.
+    Accepted jobs put back with :meth:`put_owned` go to
     the front, and may exceed the bound (there is at most one per cancelled ``accept()``);
     pollers only add listed jobs while there is room.
 
@@ -63,8 +65,8 @@ class JobQueue(Generic[_Item]):
         "_order",
         "_refilling",
         "_room_waiters",
+        "_run",
         "_stored",
-        "_turn",
         "listing",
         "maxsize",
         "refill",
@@ -75,11 +77,12 @@ class JobQueue(Generic[_Item]):
         self.refill = max(1, min(refill, maxsize))
         self._refilling = False  # full since room was last >= refill
         self.listing = 0  # polls in flight (kept by the pollers)
-        self._lanes: dict[Hashable, deque[_Item]] = {}
+        # each item with the run (poll) that put it; -1 for one put back by put_owned
+        self._lanes: dict[Hashable, deque[tuple[int, _Item]]] = {}
+        self._run = 0
         self._order: deque[Hashable] = deque()  # lanes with items, in turn order
         self._live = 0  # items that will be handed out (dropped ones excluded)
         self._stored = 0  # items in the lanes, dropped ones included
-        self._turn = 0  # single takes left to the lane at the front before it rotates
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: Callable[[], BaseException] | None = None
@@ -104,12 +107,16 @@ class JobQueue(Generic[_Item]):
 
     # producers
 
+    def begin_run(self) -> None:
+        """The jobs put from now on (until the next call) are the new jobs of one poll."""
+        self._run += 1
+
     def put(self, job: _Item) -> None:
         lane = self._lanes.get(job.lane)
         if lane is None:
             lane = self._lanes[job.lane] = deque()
             self._order.append(job.lane)
-        lane.append(job)
+        lane.append((self._run, job))
         self._stored += 1
         self._live += 1
         if self._live >= self.maxsize and self.refill > 1:
@@ -124,8 +131,7 @@ class JobQueue(Generic[_Item]):
         else:
             self._order.remove(key)
         self._order.appendleft(key)
-        self._turn = 0  # a new lane at the front: its turn starts afresh
-        lane.appendleft(job)
+        lane.appendleft((-1, job))
         self._stored += 1
         self._live += 1
         self._wake_getter()
@@ -136,14 +142,13 @@ class JobQueue(Generic[_Item]):
         # dropped entries are skipped when taken; compact when they dominate
         if self._stored > 2 * self._live + 64:
             for key in list(self._order):
-                kept = deque(j for j in self._lanes[key] if j.deliverable)
+                kept = deque(item for item in self._lanes[key] if item[1].deliverable)
                 self._stored -= len(self._lanes[key]) - len(kept)
                 if kept:
                     self._lanes[key] = kept
                 else:
                     del self._lanes[key]
                     self._order.remove(key)
-                    self._turn = 0
         self.wake_room()
 
     def close(self, error: Callable[[], BaseException]) -> None:
@@ -194,20 +199,17 @@ class JobQueue(Generic[_Item]):
             key = order[0]
             lane = lanes[key]
             out: list[_Item] = []
+            run = -1
             while lane and len(out) < most:
-                job = lane.popleft()
+                run, job = lane.popleft()
                 self._stored -= 1
                 if job.deliverable:
                     out.append(job)
             if not lane:
                 del lanes[key]
                 order.popleft()
-                self._turn = 0
-            elif out:
-                self._turn = (self._turn or self.refill) - 1 if most == 1 else 0
-                if self._turn <= 0:
-                    order.rotate(-1)  # the next lane's turn
-                    self._turn = 0
+            elif out and (most > 1 or run < 0 or lane[0][0] != run):
+                order.rotate(-1)  # the next lane's turn
             if out:
                 self._live -= len(out)
                 self.wake_room()

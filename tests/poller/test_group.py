@@ -182,3 +182,21 @@ async def test_single_takes_give_a_polls_worth_of_one_cluster_before_the_next(
         assert all(await asyncio.gather(*(j.accept() for j in jobs)))
     assert await waiting(rainbow_client, a) == set()
     assert await waiting(rainbow_client, b) == set()
+
+
+async def test_single_takes_give_all_of_one_polls_jobs_together(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    # a poll may bring more new jobs than the queue's refill (here 5: half the queue);
+    # consumers taking one job at a time still get all six of a's poll before b's
+    a = await make_cluster(jobs=6)
+    b = await make_cluster(jobs=4)
+    async with rainbow_client.poll_many(
+        {a.name: a.secret}, max_jobs=6, queue_size=10, **FAST
+    ) as group:
+        await wait_until(lambda: group.qsize() == 6, what="a's poll queued")
+        group.add(b.name, b.secret)
+        await wait_until(lambda: group.qsize() == 10, what="b's poll queued")
+        jobs = [await group.get() for _ in range(10)]
+        assert [j.cluster for j in jobs] == [a.name] * 6 + [b.name] * 4
+        assert all(await asyncio.gather(*(j.accept() for j in jobs)))
