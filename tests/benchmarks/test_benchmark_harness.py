@@ -29,6 +29,31 @@ def _kill_group(pgid: int) -> bool:
     return True
 
 
+def _run_toy(args: list[str], *, timeout: float) -> str:
+    """``python -m benchmarks run --toy --no-charts ARGS``; its output, once it passed.
+
+    The harness starts server and worker processes of its own; it runs in a session of
+    its own so that, whatever ends the test (a failure, pytest-timeout), the whole
+    process group is killed and nothing is left running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks", "run", "--toy", "--no-charts", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    finally:
+        left_running = _kill_group(proc.pid)
+        proc.wait()
+    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
+    assert not left_running, "the harness left processes running\n" + output
+    assert proc.returncode == 0, output
+    return output
+
+
 def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
     # (no __init__.py here: a package named "benchmarks" would shadow the real one)
     listing = subprocess.run(
@@ -41,34 +66,7 @@ def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
     )
     names = sorted(line.split()[0] for line in listing.stdout.splitlines() if line.strip())
     assert names, listing.stderr
-    # The harness starts server and worker processes of its own; it runs in a session
-    # of its own so that, whatever ends this test (a failure, pytest-timeout), the
-    # whole process group is killed and nothing is left running.
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "run",
-            "--toy",
-            "--no-charts",
-            "--results-dir",
-            str(tmp_path),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=170)
-    finally:
-        left_running = _kill_group(proc.pid)
-        proc.wait()
-    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
-    assert not left_running, "the harness left processes running\n" + output
-    assert proc.returncode == 0, output
+    output = _run_toy(["--results-dir", str(tmp_path)], timeout=170)
     results = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))]
     assert sorted(r["benchmark"] for r in results) == names, output
     for r in results:
@@ -84,35 +82,8 @@ def test_original_benchmark_compares_with_the_client_of_another_tree(tmp_path: P
     other = tmp_path / "other-tree"
     shutil.copytree(ROOT / "rainbow_aio", other / "rainbow_aio")
     results_dir = tmp_path / "results"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "run",
-            "--toy",
-            "--no-charts",
-            "--only",
-            "original",
-            "--client-tree",
-            str(other),
-            "--results-dir",
-            str(results_dir),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        left_running = _kill_group(proc.pid)
-        proc.wait()
-    output = f"{stdout[-4000:]}\n{stderr[-4000:]}"
-    assert not left_running, "the harness left processes running\n" + output
-    assert proc.returncode == 0, output
+    args = ["--only", "original", "--client-tree", str(other), "--results-dir", str(results_dir)]
+    _run_toy(args, timeout=120)
     (path,) = results_dir.glob("*-original-toy.json")
     result = json.loads(path.read_text())
     assert result["correct"], [c for c in result["checks"] if not c["ok"]]
