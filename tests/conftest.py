@@ -7,9 +7,22 @@ process and its clusters) come from ``support/gofixtures.py``.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import pytest
+from support.grpc_faults import FaultInjector
+
+from rainbow_aio import RainbowServer
 
 pytest_plugins = ["support.gofixtures"]
+
+
+@pytest.fixture
+async def faults(rainbow_server: RainbowServer) -> AsyncIterator[FaultInjector]:
+    """A gRPC-level fault injector (``support/grpc_faults.py``) in front of the test's
+    embedded server: clients that connect to ``faults.address`` get the faults set."""
+    async with FaultInjector(rainbow_server.address) as injector:
+        yield injector
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -41,12 +41,6 @@ NOT_APPLIED, UNKNOWN, APPLIED = CallOutcome.NOT_APPLIED, CallOutcome.UNKNOWN, Ca
 
 
 @pytest.fixture
-async def faults(rainbow_server: RainbowServer) -> AsyncIterator[FaultInjector]:
-    async with FaultInjector(rainbow_server.address) as injector:
-        yield injector
-
-
-@pytest.fixture
 async def client(faults: FaultInjector) -> AsyncIterator[RainbowClient]:
     async with RainbowClient(faults.address, retry=FAST_RETRY) as client:
         yield client

@@ -42,12 +42,6 @@ IDLE = {"min_interval": 30.0, "max_interval": 30.0}
 
 
 @pytest.fixture
-async def faults(rainbow_server: RainbowServer) -> AsyncIterator[FaultInjector]:
-    async with FaultInjector(rainbow_server.address) as injector:
-        yield injector
-
-
-@pytest.fixture
 async def client(faults: FaultInjector) -> AsyncIterator[RainbowClient]:
     async with RainbowClient(faults.address, retry=QUICK) as client:
         yield client
