@@ -584,7 +584,7 @@ class RainbowClient:
         normal end and not an error. Not retried.
         """
         telemetry = self._telemetry
-        if telemetry is None:
+        if telemetry is None or not telemetry.tracing:
             return await self._stream_ping(count, timeout)
         with telemetry.call("Stream", None, self._host) as span:
             try:
@@ -816,7 +816,7 @@ class RainbowClient:
         """Send one unary call with the deadline and retries its RPC is allowed (in a span
         of its own when telemetry is on)."""
         telemetry = self._telemetry
-        if telemetry is None:
+        if telemetry is None or not telemetry.tracing:
             return await self._call(rpc, pick, request, cluster=cluster, timeout=timeout)
         with telemetry.call(rpc, cluster, self._host) as span:
             try:

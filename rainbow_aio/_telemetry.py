@@ -86,9 +86,11 @@ class Telemetry:
 
     __slots__ = (
         "_accept_duration",
+        "_inert",
         "_meter",
         "_poll_duration",
         "_pollers",
+        "_provider",
         "_server",
         "_tracer",
     )
@@ -101,6 +103,10 @@ class Telemetry:
         except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
             ours = None
         self._tracer = trace_api.get_tracer(_SCOPE, ours)
+        # the global tracer provider before an SDK sets one (or a no-op one): its spans
+        # are recorded nowhere; see ``tracing``
+        self._provider: Callable[[], Any] = trace_api.get_tracer_provider
+        self._inert = (trace_api.ProxyTracerProvider, trace_api.NoOpTracerProvider)
         self._meter = meter = metrics_api.get_meter(_SCOPE, ours)
         self._pollers: weakref.WeakSet[Any] = weakref.WeakSet()
         self._server: dict[str, tuple[str, int | None]] = {}
@@ -124,6 +130,13 @@ class Telemetry:
         )
 
     # spans
+
+    @property
+    def tracing(self) -> bool:
+        """Whether spans are recorded: a tracer provider other than the API's stand-in
+        has been set. Asked at each call (a provider may be set at any time), so that
+        calls do not build spans nobody records (a few percent of a small call's cost)."""
+        return not isinstance(self._provider(), self._inert)
 
     @contextmanager
     def call(self, rpc: str, cluster: str | None, host: str) -> Iterator[CallSpan]:

@@ -2,6 +2,7 @@
 
     python _probe.py sdk        # global SDK providers, in-memory exporters
     python _probe.py off        # the same, with RainbowClient(telemetry=False)
+    python _probe.py late       # the SDK set up only after the first calls
     python _probe.py missing    # opentelemetry cannot be imported at all
 
 Prints one JSON object: the spans and metric points exported, the credentials used (so
@@ -50,6 +51,8 @@ async def main() -> dict[str, Any]:
             reg = await client.register("alpha", server.secret)
             out["credentials"] += [reg.token, reg.secret]
             ids = [await client.submit_job("alpha", reg.token, f"job {i}") for i in range(3)]
+            if MODE == "late":  # a tracer provider set while the client is in use
+                exporters = sdk()
             with contextlib.suppress(DeniedError):
                 await client.request_jobs("alpha", "not-the-secret")
             async with client.poller("alpha", reg.secret, max_jobs=3) as poller:

@@ -107,6 +107,20 @@ def test_no_credential_in_any_span_or_metric(sdk: dict[str, Any]) -> None:
         assert credential not in exported
 
 
+def test_calls_made_after_a_tracer_provider_is_set_have_spans() -> None:
+    # before an SDK is set up nothing records spans, and the client makes none; once a
+    # provider is set (here after register and the submits), every call has its span
+    late = probe("late")
+    methods = [
+        attributes(s)["rpc.method"] for s in late["spans"] if s["name"].startswith(SERVICE + "/")
+    ]
+    assert methods[0] == "RequestJobs"  # the denied listing, the first call after
+    assert "Register" not in methods
+    assert "SubmitJob" not in methods
+    assert methods.count("AcceptJobs") == 1
+    assert methods.count("RequestJobs") >= 1 + late["stats"]["polls"]
+
+
 def test_telemetry_off_reports_nothing() -> None:
     off = probe("off")
     assert not [s for s in off["spans"] if s["name"].startswith(SERVICE)]
