@@ -62,6 +62,10 @@ log = logging.getLogger("rainbow_aio.poller")
 # first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
 _RESEND_BACKOFF: Final = 0.05
 
+# seconds a job with failed deliveries (or given up) may be missing from complete
+# listings before its record is forgotten: the Go server's listings miss rows under load
+_FORGET_AFTER: Final = 60.0
+
 # Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
 _NOT_NEEDED, _IN_QUEUE, _CLAIMED = 0, 1, 2
 
@@ -253,6 +257,7 @@ class AcceptLedger:
 
     __slots__ = (
         "__weakref__",
+        "absent_since",
         "client",
         "cluster",
         "entries",
@@ -276,6 +281,9 @@ class AcceptLedger:
         # id -> (failed deliveries, monotonic time before which it is not handed out)
         self.failures: dict[int, tuple[int, float]] = {}
         self.given_up: set[int] = set()
+        # id (of failures or given_up) -> monotonic time since which complete listings
+        # have not shown it
+        self.absent_since: dict[int, float] = {}
         self.holders: set[Holder] = set()
         self.per_id = False
 
@@ -318,12 +326,19 @@ class AcceptLedger:
         leave their queues (``vanished``): most likely someone else took them, and a
         consumer would only be told False. This is not taken as proof of another accepter
         (the Go server's listings can miss rows under load); if such a job is still
-        waiting, a later listing hands it out again. Failed-delivery records of jobs that
-        are gone are forgotten.
+        waiting, a later listing hands it out again. Failed-delivery records (and the
+        given-up mark) of jobs that complete listings have not shown for
+        ``_FORGET_AFTER`` seconds are forgotten: those jobs are gone, and one listing
+        that missed a row does not reset a job's count.
         """
-        if len(ids) >= asked:
-            return
+        complete = len(ids) < asked
+        if not complete and not self.absent_since:
+            return  # an incomplete listing says nothing of the ids it does not show
         seen = ids if isinstance(ids, set | frozenset) else set(ids)
+        for job_id in [i for i in self.absent_since if i in seen]:
+            del self.absent_since[job_id]
+        if not complete:
+            return
         vanished = [
             entry
             for job_id, entry in self.entries.items()
@@ -334,9 +349,13 @@ class AcceptLedger:
             self._retire(entry)
             entry.holder.counts.vanished += 1
             entry.holder.queue.discard()
-        for job_id in [i for i in self.failures if i not in seen]:
-            del self.failures[job_id]
-        self.given_up &= seen
+        now = time.monotonic()
+        for job_id in [*self.failures, *self.given_up]:
+            if job_id in seen:
+                continue
+            since = self.absent_since.setdefault(job_id, now)
+            if now - since >= _FORGET_AFTER:
+                self._forget_failures(job_id)
 
     # -- holders ------------------------------------------------------------------------
 
@@ -834,12 +853,18 @@ class AcceptLedger:
         if self.entries.get(job_id) is entry:
             del self.entries[job_id]
 
+    def _forget_failures(self, job_id: int) -> None:
+        """Drop the failed-delivery record of ``job_id`` (gone from the server)."""
+        self.failures.pop(job_id, None)
+        self.given_up.discard(job_id)
+        self.absent_since.pop(job_id, None)
+
     def _retire(self, entry: Entry) -> None:
         """``entry`` was deleted on the server (or may have been): stop tracking it and
         hide it from the listings already running."""
         self._forget(entry)
         job_id = entry.job.id
-        self.failures.pop(job_id, None)
+        self._forget_failures(job_id)
         if self.running:
             self.tombstones.pop(job_id, None)
             self.tombstones[job_id] = self.seq

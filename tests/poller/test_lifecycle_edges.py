@@ -354,3 +354,52 @@ async def test_a_listing_that_misses_rows_neither_loses_jobs_nor_suspects_others
         assert len(await batch.accept()) == 4
         assert rainbow_server.call_counts["AcceptJobs"] - calls == 1  # still batched
     assert await waiting(rainbow_client, cluster) == set()
+
+
+async def test_a_listing_that_misses_rows_does_not_reset_a_given_up_job(
+    client: RainbowClient,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+) -> None:
+    # a short listing that misses a given-up job says nothing of it (the Go server's can
+    # miss rows under load): when the next listings show it again it stays given up
+    cluster = await make_cluster(jobs=1)
+    async with client.poller(
+        cluster.name, cluster.secret, max_deliveries=2, redelivery_delay=0.01, **FAST
+    ) as poller:
+        for _ in range(2):
+            job = await poller.get()
+            job.release(failed=True)
+        assert poller.stats.given_up == 1
+        faults.truncate("RequestJobs", times=1)
+        polls = poller.stats.polls
+        await wait_until(lambda: poller.stats.polls >= polls + 4, what="the polls after it")
+        assert poller.stats.handed_out == 2
+        assert poller.qsize() == 0
+        assert poller.stats.given_up == 1
+    assert await waiting(rainbow_client, cluster) == set(cluster.ids)
+
+
+async def test_the_record_of_a_given_up_job_taken_elsewhere_is_forgotten(
+    client: RainbowClient,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # bookkeeping stays bounded: once complete listings have not shown a given-up job
+    # for the grace period (shortened here), the job is gone and its record too
+    monkeypatch.setattr("rainbow_aio.poller._ledger._FORGET_AFTER", 2.0)
+    cluster = await make_cluster(jobs=1)
+    async with client.poller(cluster.name, cluster.secret, max_deliveries=1, **FAST) as poller:
+        (await poller.get()).release(failed=True)
+        ledger = live_ledger(client, cluster.name)
+        assert ledger is not None
+        assert ledger.given_up == set(cluster.ids)
+        result = await rainbow_client.accept_jobs(cluster.name, cluster.secret, cluster.ids)
+        assert result.all_accepted  # another process owns it now
+        polls = poller.stats.polls
+        await wait_until(lambda: poller.stats.polls >= polls + 1, what="a listing without it")
+        assert ledger.given_up == set(cluster.ids)  # not at once: a listing may miss rows
+        await wait_until(lambda: not ledger.given_up, what="the record forgotten")
+        assert not ledger.absent_since
