@@ -65,6 +65,13 @@ RAINBOW_MODES: dict[str, dict[str, Any]] = {
 # checkout), so that the per-job path is compared before/after in the same run.
 BEFORE_MODE = "rainbow_aio_before"
 
+
+def mode_settings(mode: str) -> dict[str, Any]:
+    """The consumers and poller options of a rainbow-aio mode (the before mode: the
+    per-job mode's)."""
+    return RAINBOW_MODES["rainbow_aio" if mode == BEFORE_MODE else mode]
+
+
 # (clusters, max_jobs) -> jobs per cluster
 SIZES: dict[str, dict[str, Any]] = {
     "toy": {"configs": {(1, 10): 20, (2, 1): 3}, "reps": 1},
@@ -110,7 +117,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 "secrets": {c: creds[c][1] for c in cs},
                 "max_jobs": max_jobs,
                 "total": sum(len(loaded[c]) for c in cs),
-                **RAINBOW_MODES["rainbow_aio" if mode == BEFORE_MODE else mode],
+                **mode_settings(mode),
             }
             role = "baseline" if mode == "baseline" else "drain_with_poller"
             tree = ctx.client_tree if mode == BEFORE_MODE else None
@@ -192,7 +199,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             for (c, m), n in p["configs"].items()
         ],
         "reps": p["reps"],
-        "modes": {m: RAINBOW_MODES["rainbow_aio" if m == BEFORE_MODE else m] for m in modes},
+        "modes": {m: mode_settings(m) for m in modes},
         "client_tree": None if ctx.client_tree is None else str(ctx.client_tree),
     }
     return {
