@@ -52,7 +52,8 @@ class Job:
                 get("cluster"), get("name"), get("nodes"), get("tasks"), get("command")
             )  # fmt: skip
             if (
-                type(job_id) is int
+                cls is Job
+                and type(job_id) is int
                 and type(c) is str
                 and type(n) is str
                 and type(nodes) is int
