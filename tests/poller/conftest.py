@@ -26,7 +26,7 @@ class Cluster:
     name: str
     token: str = field(repr=False)
     secret: str = field(repr=False)
-    ids: list[int] = field(default_factory=list)
+    ids: list[int] = field(default_factory=list)  # of the jobs submitted, ascending
 
 
 async def submit(client: RainbowClient, cluster: Cluster, count: int) -> list[int]:
@@ -40,7 +40,9 @@ async def submit(client: RainbowClient, cluster: Cluster, count: int) -> list[in
         for job_id in await asyncio.gather(*batch):
             assert job_id is not None
             ids.append(job_id)
+    # concurrent submits are stored (and numbered) in any order: keep the ids ascending
     cluster.ids.extend(ids)
+    cluster.ids.sort()
     return sorted(ids)
 
 
