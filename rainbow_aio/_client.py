@@ -597,6 +597,9 @@ class RainbowClient:
                     error=type(error).__name__,
                 )
                 raise
+            except asyncio.CancelledError:
+                span.cancelled(attempts=1)
+                raise
             span.finish(attempts=1, code=None, outcome=CallOutcome.APPLIED, error=None)
             return counts
 
@@ -830,6 +833,9 @@ class RainbowClient:
                     outcome=error.outcome,
                     error=type(error).__name__,
                 )
+                raise
+            except asyncio.CancelledError:
+                span.cancelled(attempts=span.attempts + 1)
                 raise
             span.finish(
                 attempts=trace.attempts,

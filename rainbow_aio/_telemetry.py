@@ -64,6 +64,12 @@ class CallSpan:
             attributes["rpc.grpc.status_code"] = code
         self._span.add_event("rainbow.attempt_failed", attributes)
 
+    def cancelled(self, *, attempts: int) -> None:
+        """The caller was cancelled before the call ended: whether it acted is unknown."""
+        self.finish(
+            attempts=attempts, code=None, outcome=CallOutcome.UNKNOWN, error="CancelledError"
+        )
+
     def finish(
         self, *, attempts: int, code: int | None, outcome: CallOutcome, error: str | None
     ) -> None:

@@ -55,6 +55,11 @@ async def main() -> dict[str, Any]:
                 exporters = sdk()
             with contextlib.suppress(DeniedError):
                 await client.request_jobs("alpha", "not-the-secret")
+            listing = asyncio.create_task(client.request_jobs("alpha", reg.secret))
+            await asyncio.sleep(0)  # the call has begun
+            listing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listing
             async with client.poller("alpha", reg.secret, max_jobs=3) as poller:
                 batch = await poller.get_batch(3)
                 first, second, third = batch

@@ -53,7 +53,8 @@ def sdk() -> dict[str, Any]:
 def test_each_call_is_one_client_span_named_by_its_rpc(sdk: dict[str, Any]) -> None:
     ours = [s for s in sdk["spans"] if s["name"].startswith(SERVICE + "/")]
     methods = [attributes(s)["rpc.method"] for s in ours]
-    # register, three submits, the denied listing; then the poller's listings and accept
+    # register, three submits, the denied listing, a cancelled one; then the poller's
+    # listings and accept
     assert methods[:5] == ["Register", "SubmitJob", "SubmitJob", "SubmitJob", "RequestJobs"]
     assert methods.count("AcceptJobs") == 1  # the two accepts went out as one call
     assert methods.count("RequestJobs") >= 1 + sdk["stats"]["polls"]  # it may poll on
@@ -68,7 +69,14 @@ def test_each_call_is_one_client_span_named_by_its_rpc(sdk: dict[str, Any]) -> N
     ok = [s for s in ours if s["status"]["status_code"] == "OK"]
     assert all(attributes(s)["rpc.grpc.status_code"] == 0 for s in ok)
     assert all(attributes(s)["rainbow.outcome"] == "APPLIED" for s in ok)
-    [denied] = [s for s in ours if s["status"]["status_code"] == "ERROR"]
+    errors = [s for s in ours if s["status"]["status_code"] == "ERROR"]
+    # the listing the probe cancels, and any poll of the poller cancelled as it closed
+    cancelled = [s for s in errors if attributes(s).get("error.type") == "CancelledError"]
+    assert cancelled
+    for span in cancelled:
+        a = attributes(span)
+        assert (a["rpc.method"], a["rainbow.outcome"]) == ("RequestJobs", "UNKNOWN")
+    [denied] = [s for s in errors if s not in cancelled]
     a = attributes(denied)
     assert (a["rpc.method"], a["rainbow.cluster"]) == ("RequestJobs", "alpha")
     assert a["rpc.grpc.status_code"] == 2  # UNKNOWN, as the Go server answers
