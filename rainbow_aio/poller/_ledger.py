@@ -266,6 +266,8 @@ class AcceptLedger:
         "holders",
         "per_id",
         "running",
+        "send_sizes",
+        "sends_settled",
         "seq",
         "tombstones",
     )
@@ -286,6 +288,10 @@ class AcceptLedger:
         self.absent_since: dict[int, float] = {}
         self.holders: set[Holder] = set()
         self.per_id = False
+        # the number of ids of each AcceptJobs call started and not yet settled (resends
+        # included), and the future that resolves when the next of those calls settles
+        self.send_sizes: list[int] = []
+        self.sends_settled: asyncio.Future[None] | None = None
 
     # -- listings -----------------------------------------------------------------------
 
@@ -642,7 +648,39 @@ class AcceptLedger:
         task = loop.create_task(self._send(holder, batch, done))
         holder.sends.add(task)
         task.add_done_callback(holder.sends.discard)
+        # counted out by a callback, which runs even for a task cancelled before it began
+        size = len(batch)
+        self.send_sizes.append(size)
+        task.add_done_callback(lambda _: self._send_settled(size))
         return done
+
+    def _send_settled(self, size: int) -> None:
+        self.send_sizes.remove(size)
+        settled, self.sends_settled = self.sends_settled, None
+        if settled is not None and not settled.done():
+            settled.set_result(None)
+
+    def _sending_listings(self, listing: int, calls: int, ids: int) -> bool:
+        """Whether at least ``calls`` AcceptJobs calls on the wire each carry a listing's
+        worth of ids (``listing``, and more than one), ``ids`` or more in all."""
+        big = [n for n in self.send_sizes if n > 1 and n >= listing]
+        return len(big) >= calls and sum(big) >= ids
+
+    async def wait_for_sends(self, listing: int, calls: int, ids: int, at_most: float) -> None:
+        """Return once fewer than ``calls`` AcceptJobs calls carrying a listing's worth of
+        ids each (``ids`` in all) are on the wire, or after ``at_most`` seconds."""
+        if not self._sending_listings(listing, calls, ids):
+            return
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + at_most
+        while self._sending_listings(listing, calls, ids):
+            left = deadline - loop.time()
+            if left <= 0:
+                return
+            if self.sends_settled is None:
+                self.sends_settled = loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self.sends_settled), left)
 
     async def _send(self, holder: Holder, batch: list[Entry], done: asyncio.Future[None]) -> None:
         """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.

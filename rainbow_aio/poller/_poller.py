@@ -61,6 +61,16 @@ _DENIED_BACKOFF: Final = 1.0
 # a cluster that found jobs this recently is served first by the idle budget
 _RECENT: Final = 60.0
 
+# A poll waits (up to _RELIST_WAIT seconds) while _RELIST_CALLS AcceptJobs calls, each
+# carrying at least max_jobs ids and _RELIST_IDS in all, are on the wire: the listing
+# would show all of those jobs again, and on a server that spends about as much on 200
+# listed jobs as on a call, re-listing them costs more than waiting one accept's round
+# trip (measured in BENCHMARKS.md section 7). Smaller accepts (per-job windows, the
+# shared mode's one id per call) never hold a poll back.
+_RELIST_CALLS: Final = 2
+_RELIST_IDS: Final = 200
+_RELIST_WAIT: Final = 1.0
+
 # errors after which the same poll can never succeed: they stop this cluster's poller
 _FATAL = (MissingCredentialError, InvalidArgumentError, ClientClosedError, TLSError)
 
@@ -330,6 +340,9 @@ class ClusterPoller:
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
+            # every job whose accept is on the wire is listed again (RequestJobs cannot
+            # skip ids): while that would be most of the listing, wait for an accept first
+            await ledger.wait_for_sends(opts.max_jobs, _RELIST_CALLS, _RELIST_IDS, _RELIST_WAIT)
             while not queue.pollable:
                 await queue.wait_room()
             if budget is not None and idle:
@@ -457,7 +470,10 @@ class Poller(JobSource):
     - **Backpressure.** At most ``queue_size`` listed jobs wait in the queue; while it is
       full the poller does not poll. In a group, once the shared queue is full, polls
       wait until there is room for ``max_jobs`` (at most half the queue), so that a
-      poll, which lists every job in flight again, brings a batch of new ones.
+      poll, which lists every job in flight again, brings a batch of new ones. For the
+      same reason a poll waits (up to a second) while two accepts of at least
+      ``max_jobs`` ids each, 200 or more in all, are unanswered: batches of whole
+      listings, accepted in one call each.
     - **Graceful shutdown.** ``stop()`` (or leaving the context) stops polling, ends
       iteration (``get()`` raises :class:`PollerStoppedError`), sends the accepts waiting
       for their window, and gives back the jobs still queued, untouched on the server.

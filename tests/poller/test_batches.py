@@ -355,3 +355,47 @@ async def test_batches_carry_on_across_a_server_restart(tmp_path: Path) -> None:
             assert set(owned.values()) == {1}
             assert sorted(owned) == cluster.ids
             assert await waiting(client, cluster) == set()
+
+
+@pytest.mark.parametrize("size", [100, 99])
+async def test_no_poll_lists_again_two_listings_worth_of_jobs_being_accepted(
+    size: int, faults: FaultInjector, rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """A listing shows every job whose accept is still on the wire. While two accepts of a
+    listing's worth of ids each (max_jobs, 200 in all) are, the poller waits for one to
+    settle before it lists again, for at most a second; smaller accepts (here 99 ids each)
+    never hold a poll back."""
+    cluster = await make_cluster(jobs=600)
+    async with (
+        RainbowClient(faults.address) as client,
+        client.poller(
+            cluster.name, cluster.secret, max_jobs=100, queue_size=1000, **FAST
+        ) as poller,
+    ):
+        await wait_until(lambda: poller.qsize() == 600, what="the backlog queued")
+        faults.hold("AcceptJobs")
+        first, second = await poller.get_batch(size), await poller.get_batch(size)
+        accepts = [asyncio.create_task(batch.accept()) for batch in (first, second)]
+        await faults.wait_held("AcceptJobs", 2)
+        # the listing that may have started before the second accept went out has ended
+        await wait_until(
+            lambda: poller.stats.polls == faults.calls["RequestJobs"], what="no poll running"
+        )
+        listed = faults.calls["RequestJobs"]
+        await asyncio.sleep(0.4)  # FAST polls an idle cluster every 50 ms at most
+        if size == 100:
+            assert faults.calls["RequestJobs"] == listed
+            # ... but not for ever: with the accepts still unanswered, polling goes on
+            async with asyncio.timeout(10):
+                await faults.wait_calls("RequestJobs", listed + 1)
+        else:
+            assert faults.calls["RequestJobs"] >= listed + 2
+        faults.clear("AcceptJobs")
+        faults.release("AcceptJobs")
+        owned = [job.id for batch in await asyncio.gather(*accepts) for job in batch]
+        async for batch in poller.batches(max_size=250):
+            owned += [job.id for job in await batch.accept()]
+            if len(owned) == 600:
+                await poller.stop()
+    assert sorted(owned) == cluster.ids
+    assert await waiting(rainbow_client, cluster) == set()
