@@ -17,6 +17,7 @@ from rainbow_aio import (
     CallOutcome,
     InvalidArgumentError,
     JobBatch,
+    PolledJob,
     PollerStoppedError,
     RainbowClient,
     RainbowServer,
@@ -357,26 +358,41 @@ async def test_batches_carry_on_across_a_server_restart(tmp_path: Path) -> None:
             assert await waiting(client, cluster) == set()
 
 
-@pytest.mark.parametrize("size", [100, 99])
+@pytest.mark.parametrize(
+    ("size", "queue_size"),
+    [(100, 1000), (99, 1000), (100, 100)],
+    ids=["listings-idle-poller", "smaller-accepts", "listings-poller-waiting-for-room"],
+)
 async def test_no_poll_lists_again_two_listings_worth_of_jobs_being_accepted(
-    size: int, faults: FaultInjector, rainbow_client: RainbowClient, make_cluster: MakeCluster
+    size: int,
+    queue_size: int,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
 ) -> None:
     """A listing shows every job whose accept is still on the wire. While two accepts of a
     listing's worth of ids each (max_jobs, 200 in all) are, the poller waits for one to
     settle before it lists again, for at most a second; smaller accepts (here 99 ids each)
-    never hold a poll back."""
+    never hold a poll back. With a queue of 100, the poller is waiting for room when each
+    batch is taken: the room a batch makes must not start a poll either."""
     cluster = await make_cluster(jobs=600)
     async with (
         RainbowClient(faults.address) as client,
         client.poller(
-            cluster.name, cluster.secret, max_jobs=100, queue_size=1000, **FAST
+            cluster.name, cluster.secret, max_jobs=100, queue_size=queue_size, **FAST
         ) as poller,
     ):
-        await wait_until(lambda: poller.qsize() == 600, what="the backlog queued")
+        await wait_until(lambda: poller.qsize() == min(queue_size, 600), what="queue filled")
         faults.hold("AcceptJobs")
-        first, second = await poller.get_batch(size), await poller.get_batch(size)
-        accepts = [asyncio.create_task(batch.accept()) for batch in (first, second)]
-        await faults.wait_held("AcceptJobs", 2)
+
+        async def consume() -> list[PolledJob]:
+            batch = await poller.get_batch(size)
+            return await batch.accept()  # sent before the poller runs again, as in a loop
+
+        accepts = []
+        for _ in range(2):
+            accepts.append(asyncio.create_task(consume()))
+            await faults.wait_held("AcceptJobs", len(accepts))
         # the listing that may have started before the second accept went out has ended
         await wait_until(
             lambda: poller.stats.polls == faults.calls["RequestJobs"], what="no poll running"
