@@ -398,7 +398,8 @@ async def test_no_poll_lists_again_two_listings_worth_of_jobs_being_accepted(
             lambda: poller.stats.polls == faults.calls["RequestJobs"], what="no poll running"
         )
         listed = faults.calls["RequestJobs"]
-        await asyncio.sleep(0.4)  # FAST polls an idle cluster every 50 ms at most
+        # FAST polls an idle cluster every 50 ms at most; the wait under test lasts up to 1 s
+        await asyncio.sleep(0.25)
         if size == 100:
             assert faults.calls["RequestJobs"] == listed
             # ... but not for ever: with the accepts still unanswered, polling goes on
