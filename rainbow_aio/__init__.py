@@ -39,6 +39,7 @@ from ._exceptions import (
 )
 from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
 from ._outcome import CallOutcome
+from ._stopping import Shutdown
 from .poller import (
     AcceptMode,
     AcceptUncertainError,
@@ -110,6 +111,8 @@ __all__ = [
     "PollerGroup",
     "PollerOptions",
     "PollerStats",
+    # stopping workers
+    "Shutdown",
     # server
     "RainbowServer",
     "ServerLimits",
