@@ -29,13 +29,12 @@ from .._exceptions import (
 )
 from .._models import Job
 from .._telemetry import load as load_telemetry
-from ._errors import PollerStoppedError
-from ._job import JobBatch, PolledJob
+from ._errors import PollerStoppedError, UnhandledJobsError
 from ._ledger import AcceptClient, AcceptLedger, Entry, Holder, attach
 from ._options import DEFAULTS, PollerKwargs, PollerOptions, PollerStats
 from ._pacing import IdleBudget
 from ._queue import JobQueue
-from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
+from ._run import JobSource
 
 __all__ = [
     "ClusterPoller",
@@ -216,6 +215,11 @@ class ClusterPoller:
             last_error=self._last_error,
             last_poll_latency=self._last_latency,
             accept_calls=counts.accept_calls if counts else 0,
+            accept_errors=counts.accept_errors if counts else 0,
+            last_accept_error=counts.last_accept_error if counts else None,
+            held=self._holder.held() if self._holder is not None else 0,
+            hold_expired=counts.hold_expired if counts else 0,
+            unhandled=counts.unhandled if counts else 0,
         )
 
     def counters(self) -> dict[str, int]:
@@ -230,11 +234,19 @@ class ClusterPoller:
             "released": stats.released,
             "uncertain": stats.uncertain,
             "given_up": stats.given_up,
+            "accept_errors": stats.accept_errors,
+            "hold_expired": stats.hold_expired,
+            "unhandled": stats.unhandled,
         }
 
     def queued(self) -> int:
         """Jobs of this cluster waiting in the queue (for telemetry)."""
         return 0 if self._holder is None else self._holder.queued()
+
+    def unhandled(self) -> list[Job]:
+        """Accepted jobs this cluster's poller could not give to a consumer before it
+        closed (empty until then)."""
+        return [] if self._holder is None else list(self._holder.unhandled)
 
     def take_error(self) -> BaseException | None:
         """The error that stopped polling, the first time it is asked for (so that it is
@@ -283,6 +295,12 @@ class ClusterPoller:
             self._scope.cancel()
         assert self._holder is not None
         self._holder.stop()
+
+    async def settle(self) -> None:
+        """Wait (up to ``shutdown_timeout``) until the accepts already requested are
+        settled; polling must be stopped first."""
+        if self._holder is not None and self._phase != CLOSED:
+            await self._holder.settle()
 
     async def close(self) -> None:
         """Stop, then settle accepts (up to ``shutdown_timeout``), give back held jobs and
@@ -545,31 +563,30 @@ class Poller(JobSource):
         """Jobs waiting in the queue."""
         return len(self._queue)
 
-    async def get(self) -> PolledJob:
-        """The next job, waiting for one if needed.
-
-        Raises :class:`PollerStoppedError` once the poller is stopped and its queue is
-        empty, and the poller's error if it failed.
-        """
+    def _consumer_queue(self) -> JobQueue[Entry]:
         if self._polling.phase == NEW:
             raise RuntimeError("enter the poller first: async with client.poller(...)")
-        (entry,) = await self._queue.get()
-        return entry.hand_out()
+        return self._queue
 
-    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
-        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
-        :meth:`batches`). Raises like :meth:`get`."""
-        size = check_batch_size(max_size)
-        if self._polling.phase == NEW:
-            raise RuntimeError("enter the poller first: async with client.poller(...)")
-        first, *others = await self._queue.get(size)
-        return first.hand_out_with(others)
+    def halt(self) -> None:
+        """Stop polling now, without waiting (see :meth:`stop`)."""
+        if self._polling.phase == RUNNING:
+            self._polling.stop()
+            self._queue.close(self._stopped_error)
 
     async def stop(self) -> None:
-        """Stop polling and handing out; give back queued jobs; send the accepts waiting
-        for their window now. Jobs already handed out can still be accepted or released
-        until the context is left."""
-        self._halt()
+        """Stop polling and handing out: queued jobs are given back, accepts waiting for
+        their window go out now, and this waits until every accept already requested is
+        settled (up to ``shutdown_timeout``; after that they are settled when the context
+        is left). Jobs already handed out can still be accepted or released until the
+        context is left. Safe to call from a consumer or a handler; it does not wait for
+        ``run()``'s handlers (``run()`` returns once they finish)."""
+        self.halt()
+        await self._polling.settle()
+
+    async def aclose(self) -> None:
+        """Leave the poller as ``async with`` does (for code that cannot use it)."""
+        await self.__aexit__(None, None, None)
 
     async def __aenter__(self) -> Poller:
         if self._polling.phase != NEW:
@@ -587,9 +604,11 @@ class Poller(JobSource):
         tb: TracebackType | None,
     ) -> None:
         tg = self._tg
-        assert tg is not None
+        if tg is None:
+            raise RuntimeError("the poller was not entered")
+        self._tg = None
         try:
-            self._halt()
+            self.halt()
             await self._polling.close()
         finally:
             tg.cancel_scope.cancel()
@@ -599,6 +618,15 @@ class Poller(JobSource):
             error = self._polling.take_error()
             if error is not None:
                 raise error
+            unhandled = self._polling.unhandled()
+            if unhandled:
+                raise UnhandledJobsError(
+                    f"{len(unhandled)} accepted job(s) of cluster {self.cluster!r} were not "
+                    f"handled before the poller closed: ids {sorted(j.id for j in unhandled)}; "
+                    "they are no longer on the server",
+                    jobs=unhandled,
+                    cluster=self.cluster,
+                )
 
     def __repr__(self) -> str:
         return (
@@ -607,11 +635,6 @@ class Poller(JobSource):
         )
 
     # internals
-
-    def _halt(self) -> None:
-        if self._polling.phase == RUNNING:
-            self._polling.stop()
-            self._queue.close(self._stopped_error)
 
     def _stopped_error(self) -> BaseException:
         error = self._polling.take_error()
