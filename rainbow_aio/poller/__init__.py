@@ -8,7 +8,8 @@
   :class:`JobBatch`: several of one cluster, handed out and accepted together.
 - :class:`PollerStats`, :class:`AcceptMode`, :class:`PollerOptions` (and
   :class:`PollerKwargs`, the same options as typed keywords).
-- :class:`AcceptUncertainError`, :class:`PollerStoppedError`.
+- :class:`AcceptUncertainError`, :class:`PollerStoppedError`, :class:`JobReleasedError`,
+  :class:`UnhandledJobsError`; :class:`RunReport` (what ``run()`` returns).
 
 Internals, as layers (each imports only the ones before it):
 
@@ -23,12 +24,24 @@ Internals, as layers (each imports only the ones before it):
 
 from __future__ import annotations
 
-from ._errors import AcceptUncertainError, PollerStoppedError
+from ._errors import (
+    AcceptUncertainError,
+    JobReleasedError,
+    PollerStoppedError,
+    UnhandledJobsError,
+)
 from ._group import PollerGroup
 from ._job import JobBatch, JobState, PolledJob
-from ._options import AcceptMode, GiveUpHook, PollerKwargs, PollerOptions, PollerStats
+from ._options import (
+    AcceptMode,
+    GiveUpHook,
+    PollerKwargs,
+    PollerOptions,
+    PollerStats,
+    UnhandledHook,
+)
 from ._poller import Poller
-from ._run import AcceptWhen, BatchHandler, Handler
+from ._run import AcceptWhen, BatchHandler, Handler, RunReport
 
 __all__ = [
     "AcceptMode",
@@ -38,6 +51,7 @@ __all__ = [
     "GiveUpHook",
     "Handler",
     "JobBatch",
+    "JobReleasedError",
     "JobState",
     "PolledJob",
     "Poller",
@@ -46,4 +60,7 @@ __all__ = [
     "PollerOptions",
     "PollerStats",
     "PollerStoppedError",
+    "RunReport",
+    "UnhandledHook",
+    "UnhandledJobsError",
 ]

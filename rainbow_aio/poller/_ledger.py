@@ -669,7 +669,8 @@ class AcceptLedger:
     def report_unhandled(self, entry: Entry, why: str) -> None:
         if entry.state is JobState.ACCEPTED and entry.redelivery not in (_IN_QUEUE, _WAITING):
             entry.redelivery = _CLAIMED
-            self._unhandled(entry, why)
+            # the caller reports the job itself (run() raises it): not kept for closing
+            self._unhandled(entry, why, keep=False)
 
     def _retry_due(self, entry: Entry) -> None:
         holder = entry.holder
@@ -769,13 +770,14 @@ class AcceptLedger:
         entry.holder.counts.uncertain += 1
         return error
 
-    def _unhandled(self, entry: Entry, why: str) -> None:
+    def _unhandled(self, entry: Entry, why: str, *, keep: bool = True) -> None:
         """An accepted job this process could not give to a consumer: it is nowhere else
         (the server deleted it), so the application gets it: ``on_unhandled``, counted,
         and raised or returned by whoever closes the poller."""
         holder = entry.holder
         holder.counts.unhandled += 1
-        holder.unhandled.append(entry.job)
+        if keep:
+            holder.unhandled.append(entry.job)
         log.error(
             "cluster %r: job %d was accepted by this process but not handled: %s "
             "(it is no longer on the server; see on_unhandled)",

@@ -322,12 +322,15 @@ class _Driver:
             del self.by_cluster[cluster]
         if self.per_cluster is not None:
             self.queue.wake_consumers()  # a cluster at its limit may have room again
+        self._wake()
+
+    def _wake(self) -> None:
         changed, self.changed = self.changed, None
         if changed is not None and not changed.done():
             changed.set_result(None)
 
     async def _slot(self) -> None:
-        while len(self.running) >= self.concurrency:
+        while len(self.running) >= self.concurrency and not self.shutdown.requested:
             self.changed = self.changed or asyncio.get_running_loop().create_future()
             await self.changed
 
@@ -339,6 +342,8 @@ class _Driver:
         try:
             while True:
                 await self._slot()
+                if self.shutdown.requested:
+                    break
                 try:
                     work = await self._take()
                 except PollerStoppedError:
@@ -365,7 +370,8 @@ class _Driver:
 
     async def _halt_on_stop(self) -> None:
         await self.shutdown.wait()
-        self.source.halt()  # get() ends the intake once accepted queued jobs are out
+        self.source.halt()  # a waiting get() ends the intake
+        self._wake()  # so does a wait for a free slot
 
     async def _drain(self, stopping: bool) -> None:
         """Wait for the running handlers: without a bound when the source simply stopped,
