@@ -266,8 +266,10 @@ class RainbowClient:
     async def connect(self) -> None:
         """Open the channel and wait until the server answers HTTP/2.
 
-        Raises :class:`UnavailableError` naming the host (or :class:`TLSError` when the
-        TLS handshake fails) if no connection is up within ``connect_timeout`` seconds.
+        Raises :class:`UnavailableError` naming the host (and, unless something there
+        took the connection and closed it, how to start a server) or :class:`TLSError`
+        when the TLS handshake fails, if no connection is up within ``connect_timeout``
+        seconds.
         Does nothing when already connected; a closed client cannot reconnect. A
         ``close()`` while it waits ends the wait: it then closes the channel it was
         opening and raises :class:`ClientClosedError`.

@@ -57,6 +57,18 @@ PHASES: Final = ("new", "running", "stopped", "closed")
 # the least wait after a denied poll (never more than max_interval)
 _DENIED_BACKOFF: Final = 1.0
 
+# A poller none of whose polls has ever succeeded, and whose polls are denied, most
+# likely has a wrong secret or an unknown cluster: it stops after _FIRST_DENIALS denials
+# in a row (never more than denied_attempts), each followed by a wait of
+# _FIRST_DENIED_WAIT randomised to between half and all of it (never more than
+# max_interval), so that a typo fails within about a second. The Go server's false
+# denials under load mostly come alone (the probe's runs in the compat load figures),
+# and the quick re-tries step past one; a load spike that denies all three could stop
+# a poller before its first listing, the price of failing a typo fast. After a
+# success, denials get denied_attempts in a row, each with _DENIED_BACKOFF or more.
+_FIRST_DENIALS: Final = 3
+_FIRST_DENIED_WAIT: Final = 0.5
+
 # a cluster that found jobs this recently is served first by the idle budget
 _RECENT: Final = 60.0
 
@@ -384,17 +396,26 @@ class ClusterPoller:
                 self._errors += 1
                 self._last_error = _describe(exc)
                 denials = denials + 1 if isinstance(exc, DeniedError) else 0
+                never_listed = self._polls == 0  # no poll of this poller ever succeeded
+                allowed = opts.denied_attempts
+                if never_listed:
+                    allowed = min(allowed, _FIRST_DENIALS)
                 if (
                     isinstance(exc, _FATAL)
-                    or denials >= opts.denied_attempts
+                    or denials >= allowed
                     or not isinstance(exc, RainbowError)
                 ):
                     log.warning("cluster %r: polling stopped: %s", self._cluster, exc)
                     self._fail(exc)
                     return
-                log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
                 idle = True
                 backoff = idle_backoff(backoff, opts)
+                if denials and never_listed:
+                    # most likely a wrong secret: try again soon, to fail soon
+                    log.info("cluster %r: first polls denied, trying again: %s", self._cluster, exc)
+                    delay = jittered(min(_FIRST_DENIED_WAIT, opts.max_interval))
+                    continue
+                log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
                 if denials:
                     # a denial is either permanent (a wrong secret) or a false one the Go
                     # server gives under load: wait long enough for a load spike to pass
@@ -507,7 +528,14 @@ class Poller(JobSource):
       stop the poller. Wrong or missing credentials (``denied_attempts`` denials in a
       row, a missing secret, a TLS failure, a closed client) stop this poller only, as
       does an unexpected exception (a bug, logged): ``get()`` and iteration raise the
-      error, and leaving the context raises it if nobody saw it.
+      error, and leaving the context raises it if nobody saw it. A poller none of whose
+      polls has succeeded yet stops after 3 denials in a row (fewer if
+      ``denied_attempts`` says so), polled again 0.25 to 0.5 s after each, so that a
+      wrong secret or an unknown cluster fails within about a second; the quick
+      re-tries step past a false denial of the Go server under load, which mostly
+      comes alone (a spike that denies all three stops a poller before its first
+      listing). Once a poll has succeeded, each denial is followed by a wait of at
+      least a second, and ``denied_attempts`` of them in a row stop the poller.
     - **Bounded memory.** The bookkeeping holds only jobs in flight, tombstones of ids
       settled while a listing was running, and the ids of jobs whose deliveries failed.
 
