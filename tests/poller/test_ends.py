@@ -286,7 +286,8 @@ async def test_a_failing_handler_gets_its_accepted_job_again(
 
         report = await poller.run(handler)
     assert calls == cluster.ids * 2  # the same job, handed to the handler again
-    assert report.failed == 1 and report.handled == 1
+    assert report.failed == 1
+    assert report.handled == 1
     assert await waiting(rainbow_client, cluster) == set()
 
 
@@ -340,7 +341,8 @@ async def test_accept_is_bounded_and_a_late_answer_hands_the_job_out_again(
         faults.clear("AcceptJobs")  # the resends get through: PARTIAL, so it was ours
         async with asyncio.timeout(10):
             again = await poller.get()
-        assert again.id == job.id and again.accepted
+        assert again.id == job.id
+        assert again.accepted
         assert await again.accept() is True
 
 
@@ -409,7 +411,8 @@ async def test_full_listings_still_forget_records_of_jobs_taken_elsewhere(
         assert job.id == first
         job.release(failed=True)
         ledger = live_ledger(rainbow_client, cluster.name)
-        assert ledger is not None and first in ledger.failures
+        assert ledger is not None
+        assert first in ledger.failures
         await rainbow_client.accept_jobs(cluster.name, cluster.secret, [first])
         start = ledger.begin_listing()
         ledger.listed(start, [second, third], asked=2)  # full: says nothing past third
@@ -479,20 +482,24 @@ async def test_leaving_a_poller_with_an_orphaned_accepted_job_raises_it(
     again before the block is left: the application gets it, not a log line."""
     cluster = await make_cluster(jobs=1)
     seen: list[Job] = []
+
+    async def consume_and_leave(client: RainbowClient) -> None:
+        async with client.poller(
+            cluster.name, cluster.secret, on_unhandled=seen.append, **FAST
+        ) as p:
+            job = await p.get()
+            faults.hold("AcceptJobs", times=1)
+            accepting = asyncio.create_task(job.accept())
+            await faults.wait_held("AcceptJobs")
+            accepting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await accepting
+            faults.release("AcceptJobs")
+            await wait_until(lambda: p.stats.accepted == 1, what="the accept answered")
+
     async with fault_client(faults) as client:
         with pytest.raises(UnhandledJobsError) as caught:
-            async with client.poller(
-                cluster.name, cluster.secret, on_unhandled=seen.append, **FAST
-            ) as p:
-                job = await p.get()
-                faults.hold("AcceptJobs", times=1)
-                accepting = asyncio.create_task(job.accept())
-                await faults.wait_held("AcceptJobs")
-                accepting.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await accepting
-                faults.release("AcceptJobs")
-                await wait_until(lambda: p.stats.accepted == 1, what="the accept answered")
+            await consume_and_leave(client)
     assert [j.id for j in caught.value.jobs] == cluster.ids
     assert [j.id for j in seen] == cluster.ids
     assert await waiting(rainbow_client, cluster) == set()
