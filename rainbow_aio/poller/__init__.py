@@ -14,10 +14,13 @@
 Internals, as layers (each imports only the ones before it):
 
 1. ``_options``, ``_errors``, ``_job`` (job states and the ``PolledJob`` handle);
-2. ``_queue``: the bounded queue between pollers and consumers;
+2. ``_queue``: the bounded queue between pollers and consumers; ``_failures``: failed
+   deliveries of jobs not accepted; ``_listings``: listings in flight and tombstones;
 3. ``_ledger``: one accept ledger per (client, cluster), the only owner of a job's state
-   and of everything about accepting (batches, sends, resends, outcomes);
-4. ``_run``: the consumer side (iteration, ``run(handler)``);
+   and of everything about accepting (batches, sends, resends, outcomes), built on the
+   two record keepers of layer 2 and on the process-wide record of accepters
+   (``rainbow_aio/_accepters.py``);
+4. ``_run``: the consumer side (iteration, ``run(handler)`` and how it stops);
 5. ``_poller``: one cluster's poll loop, and ``Poller``;
 6. ``_group``: ``PollerGroup``.
 """

@@ -52,7 +52,9 @@ from .._exceptions import DeniedError, MissingCredentialError, RainbowError
 from .._models import AcceptResult, AcceptStatus, Job, JobListing
 from .._outcome import CallOutcome
 from ._errors import AcceptUncertainError, JobReleasedError, PollerStoppedError
+from ._failures import FailureRecords
 from ._job import JobBatch, JobState, PolledJob
+from ._listings import ListingClock
 from ._options import AcceptMode, PollerOptions
 from ._queue import JobQueue
 
@@ -63,9 +65,6 @@ log = logging.getLogger("rainbow_aio.poller")
 # first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
 _RESEND_BACKOFF: Final = 0.05
 
-# seconds a job with failed deliveries (or given up) may be missing from complete
-# listings before its record is forgotten: the Go server's listings miss rows under load
-_FORGET_AFTER: Final = 60.0
 
 # seconds the batched mode sends one id per call after it saw another accepter
 _PER_ID_COOLDOWN: Final = 60.0
@@ -299,35 +298,23 @@ class AcceptLedger:
 
     __slots__ = (
         "__weakref__",
-        "absent_since",
         "client",
         "cluster",
         "entries",
-        "failures",
-        "given_up",
         "holders",
+        "listings",
         "per_id_until",
-        "running",
+        "records",
         "send_sizes",
         "sends_settled",
-        "seq",
-        "tombstones",
     )
 
     def __init__(self, client: AcceptClient, cluster: str) -> None:
         self.client = client
         self.cluster = cluster
         self.entries: dict[int, Entry] = {}
-        self.seq = 0  # listing counter: the start number of the latest listing
-        self.running: list[int] = []  # start numbers of the listings still running
-        # id -> listing counter when settled; insertion order is counter order
-        self.tombstones: dict[int, int] = {}
-        # id -> (failed deliveries, monotonic time before which it is not handed out)
-        self.failures: dict[int, tuple[int, float]] = {}
-        self.given_up: set[int] = set()
-        # id (of failures or given_up) -> monotonic time since which complete listings
-        # have not shown it
-        self.absent_since: dict[int, float] = {}
+        self.listings = ListingClock()
+        self.records = FailureRecords()
         self.holders: set[Holder] = set()
         # monotonic time until which the batched mode sends one id per call
         self.per_id_until = 0.0
@@ -340,29 +327,21 @@ class AcceptLedger:
 
     # -- listings -----------------------------------------------------------------------
 
+    @property
+    def seq(self) -> int:
+        """The start number of the latest listing."""
+        return self.listings.seq
+
     def begin_listing(self) -> int:
-        self.seq += 1
-        self.running.append(self.seq)
-        return self.seq
+        return self.listings.begin()
 
     def end_listing(self, start: int) -> None:
-        self.running.remove(start)
-        floor = min(self.running) if self.running else self.seq + 1
-        stones = self.tombstones
-        while stones:
-            job_id = next(iter(stones))
-            if stones[job_id] >= floor:
-                break
-            del stones[job_id]
+        self.listings.end(start)
 
     def hidden_count(self) -> int:
         """How many listed ids this process may skip: a poll asks for that many more, so
         that a listing (lowest ids first) always looks past them."""
-        hidden = len(self.entries) + len(self.tombstones) + len(self.given_up)
-        if self.failures:
-            now = time.monotonic()
-            hidden += sum(1 for _, not_before in self.failures.values() if not_before > now)
-        return hidden
+        return len(self.entries) + len(self.listings) + self.records.hidden_count()
 
     def hidden(self, start: int) -> Container[int]:
         """The ids a listing that started at ``start`` must not hand out. Asked right
@@ -389,11 +368,9 @@ class AcceptLedger:
         row (a cut-short answer) resets nothing: the job must stay unseen that long.
         """
         complete = len(ids) < asked
-        if not complete and not self.absent_since and not (self.failures or self.given_up):
+        if not complete and not self.records and not self.records.absent_since:
             return  # an incomplete listing says nothing of the ids it does not show
         seen = ids if isinstance(ids, set | frozenset) else set(ids)
-        for job_id in [i for i in self.absent_since if i in seen]:
-            del self.absent_since[job_id]
         if complete:
             vanished = [
                 entry
@@ -405,14 +382,7 @@ class AcceptLedger:
                 self._forget(entry)
                 entry.holder.counts.vanished += 1
                 entry.holder.queue.discard()
-        below = None if complete else (max(seen) if seen else 0)
-        now = time.monotonic()
-        for job_id in [*self.failures, *self.given_up]:
-            if job_id in seen or (below is not None and job_id > below):
-                continue
-            since = self.absent_since.setdefault(job_id, now)
-            if now - since >= _FORGET_AFTER:
-                self._forget_failures(job_id)
+        self.records.observe(seen, complete=complete)
 
     # -- holders ------------------------------------------------------------------------
 
@@ -1111,17 +1081,9 @@ class AcceptLedger:
         entry.holder.counts.released += 1
 
     def _failed_delivery(self, entry: Entry) -> None:
-        job = entry.job
-        opts = entry.holder.opts
-        count = self.failures.get(job.id, (0, 0.0))[0] + 1
-        if count < opts.max_deliveries:
-            delay = min(opts.redelivery_delay * 2 ** (count - 1), opts.max_redelivery_delay)
-            delay *= 0.5 + random.random() / 2
-            self.failures[job.id] = (count, time.monotonic() + delay)
-            return
-        self.failures.pop(job.id, None)
-        self.given_up.add(job.id)
-        self._give_up(entry, count, owned=False)
+        count = self.records.failed(entry.job.id, entry.holder.opts)
+        if count is not None:
+            self._give_up(entry, count, owned=False)
 
     def _give_up(self, entry: Entry, count: int, *, owned: bool) -> None:
         """No more deliveries of ``entry``'s job: counted, logged once, ``on_give_up``."""
@@ -1149,21 +1111,12 @@ class AcceptLedger:
         if self.entries.get(job_id) is entry:
             del self.entries[job_id]
 
-    def _forget_failures(self, job_id: int) -> None:
-        """Drop the failed-delivery record of ``job_id`` (gone from the server)."""
-        self.failures.pop(job_id, None)
-        self.given_up.discard(job_id)
-        self.absent_since.pop(job_id, None)
-
     def _retire(self, entry: Entry) -> None:
         """``entry`` was deleted on the server (or may have been): stop tracking it and
         hide it from the listings already running."""
         self._forget(entry)
-        job_id = entry.job.id
-        self._forget_failures(job_id)
-        if self.running:
-            self.tombstones.pop(job_id, None)
-            self.tombstones[job_id] = self.seq
+        self.records.forget(entry.job.id)
+        self.listings.settled(entry.job.id)
 
 
 class _Send:
@@ -1192,16 +1145,13 @@ class _Hidden:
         if not isinstance(job_id, int):
             return False
         ledger = self.ledger
-        if job_id in ledger.entries or ledger.tombstones.get(job_id, -1) >= self.start:
+        if job_id in ledger.entries or ledger.listings.hides(job_id, self.start):
             return True
-        if job_id in ledger.given_up:
-            return True
-        failure = ledger.failures.get(job_id)
-        if failure is None:
+        if not ledger.records:
             return False
         if self.now is None:
             self.now = time.monotonic()
-        return failure[1] > self.now
+        return ledger.records.hides(job_id, self.now)
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:

@@ -27,7 +27,6 @@ from rainbow_aio import (
     RetryPolicy,
 )
 from rainbow_aio.poller import JobReleasedError, JobState, UnhandledJobsError
-from rainbow_aio.poller import _ledger as ledger_module
 from rainbow_aio.poller._ledger import live_ledger
 
 from .conftest import FAST, MakeCluster, wait_until, waiting
@@ -399,11 +398,10 @@ async def test_a_cut_short_listing_does_not_reset_failed_deliveries(
 
 
 async def test_full_listings_still_forget_records_of_jobs_taken_elsewhere(
-    rainbow_client: RainbowClient, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
 ) -> None:
     """With a standing backlog every listing is full; a failure record of a job taken
     elsewhere (below the listing's highest id, not shown) is forgotten all the same."""
-    monkeypatch.setattr(ledger_module, "_FORGET_AFTER", 0.0)
     cluster = await make_cluster(jobs=3)
     first, second, third = cluster.ids
     async with rainbow_client.poller(cluster.name, cluster.secret, max_jobs=1, **FAST) as p:
@@ -412,12 +410,13 @@ async def test_full_listings_still_forget_records_of_jobs_taken_elsewhere(
         job.release(failed=True)
         ledger = live_ledger(rainbow_client, cluster.name)
         assert ledger is not None
-        assert first in ledger.failures
+        assert first in ledger.records.failures
+        ledger.records.forget_after = 0.0  # no grace period, for the test
         await rainbow_client.accept_jobs(cluster.name, cluster.secret, [first])
         start = ledger.begin_listing()
         ledger.listed(start, [second, third], asked=2)  # full: says nothing past third
         ledger.end_listing(start)
-        assert first not in ledger.failures
+        assert first not in ledger.records.failures
 
 
 # 8. the hold limit ----------------------------------------------------------------------
