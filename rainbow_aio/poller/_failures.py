@@ -27,30 +27,32 @@ FORGET_AFTER: Final = 60.0
 class FailureRecords:
     """One cluster's failed-delivery counts and given-up marks (module docstring)."""
 
-    __slots__ = ("absent_since", "failures", "forget_after", "given_up")
+    __slots__ = ("absent_since", "declined", "failures", "forget_after", "given_up")
 
     def __init__(self, forget_after: float | None = None) -> None:
         # id -> (failed deliveries, monotonic time before which it is not handed out)
         self.failures: dict[int, tuple[int, float]] = {}
         self.given_up: set[int] = set()
+        # ids a consumer declined (this process will never accept them)
+        self.declined: set[int] = set()
         # id (of failures or given_up) -> monotonic time since which listings that could
         # have shown it have not
         self.absent_since: dict[int, float] = {}
         self.forget_after = FORGET_AFTER if forget_after is None else forget_after
 
     def __bool__(self) -> bool:
-        return bool(self.failures or self.given_up)
+        return bool(self.failures or self.given_up or self.declined)
 
     def hidden_count(self) -> int:
         """How many ids these records hide from listings now."""
-        hidden = len(self.given_up)
+        hidden = len(self.given_up) + len(self.declined)
         if self.failures:
             now = time.monotonic()
             hidden += sum(1 for _, not_before in self.failures.values() if not_before > now)
         return hidden
 
     def hides(self, job_id: int, now: float) -> bool:
-        if job_id in self.given_up:
+        if job_id in self.given_up or job_id in self.declined:
             return True
         failure = self.failures.get(job_id)
         return failure is not None and failure[1] > now
@@ -72,6 +74,7 @@ class FailureRecords:
         """Drop every record of ``job_id`` (it was taken on the server)."""
         self.failures.pop(job_id, None)
         self.given_up.discard(job_id)
+        self.declined.discard(job_id)
         self.absent_since.pop(job_id, None)
 
     def observe(self, seen: Collection[int], *, complete: bool) -> None:
@@ -84,7 +87,7 @@ class FailureRecords:
             del self.absent_since[job_id]
         below = None if complete else (max(seen) if seen else 0)
         now = time.monotonic()
-        for job_id in [*self.failures, *self.given_up]:
+        for job_id in [*self.failures, *self.given_up, *self.declined]:
             if job_id in seen or (below is not None and job_id > below):
                 continue
             since = self.absent_since.setdefault(job_id, now)

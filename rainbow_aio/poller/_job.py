@@ -60,6 +60,8 @@ class JobEntry(Protocol):
 
     def retry_later(self) -> None: ...
 
+    def decline(self) -> None: ...
+
     def report_unhandled(self, why: str) -> None: ...
 
     def collected(self) -> None: ...
@@ -130,6 +132,13 @@ class PolledJob:
         the job is accepted, lost, being accepted or already released.
         """
         self._entry.release(failed=failed)
+
+    def decline(self) -> None:
+        """Give the job back for good, as far as this process goes: it stays on the server
+        for others, and this process never hands it out again while the server lists it
+        (for a job it can never run: too big for its nodes, say). Counted in
+        ``stats.declined``. Does nothing unless the job is held."""
+        self._entry.decline()
 
     def retry_later(self) -> None:
         """For a job this process owns (accepted) whose processing failed: hand it to a

@@ -125,6 +125,7 @@ class AcceptCounts:
     last_accept_error: str | None = None
     hold_expired: int = 0
     unhandled: int = 0
+    declined: int = 0
 
 
 class Entry:
@@ -204,6 +205,9 @@ class Entry:
 
     def retry_later(self) -> None:
         self.ledger.retry_later(self)
+
+    def decline(self) -> None:
+        self.ledger.decline(self)
 
     def report_unhandled(self, why: str) -> None:
         self.ledger.report_unhandled(self, why)
@@ -612,6 +616,15 @@ class AcceptLedger:
         self._give_back(entry)
         if failed:
             self._failed_delivery(entry)
+
+    def decline(self, entry: Entry) -> None:
+        """The consumer will never accept this job (it cannot run it here): give it back
+        and never hand it out again in this process, while the server lists it."""
+        if entry.state is not JobState.HELD:
+            return
+        self._give_back(entry)
+        entry.holder.counts.declined += 1
+        self.records.declined.add(entry.job.id)
 
     def retry_later(self, entry: Entry) -> None:
         """A consumer failed on a job this process owns: hand it to a consumer again

@@ -238,6 +238,8 @@ class PollerStats:
     uncertain          accepts that raised :class:`AcceptUncertainError`
     given_up           jobs no longer handed out after ``max_deliveries`` failures
     hold_expired       jobs given back because a consumer held them past ``max_hold``
+    declined           jobs a consumer declined (``decline()``): never handed out here
+                       again while the server lists them
     unhandled          accepted jobs no consumer or handler finished before the poller
                        closed (``on_unhandled``, :class:`UnhandledJobsError`)
     errors             failed polls (RequestJobs); failed accepts are counted apart
@@ -291,6 +293,8 @@ class PollerStats:
     """Jobs given back because a consumer held them longer than ``max_hold``."""
     unhandled: int = 0
     """Accepted jobs no consumer or handler finished before the poller closed."""
+    declined: int = 0
+    """Jobs a consumer declined: never handed out again here while the server lists them."""
 
 
 def parse_accept_mode(value: AcceptMode | AcceptModeName | str) -> AcceptMode:

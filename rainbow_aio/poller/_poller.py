@@ -232,6 +232,7 @@ class ClusterPoller:
             held=self._holder.held() if self._holder is not None else 0,
             hold_expired=counts.hold_expired if counts else 0,
             unhandled=counts.unhandled if counts else 0,
+            declined=counts.declined if counts else 0,
         )
 
     def counters(self) -> dict[str, int]:

@@ -502,3 +502,21 @@ async def test_leaving_a_poller_with_an_orphaned_accepted_job_raises_it(
     assert [j.id for j in caught.value.jobs] == cluster.ids
     assert [j.id for j in seen] == cluster.ids
     assert await waiting(rainbow_client, cluster) == set()
+
+
+async def test_a_declined_job_stays_on_the_server_and_is_not_handed_out_again(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=2)
+    big, small = cluster.ids
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as p:
+        first = await p.get()
+        assert first.id == big
+        first.decline()
+        second = await p.get()
+        assert second.id == small
+        assert await second.accept() is True
+        await wait_until(lambda: p.stats.polls >= 5, what="more polls")
+        assert p.qsize() == 0  # the declined job was listed again, never queued
+        assert p.stats.declined == 1
+    assert await waiting(rainbow_client, cluster) == {big}
