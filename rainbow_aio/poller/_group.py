@@ -34,6 +34,10 @@ from ._run import JobSource
 
 __all__ = ["DEFAULT_IDLE_POLLS_PER_SECOND", "PollerGroup"]
 
+# clusters of a group entered whose first polls go out at once (within the idle budget's
+# own burst of a tenth of its rate)
+_FIRST_AT_ONCE = 50
+
 DEFAULT_IDLE_POLLS_PER_SECOND = 500.0
 """The default budget of a group's idle polls: well within what the embedded server (and
 the Go server) answer, whatever the number of clusters."""
@@ -54,7 +58,8 @@ class PollerGroup(JobSource):
     client's channel, one task each, and the merged queue. ``add()`` and ``remove()``
     change the clusters while the group runs. At most ``max_concurrent_polls`` (128)
     RequestJobs of the group are in flight at once, so a slow server faces a bounded
-    load and memory stays bounded; the first polls are spread over ``min_interval``
+    load and memory stays bounded; the first 50 clusters poll at once, and the first polls
+    of the others are spread over ``min_interval``
     per hundred clusters (at most ``max_interval``), so a large group does not start
     with a burst.
 
@@ -209,11 +214,13 @@ class PollerGroup(JobSource):
         self._tg = tg
         self._limiter = asyncio.Semaphore(self._max_polls)
         self._phase = RUNNING
-        # spread the first polls: at most about 100 per min_interval, within max_interval
+        # the first _FIRST_AT_ONCE clusters poll at once (a small group hands out its
+        # first jobs as soon as a single poller would); the others' first polls are
+        # spread: at most about 100 per min_interval, within max_interval
         opts = self._opts
         spread = min(opts.max_interval, opts.min_interval * max(1.0, len(self._members) / 100))
-        for member in self._members.values():
-            self._start_member(member, spread)
+        for index, member in enumerate(self._members.values()):
+            self._start_member(member, spread if index >= _FIRST_AT_ONCE else 0.0)
         return self
 
     def _start_member(self, member: ClusterPoller, spread: float) -> None:
