@@ -263,6 +263,8 @@ class PollerGroup(JobSource):
     ) -> None:
         tg = self._tg
         if tg is None:
+            if self._phase == CLOSED:
+                return  # left already (aclose() after the block, say)
             raise RuntimeError("the group was not entered")
         self._tg = None
         try:

@@ -141,7 +141,7 @@ class Entry:
         "failures",
         "found",
         "handle",
-        "hold_timer",
+        "held_at",
         "holder",
         "job",
         "ledger",
@@ -167,8 +167,8 @@ class Entry:
         # why the accept was uncertain, the error of a call that certainly did not act, or
         # why the job was given back without its consumer asking (hold limit, closing)
         self.error: RainbowError | None = None
-        # releases the job if its consumer holds it longer than max_hold
-        self.hold_timer: asyncio.TimerHandle | None = None
+        # loop time when a consumer last got the job to hold (for max_hold)
+        self.held_at = 0.0
         # failed deliveries of an accepted job (run() handlers that raised)
         self.failures = 0
 
@@ -305,6 +305,7 @@ class AcceptLedger:
         "client",
         "cluster",
         "entries",
+        "hold_sweep",
         "holders",
         "listings",
         "per_id_until",
@@ -319,6 +320,8 @@ class AcceptLedger:
         self.entries: dict[int, Entry] = {}
         self.listings = ListingClock()
         self.records = FailureRecords()
+        # the timer of the next check of holds against max_hold, while jobs are held
+        self.hold_sweep: asyncio.TimerHandle | None = None
         self.holders: set[Holder] = set()
         # monotonic time until which the batched mode sends one id per call
         self.per_id_until = 0.0
@@ -462,6 +465,9 @@ class AcceptLedger:
         holder.retries.clear()
         self.holders.discard(holder)
         if not self.holders:
+            if self.hold_sweep is not None:
+                self.hold_sweep.cancel()
+                self.hold_sweep = None
             _forget_ledger(self)
 
     def held_of(self, holder: Holder) -> int:
@@ -481,9 +487,12 @@ class AcceptLedger:
             entry.state = JobState.HELD
             max_hold = entry.holder.opts.max_hold
             if max_hold is not None:
-                entry.hold_timer = asyncio.get_running_loop().call_later(
-                    max_hold, self._hold_expired, entry
-                )
+                loop = asyncio.get_running_loop()
+                entry.held_at = loop.time()
+                if self.hold_sweep is None:
+                    # one timer per ledger, not one per job: holds are checked in sweeps
+                    interval = min(max(max_hold / 4, 0.01), 60.0)
+                    self.hold_sweep = loop.call_later(interval, self._sweep_holds, interval)
         elif entry.state is JobState.ACCEPTED:
             entry.redelivery = _CLAIMED
             self._adopted(entry)
@@ -545,7 +554,6 @@ class AcceptLedger:
                 raise self._closed_error(entry)
             entry.state = JobState.ACCEPTING
             entry.error = None
-            self._unhold(entry)
             entry.done = self._request(holder, entry)
         elif state is not JobState.ACCEPTING:
             outcome = self._outcome(entry)
@@ -698,17 +706,26 @@ class AcceptLedger:
         elif state is JobState.HELD:
             self._give_back(entry)  # the accept certainly failed; nobody will retry it
 
-    def _unhold(self, entry: Entry) -> None:
-        timer, entry.hold_timer = entry.hold_timer, None
-        if timer is not None:
-            timer.cancel()
+    def _sweep_holds(self, interval: float) -> None:
+        """Give back the jobs consumers have held longer than ``max_hold``; come back
+        while any job is held."""
+        self.hold_sweep = None
+        now = asyncio.get_running_loop().time()
+        held = False
+        for entry in [e for e in self.entries.values() if e.state is JobState.HELD]:
+            max_hold = entry.holder.opts.max_hold
+            if max_hold is not None and now - entry.held_at >= max_hold:
+                self._hold_expired(entry)
+            else:
+                held = True
+        if held:
+            self.hold_sweep = asyncio.get_running_loop().call_later(
+                interval, self._sweep_holds, interval
+            )
 
     def _hold_expired(self, entry: Entry) -> None:
         """A consumer held ``entry`` longer than ``max_hold``: give it back, so that a
         stray reference cannot hide a job from every listing for ever."""
-        entry.hold_timer = None
-        if entry.state is not JobState.HELD:
-            return
         holder = entry.holder
         self._give_back(entry)
         holder.counts.hold_expired += 1
@@ -1088,7 +1105,6 @@ class AcceptLedger:
         holder.queue.put_owned(entry)
 
     def _give_back(self, entry: Entry) -> None:
-        self._unhold(entry)
         entry.state = JobState.RELEASED
         self._forget(entry)
         entry.holder.counts.released += 1

@@ -634,6 +634,8 @@ class Poller(JobSource):
     ) -> None:
         tg = self._tg
         if tg is None:
+            if self._polling.phase == CLOSED:
+                return  # left already (aclose() after the block, say)
             raise RuntimeError("the poller was not entered")
         self._tg = None
         try:

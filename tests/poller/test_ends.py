@@ -520,3 +520,15 @@ async def test_a_declined_job_stays_on_the_server_and_is_not_handed_out_again(
         assert p.qsize() == 0  # the declined job was listed again, never queued
         assert p.stats.declined == 1
     assert await waiting(rainbow_client, cluster) == {big}
+
+
+async def test_aclose_leaves_like_the_block_and_twice_is_harmless(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    poller = await rainbow_client.poller(cluster.name, cluster.secret, **FAST).__aenter__()
+    job = await poller.get()
+    await poller.aclose()
+    await poller.aclose()
+    assert job.state is JobState.RELEASED  # held jobs go back when it closes
+    assert await waiting(rainbow_client, cluster) == set(cluster.ids)
