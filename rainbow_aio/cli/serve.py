@@ -32,6 +32,7 @@ import asyncio
 import dataclasses
 import logging
 import logging.handlers
+import os
 import signal
 import ssl
 import sys
@@ -210,6 +211,39 @@ def _release(held: logging.handlers.MemoryHandler) -> None:
     held.close()
 
 
+LIFELINE_ENV = "RAINBOW_AIO_LIFELINE_FD"
+"""Set by :class:`rainbow_aio.testing.ServerProcess`: a pipe whose end of file means
+that the process that started this server is gone, so this one stops too."""
+
+
+def _watch_lifeline(loop: asyncio.AbstractEventLoop, stop: Any) -> int | None:
+    """Call ``stop()`` when the pipe named by :data:`LIFELINE_ENV` reports end of file
+    (its writer, the parent, has exited); the watched fd, or None without one."""
+    text = os.environ.pop(LIFELINE_ENV, "")
+    if not text.isdigit():
+        return None
+    fd = int(text)
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            logging.getLogger("rainbow_aio.server").info(
+                "the process that started this server has ended"
+            )
+            stop()
+
+    try:
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):
+        return None
+    return fd
+
+
 async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler) -> int:
     server: RainbowServer = args.server
     loop = asyncio.get_running_loop()
@@ -225,6 +259,7 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    lifeline = _watch_lifeline(loop, lambda: on_signal(signal.SIGTERM))
     try:
         try:
             await server.start()
@@ -246,6 +281,9 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if lifeline is not None:
+            loop.remove_reader(lifeline)
+            os.close(lifeline)
     return EXIT_INTERRUPTED if received[0] == signal.SIGINT else 0
 
 

@@ -18,6 +18,6 @@ from ._process import ServerProcess, ServerProcessError
 __all__ = ["ServerProcess", "ServerProcessError"]
 
 if find_spec("pytest") is not None:
-    from ._plugin import rainbow_client, rainbow_server
+    from ._plugin import pytest_fixture_setup, rainbow_client, rainbow_server
 
-    __all__ += ["rainbow_client", "rainbow_server"]
+    __all__ += ["pytest_fixture_setup", "rainbow_client", "rainbow_server"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -286,3 +287,51 @@ async def test_a_limit_beyond_grpc_messages_is_a_usage_error(tmp_path: Path) -> 
     )
     assert_one_line_error(result, "--max-response-bytes", "2147483647")
     assert result.returncode == 2
+
+
+PARENT = """
+import sys
+from rainbow_aio.testing import ServerProcess
+server = ServerProcess(sys.argv[1])
+server.start_sync()
+print(server.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie that nobody has reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+async def test_no_server_outlives_the_process_that_started_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A test run ended by a CI timeout's SIGTERM, or by SIGKILL: its ServerProcess
+    children stop by themselves."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, str(tmp_path / "r.db"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    server_pid = 0
+    try:
+        async with asyncio.timeout(60):
+            server_pid = int(await parent.stdout.readline())
+        assert not _gone(server_pid)
+        parent.send_signal(sig)
+        await parent.wait()
+        async with asyncio.timeout(60):
+            while not _gone(server_pid):  # noqa: ASYNC110 - another process, no event
+                await asyncio.sleep(0.05)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if server_pid and not _gone(server_pid):
+            os.kill(server_pid, signal.SIGKILL)  # the server this test started, by pid
