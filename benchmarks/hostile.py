@@ -10,7 +10,10 @@ throughout, and then lets an attacker do one thing:
 
 - ``accept``: one AcceptJobs naming 4,000,000 ids (1 byte each on the wire), twice at once;
 - ``listing``: 40 jobs whose command is 3.9 MB of ``&``, then one RequestJobs of all;
-- ``submits``: 60 SubmitJob calls of 4 MB each, all at once.
+- ``submits``: 60 SubmitJob calls of 4 MB each, all at once;
+- ``unread``: 24 RequestJobs of a 20 MB listing and 50 Serial calls carrying 4 MB,
+  from a client process that is stopped (SIGSTOP) as soon as it has sent them, so it
+  never reads an answer; measured over 5 s, then the client is killed.
 
 Reported per scenario: the attacker's outcome and time, the server's peak memory above
 what it held before the attack (VmHWM, reset through /proc/PID/clear_refs), and the
@@ -23,6 +26,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -109,10 +113,60 @@ async def _nothing(stub: Any, creds: tuple[str, str]) -> None:
     return None
 
 
+async def prepare_unread(stub: Any, creds: tuple[str, str]) -> None:
+    for n in range(20):
+        await stub.SubmitJob(
+            pb.SubmitJobRequest(cluster="attacker", token=creds[0], command=f"{n}" * 1_000_000),
+            timeout=60,
+        )
+
+
+UNREAD_CLIENT = """
+import asyncio, sys
+import grpc
+from rainbow_aio._proto import rainbow_pb2 as pb
+from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+
+async def main():
+    address, secret = sys.argv[1], sys.argv[2]
+    options = [("grpc.max_receive_message_length", 64 << 20)]
+    async with grpc.aio.insecure_channel(address, options=options) as channel:
+        stub = pb_grpc.RainbowSchedulerStub(channel)
+        await stub.Serial(pb.Request())
+        listing = pb.RequestJobsRequest(cluster="attacker", secret=secret)
+        serial = pb.Request(content=pb.Content(id="x" * 4_000_000))
+        calls = [stub.RequestJobs(listing) for _ in range(24)]
+        calls += [stub.Serial(serial) for _ in range(50)]
+        for call in calls:
+            asyncio.ensure_future(call.wait_for_connection())
+        await asyncio.sleep(0.3)  # the requests are on their way
+        print("sent", flush=True)
+        await asyncio.sleep(3600)
+
+asyncio.run(main())
+"""
+
+
+async def attack_unread(stub: Any, creds: tuple[str, str], address: str = "") -> list[str]:
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", UNREAD_CLIENT, address, creds[1], stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    try:
+        await child.stdout.readline()
+        child.send_signal(signal.SIGSTOP)
+        await asyncio.sleep(5)
+    finally:
+        child.kill()
+        await child.wait()
+    return ["24 listings of 20 MB and 50 Serial of 4 MB, never read"]
+
+
 SCENARIOS: dict[str, tuple[Callable[..., Awaitable[Any]], Callable[..., Awaitable[list[str]]]]] = {
     "accept": (_nothing, attack_accept),
     "listing": (prepare_listing, attack_listing),
     "submits": (_nothing, attack_submits),
+    "unread": (prepare_unread, attack_unread),
 }
 
 
@@ -146,7 +200,10 @@ async def scenario(name: str, tmp: Path) -> dict[str, Any]:
             _reset_peak(pid)
             base = _kib(pid, "VmRSS")
             began = time.perf_counter()
-            outcomes = await attack(attacker_stub, creds)
+            if attack is attack_unread:
+                outcomes = await attack_unread(attacker_stub, creds, server.address)
+            else:
+                outcomes = await attack(attacker_stub, creds)
             took = time.perf_counter() - began
             peak = _kib(pid, "VmHWM")
             await asyncio.sleep(0.2)

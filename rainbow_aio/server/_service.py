@@ -46,6 +46,10 @@ async def _fail(context: _Context[object, object], details: str) -> NoReturn:
     await context.abort(grpc.StatusCode.UNKNOWN, details)
 
 
+_SMALL: Final = 4096
+"""Answers up to this size are not counted (most are a few bytes)."""
+
+
 def _admit(servicer: Servicer, context: _Context[object, object], size: int) -> Ticket | None:
     """A place in the gate for this call until gRPC is done with it (answer sent, or
     the call failed or was cancelled); None when past a bound."""
@@ -66,7 +70,8 @@ def _gated_call(handler: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
     @functools.wraps(handler)
     async def wrapper(self: Servicer, request: _Req, context: _Context[object, object]) -> _Resp:
         self.counts[name] += 1
-        size = request.ByteSize()  # type: ignore[attr-defined]
+        # a request is held twice while it is served: gRPC's bytes and the parsed message
+        size = 2 * request.ByteSize()  # type: ignore[attr-defined]
         ticket = _admit(self, context, size)
         if ticket is None:
             await _fail(context, P.DETAILS_DB_LOCKED)
@@ -75,8 +80,9 @@ def _gated_call(handler: _Handler[_Req, _Resp]) -> _Handler[_Req, _Resp]:
         except StoreBusy:
             self.gate.refuse("queued writes")
             await _fail(context, P.DETAILS_DB_LOCKED)
-        # an answer built here (a listing) holds its bytes until it has been sent
-        if isinstance(answer, bytes) and not self.gate.hold(ticket, len(answer)):
+        # the answer holds its bytes until it has been sent (a listing's, or Serial's echo)
+        answered = len(answer) if isinstance(answer, bytes) else answer.ByteSize()  # type: ignore[attr-defined]
+        if answered > _SMALL and not self.gate.hold(ticket, answered):
             await _fail(context, P.DETAILS_DB_LOCKED)
         return answer
 

@@ -164,7 +164,7 @@ async def test_serial_counts_its_bytes_until_answered() -> None:
     """Serial needs no credential, yet it is counted: past the bytes held by a large
     call in progress, a large Serial is answered 'database is locked'; a small one, or
     the same one once the large call has ended, goes through."""
-    limits = ServerLimits(max_held_bytes=2 << 20, max_accept_ids=300_000)
+    limits = ServerLimits(max_held_bytes=4 << 20, max_accept_ids=300_000)
     async with serving(limits) as (server, stub):
         alpha = await register(stub, "alpha")
         slow = asyncio.ensure_future(
@@ -172,7 +172,7 @@ async def test_serial_counts_its_bytes_until_answered() -> None:
                 pb.AcceptJobsRequest(
                     cluster="alpha",
                     secret=alpha.secret,
-                    jobids=range(10**9, 10**9 + 300_000),  # 1.5 MB of ids
+                    jobids=range(10**9, 10**9 + 300_000),  # 1.5 MB of ids, counted twice
                 ),
                 timeout=120,
             )
