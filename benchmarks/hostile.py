@@ -9,6 +9,8 @@ another commit), registers a victim cluster that submits small jobs one after an
 throughout, and then lets an attacker do one thing:
 
 - ``accept``: one AcceptJobs naming 4,000,000 ids (1 byte each on the wire), twice at once;
+- ``accept-cap``: the same with 100,000 ids (the most this branch's server takes in
+  one call), ten at once;
 - ``listing``: 40 jobs whose command is 3.9 MB of ``&``, then one RequestJobs of all;
 - ``submits``: 60 SubmitJob calls of 4 MB each, all at once;
 - ``unread``: 24 RequestJobs of a 20 MB listing and 50 Serial calls carrying 4 MB,
@@ -88,6 +90,14 @@ async def attack_accept(stub: Any, creds: tuple[str, str]) -> list[str]:
     return list(await asyncio.gather(*(_outcome(stub.AcceptJobs(req, timeout=300)) for _ in "ab")))
 
 
+async def attack_accept_cap(stub: Any, creds: tuple[str, str]) -> list[str]:
+    req = pb.AcceptJobsRequest(cluster="attacker", secret=creds[1], jobids=[5] * 100_000)
+    outcomes = await asyncio.gather(
+        *(_outcome(stub.AcceptJobs(req, timeout=300)) for _ in range(10))
+    )
+    return [f"{outcomes.count(o)} x {o}" for o in sorted(set(outcomes))]
+
+
 async def prepare_listing(stub: Any, creds: tuple[str, str]) -> None:
     command = "&" * 3_900_000
     for _ in range(40):
@@ -164,6 +174,7 @@ async def attack_unread(stub: Any, creds: tuple[str, str], address: str = "") ->
 
 SCENARIOS: dict[str, tuple[Callable[..., Awaitable[Any]], Callable[..., Awaitable[list[str]]]]] = {
     "accept": (_nothing, attack_accept),
+    "accept-cap": (_nothing, attack_accept_cap),
     "listing": (prepare_listing, attack_listing),
     "submits": (_nothing, attack_submits),
     "unread": (prepare_unread, attack_unread),
