@@ -15,8 +15,8 @@ says how; without one the block is a whole program:
 - ``<!-- example: after COMMAND -->``: the program runs after ``COMMAND`` (as the page
   tells the reader to run it), in the same directory.
 - ``<!-- example: pytest -->``: a test module whose first line is ``# NAME.py``; it runs
-  with ``python -m pytest`` in a project of its own, with the page's ``toml`` block as
-  its ``pyproject.toml``, and every test in it must pass.
+  with ``python -m pytest -W error`` in a project of its own, with the page's ``toml``
+  block as its ``pyproject.toml``, and every test in it must pass without a warning.
 - ``<!-- example: not run: REASON -->``: shown, not run; the reason is required.
 
 Other checks read the pages like the README tests read README.md: the retry table, the
@@ -172,8 +172,11 @@ def pytest_project(block: Block, where: Path) -> Path:
     return where / match[1]
 
 
-async def run_pytest(where: Path) -> tuple[int, str, str]:
-    return await run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider"], where)
+async def run_pytest(where: Path, *, warnings: str = "error") -> tuple[int, str, str]:
+    """``python -m pytest`` in ``where``, every warning an error unless ``warnings`` says
+    otherwise (as the page recommends, and as a reader's strict CI would run it)."""
+    argv = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-W", warnings]
+    return await run(argv, where)
 
 
 @pytest.mark.docs
@@ -318,7 +321,10 @@ def test_the_testing_extra_is_the_one_the_pages_install() -> None:
 @pytest.mark.docs
 async def test_the_marker_the_page_offers_works_too(testing_example: Block, tmp_path: Path) -> None:
     module = pytest_project(testing_example, tmp_path)
-    (tmp_path / "pyproject.toml").unlink()
+    config = tmp_path / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(text.replace('asyncio_mode = "auto"\n', ""), encoding="utf-8")
+    assert "asyncio_mode" not in config.read_text(encoding="utf-8")
     test = module.read_text(encoding="utf-8")
     marked = test.replace("\n\nasync def ", "\n\n@pytest.mark.asyncio\nasync def ", 1)
     assert marked != test
@@ -335,6 +341,23 @@ async def test_without_the_configuration_the_example_does_not_pass(
     """Why the page asks for the configuration first."""
     pytest_project(testing_example, tmp_path)
     (tmp_path / "pyproject.toml").unlink()
-    code, out, _ = await run_pytest(tmp_path)
+    code, out, _ = await run_pytest(tmp_path, warnings="default")
     assert code != 0
     assert "passed" not in out
+
+
+@pytest.mark.docs
+async def test_the_set_up_without_the_loop_scope_line_fails_under_strict_warnings(
+    testing_example: Block, tmp_path: Path
+) -> None:
+    """Why the page's set-up has the loop scope line: pytest-asyncio warns without it,
+    and the recommended strict warnings turn that into an INTERNALERROR."""
+    pytest_project(testing_example, tmp_path)
+    config = tmp_path / "pyproject.toml"
+    text = config.read_text(encoding="utf-8")
+    config.write_text(
+        text.replace('asyncio_default_fixture_loop_scope = "function"\n', ""), encoding="utf-8"
+    )
+    code, out, err = await run_pytest(tmp_path)
+    assert code != 0
+    assert "asyncio_default_fixture_loop_scope" in out + err

@@ -39,12 +39,14 @@ from .._exceptions import (
     TLSError,
     UnavailableError,
 )
+from .._protocol import DEFAULT_REGISTRATION_SECRET
 
 __all__ = [
     "EXIT_ERROR",
     "EXIT_INTERRUPTED",
     "EXIT_USAGE",
     "MAX_SECONDS",
+    "REGISTRATION_SECRET",
     "CredentialOption",
     "Interrupted",
     "credential",
@@ -90,6 +92,11 @@ def explain(exc: RainbowError, *, host: str, hint: str = "", tls: bool = False) 
             f"the TLS handshake with {host} failed — check that client and server agree "
             "on TLS and that the CA and certificates match"
         )
+    if isinstance(exc, UnavailableError) and _wrong_name(exc):
+        return (
+            f"the TLS certificate of {host} is not for the name this command checked — "
+            "give --tls-server-name the name in the server's certificate"
+        )
     if isinstance(exc, UnavailableError) and _closed_early(exc):
         if tls:
             return (
@@ -129,6 +136,13 @@ def _closed_early(exc: RainbowError) -> bool:
     server that wants a client certificate), as opposed to nothing listening at all."""
     details = (exc.details or "").lower()
     return "socket closed" in details or "connection reset" in details
+
+
+def _wrong_name(exc: RainbowError) -> bool:
+    """The TLS handshake failed because the server's certificate is for another name
+    (``--tls-server-name``, or the host, does not match it)."""
+    details = (exc.details or "").lower()
+    return "hostname verification" in details or "no match found for server name" in details
 
 
 def _cluster(exc: RainbowError) -> str:
@@ -348,6 +362,13 @@ class CredentialOption:
                 f"{self.flag} is required: give {self.flag} {name}, {self.flag} @FILE, "
                 f"or set {self.env}"
             )
+
+
+REGISTRATION_SECRET: Final = CredentialOption(
+    "--secret", "RAINBOW_REGISTRATION_SECRET", default=DEFAULT_REGISTRATION_SECRET
+)
+"""The server's registration secret, the same for ``register`` (which presents it) and
+``serve`` (which requires it): option, @FILE, environment, else the Go server's default."""
 
 
 def pem_file(path: str) -> bytes:

@@ -36,9 +36,10 @@ from .._client import RainbowClient
 from .._config import RetryPolicy, TLSConfig
 from .._exceptions import ClusterExistsError, RainbowError
 from .._models import AcceptStatus
-from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, DEFAULT_REGISTRATION_SECRET, INT32_MAX
+from .._protocol import DEFAULT_CLUSTER, DEFAULT_HOST, INT32_MAX
 from ._common import (
     EXIT_ERROR,
+    REGISTRATION_SECRET,
     CredentialOption,
     host,
     pem_file,
@@ -52,9 +53,6 @@ __all__ = ["add_client_options", "add_parser", "client_from_args", "uses_tls"]
 
 DEFAULT_TIMEOUT = 10.0
 
-REGISTRATION_SECRET = CredentialOption(
-    "--secret", "RAINBOW_REGISTRATION_SECRET", default=DEFAULT_REGISTRATION_SECRET
-)
 TOKEN = CredentialOption("--token", "RAINBOW_TOKEN")
 SECRET = CredentialOption("--secret", "RAINBOW_SECRET")
 

@@ -6,29 +6,52 @@ built-in default secret anyone who can reach the port could register clusters, s
 server only listens beyond loopback with a secret of your own (or with
 ``--allow-default-secret``).
 
+The registration secret comes, as for ``register``, from ``--secret VALUE``, ``--secret
+@FILE`` or ``RAINBOW_REGISTRATION_SECRET`` (out of the process list), else the Go
+server's default (:data:`~rainbow_aio.cli._common.REGISTRATION_SECRET`).
+
 The log goes to stderr in the Go ``log`` package's format (``YYYY/MM/DD HH:MM:SS msg``).
-SIGINT or SIGTERM stops the server: it stops accepting calls, lets calls in flight finish
-(``--grace`` seconds), closes the database and exits 0. Start-up failures (bad address,
-port in use, unusable database, unreadable TLS files) print one line and exit 1.
+TLS files are checked with Python's ``ssl`` before gRPC sees them, and the address is
+probed before gRPC binds it, so their mistakes are told in one line of ours rather than
+in gRPC's own log lines. SIGTERM stops
+the server: it stops accepting calls, lets calls in flight finish (``--grace`` seconds),
+closes the database and exits 0. SIGINT (Ctrl-C) does the same and exits 130; a second
+SIGINT or SIGTERM ends the grace at once (calls still in flight are cancelled).
+
+A bad command line (a malformed ``--address`` or port, an empty secret, a limit out of
+range, an unreadable TLS file, a TLS key that does not match its certificate, a CA file
+that holds no certificate) prints one line and exits 2 before anything starts. Failures
+while starting (port in use, unusable or locked database, default secret on a public
+address) print one line and exit 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import logging
 import logging.handlers
+import os
 import signal
+import ssl
 import sys
 from pathlib import Path
 from typing import Any
 
 from .. import _protocol as P
 from .._exceptions import InvalidArgumentError
-from ..server import ServerLimits
-from ._common import seconds, whole_number
+from ..server import RainbowServer, ServerLimits, ServerStartError, ServerTLSConfig
+from ._common import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    REGISTRATION_SECRET,
+    seconds,
+    whole_number,
+)
 
 PROG = "rainbow-aio serve"
+LIMIT_NAMES = tuple(field.name for field in dataclasses.fields(ServerLimits))
 DEFAULT_ADDRESS = "127.0.0.1:50051"
 DEFAULT_DB = "rainbow.db"
 
@@ -47,11 +70,7 @@ def add_parser(subparsers: Any) -> None:
     parser.add_argument(
         "--db", default=DEFAULT_DB, help=f"SQLite database file (default {DEFAULT_DB})"
     )
-    parser.add_argument(
-        "--secret",
-        default=P.DEFAULT_REGISTRATION_SECRET,
-        help="registration secret clusters must present (default: the Go server's default)",
-    )
+    REGISTRATION_SECRET.add_to(parser, "registration secret clusters must present")
     parser.add_argument(
         "--cleanup", action="store_true", help="delete the database file first (start empty)"
     )
@@ -66,23 +85,25 @@ def add_parser(subparsers: Any) -> None:
         help="allow the default registration secret on a non-loopback address",
     )
     limits = ServerLimits()
-    for field, what in (
-        (
-            "max_calls_in_flight",
-            "database calls served at once; more are answered 'database is locked', "
-            "which clients retry",
-        ),
-        ("max_queued_writes", "writes waiting for the database; more are answered the same"),
-        (
-            "max_response_bytes",
-            "largest RequestJobs answer in bytes, by default RainbowClient's receive "
-            "limit; a larger listing fails and asks for a smaller maxJobs",
-        ),
-    ):
+    helps = {
+        "max_calls_in_flight": "calls served at once, each until its answer is sent; more "
+        "are answered 'database is locked', which clients retry",
+        "max_queued_writes": "writes waiting for the database; more are answered the same",
+        "max_response_bytes": "largest RequestJobs answer in bytes, by default "
+        "RainbowClient's receive limit; a larger listing fails and asks for a smaller maxJobs",
+        "max_held_bytes": "bytes of requests in progress and answers not sent yet; more "
+        "are answered 'database is locked'",
+        "max_accept_ids": "job ids in one AcceptJobs call; more are refused "
+        "(INVALID_ARGUMENT, nothing deleted)",
+        "max_streams_per_connection": "calls one connection may have open at once "
+        "(HTTP/2 streams, advertised to clients)",
+    }
+    for field in LIMIT_NAMES:
+        what = helps[field]
         default = getattr(limits, field)
         parser.add_argument(
             "--" + field.replace("_", "-"),
-            type=whole_number(1),
+            type=whole_number(1, P.INT32_MAX),
             default=default,
             metavar="N",
             help=f"{what} (default {default})",
@@ -93,11 +114,74 @@ def add_parser(subparsers: Any) -> None:
         default=5.0,
         help="seconds calls in flight get to finish on shutdown (default 5)",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, check=check)
 
 
 class _Fail(Exception):
     """A start-up failure to report on one line."""
+
+
+def _tls_files(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Any:
+    """The TLS configuration, its files read and checked: a file that cannot be read, a
+    key that is not the certificate's, or a CA file without a certificate is a bad
+    command line, named in one line (gRPC would only say "Failed to bind" later)."""
+    cert_path, key_path, ca_path = args.tls_cert, args.tls_key, args.tls_client_ca
+    if cert_path is None and key_path is None:
+        if ca_path is not None:
+            parser.error("--tls-client-ca needs --tls-cert and --tls-key")
+        return None
+    if cert_path is None or key_path is None:
+        parser.error("--tls-cert and --tls-key go together")
+    files = {"--tls-cert": cert_path, "--tls-key": key_path, "--tls-client-ca": ca_path}
+    data: dict[str, bytes] = {}
+    for flag, path in files.items():
+        if path is None:
+            continue
+        try:
+            data[flag] = path.read_bytes()
+        except OSError as exc:
+            parser.error(f"argument {flag}: cannot read {str(path)!r}: {exc.strerror or exc}")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        # (a password callback, so that an encrypted key fails instead of prompting)
+        context.load_cert_chain(cert_path, key_path, password=lambda: b"")
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc):
+            parser.error("argument --tls-key: the key does not match the certificate of --tls-cert")
+        parser.error(
+            "arguments --tls-cert/--tls-key: not a PEM certificate chain and its unencrypted "
+            f"private key ({exc.reason or exc})"
+        )
+    if ca_path is not None:
+        try:
+            context.load_verify_locations(cafile=ca_path)
+        except ssl.SSLError as exc:
+            parser.error(
+                f"argument --tls-client-ca: not a PEM CA certificate ({exc.reason or exc})"
+            )
+    return ServerTLSConfig(data["--tls-cert"], data["--tls-key"], data.get("--tls-client-ca"))
+
+
+def check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """What makes a bad command line beyond single values: the secret (from the option,
+    @FILE or the environment), the address, the TLS files; the server is built here."""
+    REGISTRATION_SECRET.resolve(parser, args)
+    tls = _tls_files(parser, args)
+    try:
+        limits = ServerLimits(**{name: getattr(args, name) for name in LIMIT_NAMES})
+        args.server = RainbowServer(
+            args.address,
+            db=args.db,
+            secret=args.secret,
+            cleanup=args.cleanup,
+            tls=tls,
+            allow_public_default_secret=args.allow_default_secret,
+            limits=limits,
+        )
+    except ServerStartError as exc:
+        parser.error(f"argument --address: {exc}")
+    except InvalidArgumentError as exc:
+        parser.error(str(exc))
 
 
 def _configure_logging() -> logging.handlers.MemoryHandler:
@@ -127,61 +211,55 @@ def _release(held: logging.handlers.MemoryHandler) -> None:
     held.close()
 
 
-def _read(path: Path | None, what: str) -> bytes | None:
-    if path is None:
+LIFELINE_ENV = "RAINBOW_AIO_LIFELINE_FD"
+"""Set by :class:`rainbow_aio.testing.ServerProcess`: a pipe whose end of file means
+that the process that started this server is gone, so this one stops too."""
+
+
+def _watch_lifeline(loop: asyncio.AbstractEventLoop, stop: Any) -> int | None:
+    """Call ``stop()`` when the pipe named by :data:`LIFELINE_ENV` reports end of file
+    (its writer, the parent, has exited); the watched fd, or None without one."""
+    text = os.environ.pop(LIFELINE_ENV, "")
+    if not text.isdigit():
         return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise _Fail(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}") from None
+    fd = int(text)
 
-
-def _tls(args: argparse.Namespace) -> Any:
-    from ..server import ServerTLSConfig
-
-    if args.tls_cert is None and args.tls_key is None:
-        if args.tls_client_ca is not None:
-            raise _Fail("--tls-client-ca needs --tls-cert and --tls-key")
-        return None
-    if args.tls_cert is None or args.tls_key is None:
-        raise _Fail("--tls-cert and --tls-key go together")
-    cert = _read(args.tls_cert, "TLS certificate")
-    key = _read(args.tls_key, "TLS key")
-    assert cert is not None
-    assert key is not None
-    return ServerTLSConfig(cert, key, _read(args.tls_client_ca, "TLS client CA"))
-
-
-async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler) -> None:
-    from ..server import RainbowServer, ServerStartError
+    def readable() -> None:
+        try:
+            data = os.read(fd, 512)
+        except OSError:
+            data = b""
+        if not data:
+            loop.remove_reader(fd)
+            logging.getLogger("rainbow_aio.server").info(
+                "the process that started this server has ended"
+            )
+            stop()
 
     try:
-        limits = ServerLimits(
-            max_calls_in_flight=args.max_calls_in_flight,
-            max_queued_writes=args.max_queued_writes,
-            max_response_bytes=args.max_response_bytes,
-        )
-        server = RainbowServer(
-            args.address,
-            db=args.db,
-            secret=args.secret,
-            cleanup=args.cleanup,
-            tls=_tls(args),
-            allow_public_default_secret=args.allow_default_secret,
-            limits=limits,
-        )
-    except (ServerStartError, InvalidArgumentError) as exc:
-        raise _Fail(str(exc)) from None
+        os.set_blocking(fd, False)
+        loop.add_reader(fd, readable)
+    except (OSError, ValueError):
+        return None
+    return fd
+
+
+async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler) -> int:
+    server: RainbowServer = args.server
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    received: list[str] = []
+    now = asyncio.Event()
+    received: list[signal.Signals] = []
 
     def on_signal(sig: signal.Signals) -> None:
-        received.append(sig.name)
+        received.append(sig)
+        if stop.is_set():
+            now.set()  # a second signal: no more grace
         stop.set()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, on_signal, sig)
+    lifeline = _watch_lifeline(loop, lambda: on_signal(signal.SIGTERM))
     try:
         try:
             await server.start()
@@ -189,23 +267,32 @@ async def _serve(args: argparse.Namespace, held: logging.handlers.MemoryHandler)
             raise _Fail(str(exc)) from None
         _release(held)
         await stop.wait()
-        logging.getLogger("rainbow_aio.server").info(
-            "%s received, stopping (grace %.3g s)...", received[0], args.grace
-        )
-        await server.stop(args.grace)
-        logging.getLogger("rainbow_aio.server").info("server stopped")
+        log = logging.getLogger("rainbow_aio.server")
+        log.info("%s received, stopping (grace %.3g s)...", received[0].name, args.grace)
+        graceful = asyncio.ensure_future(server.stop(args.grace))
+        hurry = asyncio.ensure_future(now.wait())
+        await asyncio.wait((graceful, hurry), return_when=asyncio.FIRST_COMPLETED)
+        if not graceful.done():
+            log.info("%s received again, stopping now", received[-1].name)
+            await server.stop(None)  # cancels the calls still in flight
+            await graceful
+        hurry.cancel()
+        log.info("server stopped")
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+        if lifeline is not None:
+            loop.remove_reader(lifeline)
+            os.close(lifeline)
+    return EXIT_INTERRUPTED if received[0] == signal.SIGINT else 0
 
 
 def run(args: argparse.Namespace) -> int:
     held = _configure_logging()
     try:
-        asyncio.run(_serve(args, held))
+        return asyncio.run(_serve(args, held))
     except _Fail as exc:
         held.buffer.clear()
         held.close()
         print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return EXIT_ERROR

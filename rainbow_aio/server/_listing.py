@@ -26,18 +26,26 @@ from __future__ import annotations
 import asyncio
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Final
 
 from .. import _protocol as P
 from .._gojson import encode_job
 from .._proto import rainbow_pb2 as pb
 
-__all__ = ["PIECE_ROWS", "Answer", "AnswerTooLarge", "Listing"]
+__all__ = ["PIECE_CHARS", "PIECE_ROWS", "Answer", "AnswerTooLarge", "Listing"]
 
 PIECE_ROWS: Final = 500
-"""Jobs read and encoded in one piece (about 2 ms of work): the longest a listing holds
-the store's thread before other calls get their turn."""
+"""Jobs read and encoded in one piece at most (about 2 ms of work for ordinary jobs):
+the longest a listing holds the store's thread before other calls get their turn."""
+
+PIECE_CHARS: Final = 1 << 20
+"""A piece also ends after the job that takes its JSON past this many characters, so
+that large jobs cost one piece each (a 4 MB command of ``&`` is 23 MB of JSON, a few
+tens of milliseconds), not 500 of them at once."""
+
+_ENTRY_MIN: Final = 4
+"""The fewest bytes a map entry adds around its JSON (tags and lengths)."""
 
 LARGE_ANSWER: Final = 1 << 20
 """Answers from this size on are assembled in a worker thread (:attr:`Answer.large`)."""
@@ -203,23 +211,40 @@ class Listing:
             return PIECE_ROWS
         return min(PIECE_ROWS, self._limit - self._count)
 
-    def add(self, rows: Sequence[Row], asked: int) -> bool:
+    def add(self, rows: Iterable[Row], asked: int) -> bool:
         """Encode one piece read with ``LIMIT asked``; True when the answer is complete.
 
-        Raises :class:`AnswerTooLarge` when the answer would pass the size limit.
+        ``rows`` is read one at a time (a cursor): the piece stops after
+        :data:`PIECE_CHARS` characters of JSON, and the next one starts after the last
+        job taken. Raises :class:`AnswerTooLarge` as soon as the jobs encoded so far
+        would pass the size limit, before any more are read or encoded.
         """
         self.pieces += 1
-        if rows:
-            cluster = self.cluster
-            piece = pb.RequestJobsResponse(
-                jobs={row[0]: encode_job(row[0], cluster, *row[1:]) for row in rows}
-            ).SerializeToString()
+        cluster = self.cluster
+        jobs: dict[int, str] = {}
+        floor = self._pieces.size + len(_SUCCESS)  # bytes the answer has at least
+        read = 0
+        full = False
+        for row in rows:
+            read += 1
+            text = encode_job(row[0], cluster, *row[1:])
+            jobs[row[0]] = text
+            floor += len(text) + _ENTRY_MIN  # characters: never more than the bytes
+            if floor > self._max_bytes:
+                raise AnswerTooLarge(self._max_bytes, self._count + len(jobs) - 1)
+            if floor - self._pieces.size >= PIECE_CHARS:
+                full = True
+                break
+        if jobs:
+            piece = pb.RequestJobsResponse(jobs=jobs).SerializeToString()
             if self._pieces.size + len(piece) + len(_SUCCESS) > self._max_bytes:
                 raise AnswerTooLarge(self._max_bytes, self._count)
             self._pieces.add(piece)
-            self._count += len(rows)
-            self.after_id = rows[-1][0]
-        return len(rows) < asked or self._count == self._limit
+            self._count += len(jobs)
+            self.after_id = next(reversed(jobs))
+        if self._limit and self._count >= self._limit:
+            return True
+        return not full and read < asked
 
     def answer(self) -> Answer:
         """The finished answer, to be joined: empty (REQUEST_JOBS_NORESULTS) when no job

@@ -195,6 +195,7 @@ class RainbowServer:
         self._allow_public_default_secret = allow_public_default_secret
         self._limits = ServerLimits() if limits is None else limits
         self._server: grpc.aio.Server | None = None
+        self._stopping: grpc.aio.Server | None = None
         self._store: Store | None = None
         self._servicer: Servicer | None = None
 
@@ -275,8 +276,14 @@ class RainbowServer:
             clusters = await store.open()
         except StoreError as exc:
             raise ServerStartError(f"cannot open database {str(self._db)!r}: {exc}") from None
-        servicer = Servicer(store, self._secret, clusters, CallGate(limits.max_calls_in_flight))
-        server = grpc.aio.server(options=_SERVER_OPTIONS)
+        gate = CallGate(limits.max_calls_in_flight, limits.max_held_bytes)
+        servicer = Servicer(store, self._secret, clusters, gate, limits.max_accept_ids)
+        server = grpc.aio.server(
+            options=[
+                *_SERVER_OPTIONS,
+                ("grpc.max_concurrent_streams", limits.max_streams_per_connection),
+            ]
+        )
         handlers = _handlers(servicer)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(P.SERVICE, handlers),)
@@ -298,10 +305,14 @@ class RainbowServer:
 
             log.info("starting scheduler server: rainbow-aio %s", __version__)
             log.info(
-                "limits: %d calls in flight, %d queued writes, %d-byte answers",
+                "limits: %d calls in flight holding %d bytes, %d queued writes, %d-byte "
+                "answers, %d ids per accept, %d calls per connection",
                 limits.max_calls_in_flight,
+                limits.max_held_bytes,
                 limits.max_queued_writes,
                 limits.max_response_bytes,
+                limits.max_accept_ids,
+                limits.max_streams_per_connection,
             )
             await server.start()
         except BaseException:
@@ -314,11 +325,18 @@ class RainbowServer:
 
     async def stop(self, grace: float | None = 5.0) -> None:
         """Stop accepting calls, let calls in flight finish (up to ``grace`` seconds,
-        ``None`` cancels them at once), then close the database. Idempotent."""
-        server, store = self._server, self._store
+        ``None`` cancels them at once), then close the database. Idempotent; called again
+        while a stop waits out its grace, with less grace, it shortens that grace."""
+        server, store = self._server or self._stopping, self._store
         self._server = None
         if server is not None:
-            await server.stop(grace)
+            # a second stop (with less grace) reaches the grpc server the first one is
+            # still stopping, so it can cut that grace short
+            self._stopping = server
+            try:
+                await server.stop(grace)
+            finally:
+                self._stopping = None
             if self.busy_answers:
                 log.info("%d calls were answered 'database is locked' (busy)", self.busy_answers)
         if store is not None:

@@ -44,7 +44,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import fcntl
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -53,15 +55,42 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .. import _protocol as P
 from ._cache import AnswerCache
 from ._listing import Answer, AnswerTooLarge, Listing
 
-__all__ = ["AnswerTooLarge", "ClusterCredentials", "Store", "StoreBusy", "StoreError"]
+__all__ = [
+    "ACCEPT_CHUNK",
+    "DETAILS_DB_GONE",
+    "DETAILS_IDS_EXHAUSTED",
+    "MAX_JOB_ID",
+    "AnswerTooLarge",
+    "ClusterCredentials",
+    "Store",
+    "StoreBusy",
+    "StoreError",
+    "StoreFull",
+    "StoreGone",
+]
 
 log = logging.getLogger("rainbow_aio.server")
 
 MAX_BATCH: Final = 512
 MEMORY: Final = ":memory:"
+ACCEPT_CHUNK: Final = 1000
+"""Job ids deleted in one transaction (a millisecond or two): a longer AcceptJobs is
+deleted in several, and other calls' writes and listings run between them."""
+BATCH_ROWS: Final = 4 * ACCEPT_CHUNK
+"""Rows one write transaction may touch (about; one write is never split)."""
+MAX_JOB_ID: Final = 2**31 - 1
+"""The largest id the wire can carry (``int32``). A submit that would get a larger one
+is refused before anything is stored (:data:`DETAILS_IDS_EXHAUSTED`), and listings
+leave out any row past it (written by another tool, say), so they never fail on it."""
+DETAILS_IDS_EXHAUSTED: Final = (
+    f"job ids are exhausted: this server cannot give a job an id past {MAX_JOB_ID} "
+    "(start a new database)"
+)
+
 LARGE_LISTINGS: Final = 2
 """Listings past their first piece that are built at the same time; others wait."""
 
@@ -84,7 +113,7 @@ _SCHEMA_JOBS_INDEX: Final = "CREATE INDEX IF NOT EXISTS jobs_by_cluster ON jobs 
 
 LIST_JOBS: Final = (
     "SELECT id, name, nodes, tasks, command FROM jobs "
-    "WHERE cluster = ? AND id > ? ORDER BY id LIMIT ?"
+    f"WHERE cluster = ? AND id > ? AND id <= {MAX_JOB_ID} ORDER BY id LIMIT ?"
 )
 """One piece of a listing: a range scan of the ``(cluster, id)`` index."""
 
@@ -95,6 +124,16 @@ class StoreError(Exception):
 
 class StoreBusy(Exception):
     """Too many writes wait for the database; this one was not queued (nothing written)."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the database's size limit) is full: the write was rolled back, so
+    nothing was written and it can be tried again later."""
+
+
+class StoreGone(StoreError):
+    """The database file was deleted or replaced under the running server: it refuses
+    every write from then on, rather than acknowledge jobs that a restart would lose."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +153,7 @@ class _Write:
     args: tuple[Any, ...]
     fut: asyncio.Future[Any]
     cluster: str | None
+    counted: bool = True  # counts towards max_queued_writes (a chunk of an accept does not)
 
 
 # An answer for the event loop: (future, succeeded, value or exception).
@@ -148,6 +188,10 @@ class Store:
         self._closed: asyncio.Future[None] | None = None
         self._accepting = False
         self._queued_writes = 0  # changed on the event loop only
+        self._gone: StoreGone | None = None  # set on the event loop once writes are refused
+        self._identity: list[tuple[str, int, int]] = []  # files watched (path, dev, inode)
+        self._lost: StoreGone | None = None  # the thread's own record of the same
+        self._lock_file: int | None = None
         self._cache = AnswerCache()  # used on the event loop only
 
     @property
@@ -201,9 +245,25 @@ class Store:
         return job_id
 
     async def accept(self, cluster: str, job_ids: Sequence[int]) -> int:
-        """Delete the cluster's jobs with these ids; return how many rows were deleted."""
-        count: int = await self._write(_op_accept, (cluster, tuple(job_ids)), cluster)
-        return count
+        """Delete the cluster's jobs with these ids; return how many rows were deleted.
+
+        More than :data:`ACCEPT_CHUNK` ids are deleted in several transactions, one
+        after another, with other calls' work in between; the whole call counts as one
+        queued write throughout.
+        """
+        ids = tuple(job_ids)
+        if len(ids) <= ACCEPT_CHUNK:
+            count: int = await self._write(_op_accept, (cluster, ids), cluster)
+            return count
+        self._reserve_write()
+        try:
+            deleted = 0
+            for start in range(0, len(ids), ACCEPT_CHUNK):
+                chunk = ids[start : start + ACCEPT_CHUNK]
+                deleted += await self._write(_op_accept, (cluster, chunk), cluster, counted=False)
+            return deleted
+        finally:
+            self._queued_writes -= 1
 
     async def list_jobs(self, cluster: str, limit: int) -> bytes:
         """The ``limit`` lowest-id committed jobs of a cluster (all when ``limit <= 0``),
@@ -228,15 +288,30 @@ class Store:
         except OSError as exc:
             raise StoreError(f"cannot assemble the answer: {exc.strerror or exc}") from None
 
-    def _write(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], cluster: str | None
-    ) -> asyncio.Future[Any]:
-        loop = self._open_loop()
+    def _reserve_write(self) -> None:
+        """Count one more queued write, or raise :class:`StoreBusy` at the bound."""
+        self._open_loop()
+        if self._gone is not None:
+            raise self._gone
         if self._queued_writes >= self._max_queued_writes:
             raise StoreBusy(f"{self._queued_writes} writes are waiting for the database")
-        fut = loop.create_future()
         self._queued_writes += 1
-        self._queue.put(_Write(fn, args, fut, cluster))
+
+    def _write(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        cluster: str | None,
+        *,
+        counted: bool = True,
+    ) -> asyncio.Future[Any]:
+        loop = self._open_loop()
+        if counted:
+            self._reserve_write()
+        elif self._gone is not None:
+            raise self._gone
+        fut = loop.create_future()
+        self._queue.put(_Write(fn, args, fut, cluster, counted))
         return fut
 
     def _open_loop(self) -> asyncio.AbstractEventLoop:
@@ -249,8 +324,11 @@ class Store:
     # The store's thread calls these two through call_soon_threadsafe, in the order it
     # committed the writes and read the listings: the cache depends on that order.
 
-    def _deliver_writes(self, results: list[_Result], clusters: set[str]) -> None:
-        self._queued_writes -= len(results)
+    def _deliver_writes(self, results: list[_Result], clusters: set[str], counted: int) -> None:
+        self._queued_writes -= counted
+        for _, ok, value in results:
+            if not ok and isinstance(value, StoreGone) and self._gone is None:
+                self._gone = value
         for cluster in clusters:
             self._cache.drop(cluster)
         for fut, ok, value in results:
@@ -283,25 +361,31 @@ class Store:
         finally:
             if conn is not None:
                 conn.close()
+            if self._lock_file is not None:
+                os.close(self._lock_file)  # releases the lock
+                self._lock_file = None
             loop.call_soon_threadsafe(_resolve, self._closed, True, None)
 
     def _serve(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
         builder = _Builder(conn)
+        pending: collections.deque[_Write] = collections.deque()
         stopping = False
-        while not stopping:
-            # block for work only when no listing is being built
-            items = _drain(self._queue, block=not builder.busy)
-            writes: list[_Write] = []
+        while not stopping or pending:
+            # block for work only when no listing is being built and no write waits
+            items = _drain(self._queue, block=not (builder.busy or pending or stopping))
             for item in items:
                 if item is _STOP:
                     stopping = True
                 elif isinstance(item, Listing):
                     builder.add(item)
                 else:
-                    writes.append(item)
+                    pending.append(item)
+            writes = _take_batch(pending)
             if writes:
                 touched = {op.cluster for op in writes if op.cluster is not None}
-                loop.call_soon_threadsafe(self._deliver_writes, _execute(conn, writes), touched)
+                counted = sum(op.counted for op in writes)
+                results = self._write_batch(conn, writes)
+                loop.call_soon_threadsafe(self._deliver_writes, results, touched, counted)
             if not stopping:
                 answered = builder.one_pass()
                 if answered:
@@ -316,7 +400,9 @@ class Store:
         exists = False
         if not memory:
             path = Path(self._path)
+            self._lock_file = _take_lock(path)  # before anything touches the files
             if self._cleanup:
+                _probe_unused(path)
                 for suffix in ("", "-wal", "-shm", "-journal"):
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
             exists = path.exists()
@@ -342,10 +428,108 @@ class Store:
             conn.execute(_SCHEMA_JOBS)
             conn.execute(_SCHEMA_JOBS_INDEX)
             log.info("   jobs table created")
+            if not memory:
+                self._identity = [
+                    (name, st.st_dev, st.st_ino)
+                    for name in (self._path, f"{self._path}-wal")
+                    if (st := _stat(name)) is not None
+                ]
         except BaseException:
             conn.close()
             raise
         return conn
+
+    def _file_lost(self) -> bool:
+        """Whether the database file (or its WAL) is no longer the one this server
+        opened: deleted, or replaced by another file. Once true, it stays true."""
+        if self._lost is None:
+            for name, dev, ino in self._identity:
+                st = _stat(name)
+                if st is None or (st.st_dev, st.st_ino) != (dev, ino):
+                    what = "deleted" if st is None else "replaced"
+                    log.error(
+                        "the database file %s was %s while the server ran: refusing every "
+                        "write from now on (restart the server)",
+                        name,
+                        what,
+                    )
+                    self._lost = StoreGone(DETAILS_DB_GONE)
+                    break
+        return self._lost is not None
+
+    def _write_batch(self, conn: sqlite3.Connection, writes: list[_Write]) -> list[_Result]:
+        """Run a batch unless the file is gone; checked again after the commit, before
+        any answer leaves the thread, so no write is acknowledged into a file that
+        nobody will open again (those few fail, though the dead file has them)."""
+        if self._file_lost():
+            return [(op.fut, False, self._lost) for op in writes]
+        results = _execute(conn, writes)
+        if self._file_lost():
+            return [(fut, False, self._lost) for fut, _, _ in results]
+        return results
+
+
+DETAILS_DB_GONE: Final = (
+    "the server's database file was deleted or replaced while it ran: it refuses writes "
+    "until it is restarted"
+)
+
+
+def _stat(name: str) -> os.stat_result | None:
+    try:
+        return os.stat(name)
+    except FileNotFoundError:
+        return None
+
+
+def _take_lock(path: Path) -> int:
+    """Lock ``PATH.lock`` for the life of the server (a second server, or a
+    ``--cleanup`` of a file in use, fails here before touching any file); its fd."""
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise StoreError(f"cannot open the lock file {lock_path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StoreError("database is locked (is another server using this file?)") from None
+    return fd
+
+
+def _probe_unused(path: Path) -> None:
+    """Fail if a server that does not know the lock file (an older version) holds the
+    database: before ``cleanup`` deletes it."""
+    if not path.exists():
+        return
+    probe = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        probe.execute("BEGIN EXCLUSIVE")
+        probe.execute("ROLLBACK")
+    except sqlite3.OperationalError as exc:
+        if "locked" in str(exc):
+            raise StoreError(f"{exc} (is another server using this file?)") from None
+    except sqlite3.DatabaseError:
+        pass  # not a database: cleanup is what deletes it
+    finally:
+        probe.close()
+
+
+def _take_batch(pending: collections.deque[_Write]) -> list[_Write]:
+    """The writes of the next transaction, oldest first: up to ``MAX_BATCH`` writes and
+    about ``BATCH_ROWS`` rows (an accept counts its ids), so that one transaction stays
+    short however many large accepts wait; the rest wait for the next pass."""
+    batch: list[_Write] = []
+    rows = 0
+    while pending and len(batch) < MAX_BATCH:
+        op = pending[0]
+        weight = len(op.args[1]) if op.fn is _op_accept else 1
+        if batch and rows + weight > BATCH_ROWS:
+            break
+        batch.append(pending.popleft())
+        rows += weight
+    return batch
 
 
 def _drain(q: queue.SimpleQueue[Any], *, block: bool) -> list[Any]:
@@ -416,7 +600,7 @@ class _Builder:
         asked = listing.want()
         try:
             rows = self._conn.execute(LIST_JOBS, (listing.cluster, listing.after_id, asked))
-            if not listing.add(rows.fetchall(), asked):
+            if not listing.add(rows, asked):
                 return None
             answer = listing.answer()
             if listing.pieces > 1 or answer.large:
@@ -468,6 +652,10 @@ def _resolve(fut: asyncio.Future[Any], ok: bool, value: Any) -> None:
         fut.set_exception(value)
 
 
+class _Refusal(Exception):
+    """A write refused by its own statement (rolled back); the message is for the caller."""
+
+
 def _execute(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Result]:
     """Run a batch in one transaction; if it fails, run each write on its own."""
     try:
@@ -475,7 +663,7 @@ def _execute(conn: sqlite3.Connection, batch: list[_Write]) -> list[_Result]:
             conn.execute("BEGIN")
             values = [op.fn(conn, *op.args) for op in batch]
             conn.execute("COMMIT")
-        except sqlite3.Error:
+        except (sqlite3.Error, _Refusal):
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
         else:
@@ -495,9 +683,17 @@ def _execute_one(conn: sqlite3.Connection, op: _Write) -> _Result:
         value = op.fn(conn, *op.args)
         conn.execute("COMMIT")
         return (op.fut, True, value)
+    except _Refusal as exc:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        return (op.fut, False, StoreError(str(exc)))
     except sqlite3.Error as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL:
+            # rolled back, nothing written: the contract's "try again", not SQLite's text
+            log.error("%s: %s failed, answering 'database is locked'", exc, op.fn.__name__)
+            return (op.fut, False, StoreFull(P.DETAILS_DB_LOCKED))
         log.warning("database operation %s failed: %s", op.fn.__name__, exc)
         return (op.fut, False, StoreError(str(exc) or type(exc).__name__))
 
@@ -523,12 +719,14 @@ def _op_submit(
     job_id = cur.lastrowid
     if job_id is None:  # pragma: no cover - sqlite always sets it for an INSERT
         raise sqlite3.DatabaseError("no id for the new job")
+    if job_id > MAX_JOB_ID:
+        raise _Refusal(DETAILS_IDS_EXHAUSTED)  # rolled back: the row is not kept
     return job_id
 
 
 def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> int:
-    deleted = 0
-    for job_id in job_ids:
-        cur = conn.execute("DELETE FROM jobs WHERE id = ? AND cluster = ?", (job_id, cluster))
-        deleted += cur.rowcount
-    return deleted
+    """Delete up to :data:`ACCEPT_CHUNK` ids in one statement run by SQLite's own loop."""
+    cur = conn.executemany(
+        "DELETE FROM jobs WHERE id = ? AND cluster = ?", [(job_id, cluster) for job_id in job_ids]
+    )
+    return cur.rowcount

@@ -18,6 +18,8 @@ from ._process import ServerProcess, ServerProcessError
 __all__ = ["ServerProcess", "ServerProcessError"]
 
 if find_spec("pytest") is not None:
+    # the plugin's hook, where pytest looks for it (a hook, not a name for users)
+    from ._plugin import pytest_fixture_setup as pytest_fixture_setup
     from ._plugin import rainbow_client, rainbow_server
 
     __all__ += ["rainbow_client", "rainbow_server"]

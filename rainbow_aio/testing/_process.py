@@ -9,6 +9,13 @@ clients can reconnect to the same address after a restart.
 
 Every method has a blocking form (``start_sync``, ``stop_sync``, ...) for code outside
 an event loop; the async forms run those in a worker thread.
+
+No server outlives the process that started it, whatever ends that process (SIGKILL
+included, or pytest ended by a CI timeout's SIGTERM): the child gets the read end of a
+pipe whose write end only this process holds (``RAINBOW_AIO_LIFELINE_FD``), and ``serve``
+stops when that pipe reports end of file, which the kernel does the moment the last
+holder of the write end is gone. (A parent-death signal would not do: it fires when the
+*thread* that started the child ends, and ``start()`` runs in a worker thread.)
 """
 
 from __future__ import annotations
@@ -31,6 +38,8 @@ from .. import _protocol as P
 __all__ = ["ServerProcess", "ServerProcessError"]
 
 _LISTENING: Final = re.compile(r"server listening: (\S+)\s*$")
+LIFELINE_ENV: Final = "RAINBOW_AIO_LIFELINE_FD"
+"""The variable that gives ``serve`` the pipe it watches (see the module docstring)."""
 _KEEP_LINES: Final = 2000
 
 
@@ -74,6 +83,7 @@ class ServerProcess:
         self.startup_timeout = startup_timeout
         self.python = python
         self._proc: subprocess.Popen[bytes] | None = None
+        self._lifeline: int | None = None  # the pipe's write end, while a child may run
         self._reader: threading.Thread | None = None
         self._lines: collections.deque[str] = collections.deque(maxlen=_KEEP_LINES)
         self._lock = threading.Lock()
@@ -128,8 +138,6 @@ class ServerProcess:
             self.address,
             "--db",
             str(self.db),
-            "--secret",
-            self.secret,
         ]
         if self.cleanup if cleanup is None else cleanup:
             argv.append("--cleanup")
@@ -166,18 +174,31 @@ class ServerProcess:
     def _launch(self, cleanup: bool, deadline: float) -> None:
         env = dict(os.environ if self.env is None else self.env)
         env.setdefault("PYTHONUNBUFFERED", "1")
+        # the secret goes through the environment, never the process list
+        env["RAINBOW_REGISTRATION_SECRET"] = self.secret
         self._listening.clear()
         self._listen_address = None
         with self._lock:
             self._lines.clear()
-        proc = subprocess.Popen(
-            self.command(cleanup=cleanup),
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,  # a ^C in the terminal does not reach the child
-        )
+        self._close_lifeline()
+        watched, held = os.pipe()  # both ends close on exec; the child gets `watched`
+        env[LIFELINE_ENV] = str(watched)
+        try:
+            proc = subprocess.Popen(
+                self.command(cleanup=cleanup),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                env=env,
+                pass_fds=(watched,),
+                start_new_session=True,  # a ^C in the terminal does not reach the child
+            )
+        except BaseException:
+            os.close(held)
+            raise
+        finally:
+            os.close(watched)
+        self._lifeline = held
         self._proc = proc
         self.starts += 1
         self._reader = threading.Thread(
@@ -337,8 +358,15 @@ class ServerProcess:
     def _finish(self, code: int | None) -> int | None:
         if code is not None:
             self._join_reader()
+            self._close_lifeline()
         return code
 
     def _reap(self) -> None:
         if self._proc is not None and self._proc.poll() is not None:
             self._join_reader()
+            self._close_lifeline()
+
+    def _close_lifeline(self) -> None:
+        if self._lifeline is not None:
+            os.close(self._lifeline)
+            self._lifeline = None

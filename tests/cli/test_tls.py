@@ -78,6 +78,22 @@ async def test_plaintext_against_tls_is_one_line_about_tls(tls_server: RainbowSe
     ]
 
 
+async def test_a_server_name_that_does_not_match_the_certificate_is_named(
+    tls_server: RainbowServer, pems: dict[str, str]
+) -> None:
+    """Not "nothing answers at ...": the server answered, with a certificate for
+    another name."""
+    result = await cli(
+        "register", "--host", tls_server.address, "--secret", SECRET, "--tls-ca", pems["ca"],
+        "--tls-server-name", "wrong.example", "--timeout", "2",
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.err.splitlines()[0] == (
+        f"rainbow-aio: error: the TLS certificate of {tls_server.address} is not for the name "
+        "this command checked — give --tls-server-name the name in the server's certificate"
+    )
+
+
 async def test_mutual_tls_needs_the_client_certificate(
     mtls_server: RainbowServer, pems: dict[str, str]
 ) -> None:

@@ -99,7 +99,7 @@ async def test_listing_reads_the_cluster_index_in_id_order(tmp_path: Path) -> No
         )
     finally:
         conn.close()
-    assert "USING INDEX jobs_by_cluster (cluster=? AND id>?)" in plan, plan
+    assert "USING INDEX jobs_by_cluster (cluster=? AND id>? AND id<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
 
 

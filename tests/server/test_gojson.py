@@ -84,3 +84,24 @@ def test_job_to_json_rebuilds_what_the_server_sent(name: str, command: str, node
     sent = encode_job(7, "alpha", name, nodes, 1, command)
     job = Job.from_json(7, sent, cluster="alpha")
     assert job.to_json() == sent
+
+
+def test_escaping_agrees_with_the_per_character_rules_on_every_special_character() -> None:
+    specials = [chr(c) for c in range(0x20)] + ['"', "\\", "&", "<", ">", "\u2028", "\u2029"]
+    text = "".join(f"a{c}é{c}\udc80" for c in specials) + "\U0001f308"
+    expected = (
+        '"'
+        + "".join(
+            json.dumps(c)[1:-1]
+            .replace("&", "\\u0026")
+            .replace("<", "\\u003c")
+            .replace(">", "\\u003e")
+            .replace("\\b", "\\u0008")
+            .replace("\\f", "\\u000c")
+            if c not in "\u2028\u2029\udc80é\U0001f308"
+            else {"\u2028": "\\u2028", "\u2029": "\\u2029", "\udc80": "\\ufffd"}.get(c, c)
+            for c in text
+        )
+        + '"'
+    )
+    assert encode_string(text) == expected

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -102,7 +103,8 @@ async def test_restart_keeps_clusters_credentials_and_jobs_and_ids_keep_increasi
         "   create jobs table...",
         "   jobs table created",
         f"starting scheduler server: rainbow-aio {__import__('rainbow_aio').__version__}",
-        "limits: 500 calls in flight, 1000 queued writes, 268435456-byte answers",
+        "limits: 500 calls in flight holding 134217728 bytes, 1000 queued writes, "
+        "268435456-byte answers, 100000 ids per accept, 1000 calls per connection",
         f"server listening: {proc.address}",
     ]
     # Go's log format: YYYY/MM/DD HH:MM:SS
@@ -145,10 +147,29 @@ async def test_sigterm_lets_a_call_in_flight_finish_then_exits_zero(tmp_path: Pa
         assert "server stopped" in proc.output
 
 
-async def test_sigint_exits_zero(tmp_path: Path) -> None:
+async def test_sigint_exits_130_as_the_command_line_page_says(tmp_path: Path) -> None:
     async with ServerProcess(tmp_path / "r.db") as proc:
         proc.send_signal(signal.SIGINT)
-        assert await proc.wait(30) == 0
+        assert await proc.wait(30) == 130
+        assert "server stopped" in proc.output
+
+
+async def test_a_second_sigint_ends_the_grace_at_once(tmp_path: Path) -> None:
+    """With a day of grace and a call that never ends by itself, the second Ctrl-C stops
+    the server (the call is cancelled) instead of being ignored."""
+    proc = ServerProcess(tmp_path / "r.db", secret=SECRET, args=["--grace", "86400"])
+    async with proc, connect(proc.address) as stub:
+        call = stub.Stream(timeout=120)
+        await call.write(pb.Request(content=pb.Content(id="open")))
+        assert (await call.read()).request_id == "open"
+        proc.send_signal(signal.SIGINT)
+        await proc.wait_for_output("SIGINT received, stopping")
+        assert proc.running  # the open call holds it in its grace
+        proc.send_signal(signal.SIGINT)
+        assert await proc.wait(60) == 130
+        assert "SIGINT received again, stopping now" in proc.output
+        assert "server stopped" in proc.output
+        call.cancel()
 
 
 @pytest.mark.parametrize("content", [b"this is not a sqlite database" * 100, b"\x00" * 4096])
@@ -230,7 +251,8 @@ def test_server_process_blocking_api(tmp_path: Path) -> None:
 async def test_limit_options_reach_the_server(tmp_path: Path) -> None:
     args = ["--max-calls-in-flight", "3", "--max-queued-writes", "4", "--max-response-bytes", "150"]
     async with ServerProcess(tmp_path / "r.db", secret=SECRET, args=args) as proc:
-        assert "limits: 3 calls in flight, 4 queued writes, 150-byte answers" in proc.output
+        assert "limits: 3 calls in flight holding" in proc.output
+        assert "4 queued writes, 150-byte answers" in proc.output
         async with connect(proc.address) as stub:
             alpha = await register(stub, "alpha")
             await submit(stub, alpha, "short")
@@ -254,7 +276,7 @@ async def test_bad_limit_options_are_a_usage_error(tmp_path: Path, option: str, 
     assert not (tmp_path / "r.db").exists()
 
 
-async def test_a_limit_beyond_grpc_messages_is_a_one_line_error(tmp_path: Path) -> None:
+async def test_a_limit_beyond_grpc_messages_is_a_usage_error(tmp_path: Path) -> None:
     result = await run_serve(
         "--address",
         "127.0.0.1:0",
@@ -263,4 +285,53 @@ async def test_a_limit_beyond_grpc_messages_is_a_one_line_error(tmp_path: Path) 
         "--max-response-bytes",
         "3000000000",
     )
-    assert_one_line_error(result, "max_response_bytes", "2147483647")
+    assert_one_line_error(result, "--max-response-bytes", "2147483647")
+    assert result.returncode == 2
+
+
+PARENT = """
+import sys
+from rainbow_aio.testing import ServerProcess
+server = ServerProcess(sys.argv[1])
+server.start_sync()
+print(server.pid, flush=True)
+sys.stdin.read()  # until killed
+"""
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie that nobody has reaped yet counts as gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+async def test_no_server_outlives_the_process_that_started_it(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """A test run ended by a CI timeout's SIGTERM, or by SIGKILL: its ServerProcess
+    children stop by themselves."""
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", PARENT, str(tmp_path / "r.db"),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert parent.stdout is not None
+    server_pid = 0
+    try:
+        async with asyncio.timeout(60):
+            server_pid = int(await parent.stdout.readline())
+        assert not _gone(server_pid)
+        parent.send_signal(sig)
+        await parent.wait()
+        async with asyncio.timeout(60):
+            while not _gone(server_pid):  # noqa: ASYNC110 - another process, no event
+                await asyncio.sleep(0.05)
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if server_pid and not _gone(server_pid):
+            os.kill(server_pid, signal.SIGKILL)  # the server this test started, by pid
