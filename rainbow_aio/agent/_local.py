@@ -1,0 +1,290 @@
+"""The local executor: each job a subprocess in its own session, on this machine.
+
+A job is started through a small ``/bin/sh`` wrapper (``WRAPPER`` below), never through a
+shell of the job's own: the command's words (``shlex.split``) are passed as the wrapper's
+arguments and run as ``"$@"``. The wrapper, in its own session so that it outlives the
+agent:
+
+1. claims the job's folder by creating ``claim`` exclusively (``set -C``: O_CREAT|O_EXCL)
+   and writing its pid there; if the file exists, another wrapper already runs this job
+   and it exits 75 without running anything. This is what makes "started twice"
+   impossible, whatever moment the agent is killed at: a restarted agent that starts the
+   job again gets a wrapper that refuses, and it waits for the first one instead;
+2. runs the command in the folder, stdout and stderr to ``stdout`` and ``stderr`` there,
+   with the job's environment (``RAINBOW_JOB_ID``, ``RAINBOW_CLUSTER``, ``RAINBOW_NODES``,
+   ``RAINBOW_TASKS``, ``RAINBOW_JOB_DIR``) and none of the agent's credentials;
+3. with a time limit, a watchdog sends SIGTERM at the limit (SIGKILL 5 s later) and
+   leaves a ``timed-out`` marker;
+4. writes the exit status to ``exit`` (one line, ending in a newline: a line without one
+   was cut short and counts as missing).
+
+The handle is ``"PID:START"``: the wrapper's pid and its start time in clock ticks
+(``/proc/PID/stat``), so a reused pid is never mistaken for the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+from pathlib import Path
+from typing import Final
+
+from ._executor import Ended, Launch, LaunchError
+
+__all__ = ["SECRET_VARIABLES", "WRAPPER", "LocalExecutor"]
+
+CLAIMED_BY_ANOTHER: Final = 75
+
+WRAPPER: Final = r"""
+d=$1; limit=$2; shift 2
+set -C
+if ! echo $$ 2>/dev/null >"$d/claim"; then exit 75; fi
+set +C
+if [ "$limit" = - ]; then
+  "$@" >"$d/stdout" 2>"$d/stderr" </dev/null
+  rc=$?
+else
+  "$@" >"$d/stdout" 2>"$d/stderr" </dev/null &
+  child=$!
+  (
+    sleep "$limit" & s=$!
+    trap 'kill $s 2>/dev/null; exit 0' TERM
+    wait $s
+    : >"$d/timed-out"
+    kill -TERM $child 2>/dev/null
+    sleep 5 & s=$!
+    wait $s
+    kill -KILL $child 2>/dev/null
+  ) </dev/null >/dev/null 2>&1 &
+  watchdog=$!
+  wait $child
+  rc=$?
+  kill -TERM $watchdog 2>/dev/null
+fi
+echo $rc >"$d/exit"
+"""
+
+SECRET_VARIABLES: Final = frozenset(
+    {"RAINBOW_SECRET", "RAINBOW_TOKEN", "RAINBOW_REGISTRATION_SECRET"}
+)
+"""Variables of the agent's environment that never reach a job."""
+
+_SIGNALS: Final = {int(s): s.name for s in signal.Signals}
+
+
+class LocalExecutor:
+    """Runs each job as a local subprocess in its own session (see the module's text).
+
+    ``cancel_grace``: seconds between SIGTERM and SIGKILL when a job is cancelled.
+    ``poll_interval``: how often a re-attached job (not this process's child) is checked
+    when the system cannot notify its end (no ``pidfd``).
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        shell: str = "/bin/sh",
+        cancel_grace: float = 5.0,
+        poll_interval: float = 0.2,
+    ) -> None:
+        self._shell = shell
+        self._cancel_grace = cancel_grace
+        self._poll_interval = poll_interval
+        self._children: dict[str, asyncio.subprocess.Process] = {}
+        self._env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+
+    async def free_nodes(self) -> int | None:
+        return None
+
+    async def start(self, launch: Launch) -> str:
+        if not launch.argv:
+            raise LaunchError("empty command")
+        program = launch.argv[0]
+        if "/" in program:
+            if not os.access(program, os.X_OK) or Path(program).is_dir():  # noqa: ASYNC240
+                raise LaunchError(f"command not found or not executable: {program}")
+        elif shutil.which(program, path=self._env.get("PATH", os.defpath)) is None:
+            raise LaunchError(f"command not found: {program}")
+        if not os.access(launch.folder, os.W_OK | os.X_OK):
+            raise LaunchError(f"cannot write the job folder {launch.folder}")
+        limit = "-" if launch.time_limit is None else f"{launch.time_limit:g}"
+        env = {**self._env, **launch.environment}
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self._shell,
+                "-c",
+                WRAPPER,
+                "rainbow-job",
+                str(launch.folder),
+                limit,
+                *launch.argv,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                cwd=launch.folder,
+                env=env,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            raise LaunchError(f"cannot start the job: {exc.strerror or exc}") from None
+        handle = f"{proc.pid}:{_start_time(proc.pid) or 0}"
+        self._children[handle] = proc
+        return handle
+
+    async def wait(self, launch: Launch, handle: str) -> Ended:
+        proc = self._children.get(handle)
+        if proc is not None:
+            try:
+                code = await proc.wait()
+            finally:
+                if proc.returncode is not None:
+                    self._children.pop(handle, None)
+            if code == CLAIMED_BY_ANOTHER and not (launch.folder / "exit").exists():
+                # a wrapper started before ours (by an agent that died) runs the job
+                winner = _claimant(launch.folder)
+                if winner is not None:
+                    await self._wait_other(launch, winner)
+            elif code < 0 or code == CLAIMED_BY_ANOTHER:
+                pass  # the wrapper was killed (cancel): what it recorded decides
+        else:
+            pid, start = _parse(handle)
+            if _alive(pid, start, launch.folder):
+                await self._wait_other(launch, pid)
+        return self._outcome(launch)
+
+    async def cancel(self, launch: Launch, handle: str) -> None:
+        pid, start = _parse(handle)
+        with contextlib.suppress(OSError):
+            (launch.folder / "cancelled").touch()
+        if not _alive(pid, start, launch.folder):
+            return
+        _kill_group(pid, signal.SIGTERM)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._cancel_grace):
+                while _alive(pid, start, launch.folder):  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+                return
+        _kill_group(pid, signal.SIGKILL)
+
+    async def reattach(self, launch: Launch, handle: str | None) -> str | Ended | None:
+        folder = launch.folder
+        if _exit_code(folder) is not None:
+            return self._outcome(launch)
+        claim = _claimant(folder)
+        if claim is not None:
+            start = _parse(handle)[1] if handle and _parse(handle)[0] == claim else 0
+            if _alive(claim, start, folder):
+                return f"{claim}:{start or _start_time(claim) or 0}"
+            return self._outcome(launch)
+        if handle is not None:
+            pid, start = _parse(handle)
+            if _alive(pid, start, folder):
+                return handle  # spawned, about to claim the folder
+        if (folder / "claim").exists():  # claimed, the pid not written yet
+            return self._outcome(launch)
+        return None
+
+    async def aclose(self) -> None:
+        self._children.clear()  # the jobs keep running; a later agent re-attaches
+
+    # -- helpers ------------------------------------------------------------------------
+
+    async def _wait_other(self, launch: Launch, pid: int) -> None:
+        """Wait for a process that is not our child (re-attached) to end."""
+        start = _start_time(pid) or 0
+        try:
+            fd = os.pidfd_open(pid)
+        except (OSError, AttributeError):
+            fd = None
+        if fd is not None:
+            loop = asyncio.get_running_loop()
+            ended = asyncio.Event()
+            loop.add_reader(fd, ended.set)
+            try:
+                if _alive(pid, start, launch.folder):
+                    await ended.wait()
+            finally:
+                loop.remove_reader(fd)
+                os.close(fd)
+        while _alive(pid, start, launch.folder):  # noqa: ASYNC110 - no event without pidfd
+            await asyncio.sleep(self._poll_interval)
+
+    def _outcome(self, launch: Launch) -> Ended:
+        folder = launch.folder
+        code = _exit_code(folder)
+        if (folder / "cancelled").exists() and (code is None or code < 0 or code > 128):
+            return Ended(None, "cancelled")
+        if code is None:
+            return Ended(None, "ended without recording an exit status (killed?)")
+        if (folder / "timed-out").exists() and code != 0:
+            return Ended(None, f"timed out after {launch.time_limit or 0:g} s")
+        if code == 127:
+            return Ended(code, f"exit 127 (command not found: {launch.argv[0]})")
+        if code == 126:
+            return Ended(code, f"exit 126 (cannot execute: {launch.argv[0]})")
+        if code > 128 and (code - 128) in _SIGNALS:
+            return Ended(None, f"killed by {_SIGNALS[code - 128]}")
+        return Ended(code, f"exit {code}")
+
+
+def _parse(handle: str) -> tuple[int, int]:
+    pid, _, start = handle.partition(":")
+    try:
+        return int(pid), int(start or 0)
+    except ValueError:
+        return 0, 0
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, None if it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_bytes()
+    except OSError:
+        return None
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    if fields[0] == b"Z":
+        return None  # a zombie: it ended, nobody reaped it yet
+    return int(fields[19])
+
+
+def _alive(pid: int, start: int, folder: Path) -> bool:
+    """Whether the wrapper of the job in ``folder`` is still running as ``pid``."""
+    if pid <= 0:
+        return False
+    now = _start_time(pid)
+    if now is None or (start and now != start):
+        return False
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return os.fsencode(str(folder)) in cmdline.split(b"\0")
+
+
+def _claimant(folder: Path) -> int | None:
+    try:
+        text = (folder / "claim").read_text()
+    except OSError:
+        return None
+    text = text.strip()
+    return int(text) if text.isdigit() else None
+
+
+def _exit_code(folder: Path) -> int | None:
+    try:
+        text = (folder / "exit").read_text()
+    except OSError:
+        return None
+    if not text.endswith("\n") or not text.strip().isdigit():
+        return None
+    return int(text)
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
