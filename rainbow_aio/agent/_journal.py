@@ -319,13 +319,24 @@ class Journal:
         )
         return self._db.total_changes > before
 
-    def accepted(self, cluster: str, ids: Iterable[int], *, reason: str | None = None) -> None:
-        """The intents that took their jobs: this agent owns them now."""
+    def accepted(
+        self,
+        cluster: str,
+        ids: Iterable[int],
+        *,
+        reason: str | None = None,
+        launching: bool = False,
+    ) -> None:
+        """The intents that took their jobs: this agent owns them now.
+
+        ``launching``: they are being started at once, so they go straight to ``running``
+        without a handle (a restart then asks the executor whether each one started)."""
         now = time.time()
+        state = "running" if launching else "accepted"
         self._write(
-            "UPDATE jobs SET state = 'accepted', accepted = ?, updated = ?, reason = ? "
+            "UPDATE jobs SET state = ?, accepted = ?, updated = ?, reason = ? "
             "WHERE cluster = ? AND id = ?",
-            [(now, now, reason, cluster, i) for i in ids],
+            [(state, now, now, reason, cluster, i) for i in ids],
         )
 
     def settle(
