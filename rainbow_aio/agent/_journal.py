@@ -216,10 +216,12 @@ class Journal:
         try:
             db = _connect(path, readonly=False)
             try:
-                with db:
+                _check(db, path, create=True)
+                try:
                     db.execute("PRAGMA journal_mode=WAL")
                     db.execute(f"PRAGMA synchronous={sync.upper()}")
-                    _check(db, path, create=True)
+                except sqlite3.DatabaseError as exc:
+                    raise JournalCorruptError(f"cannot use the journal {path}: {exc}") from None
             except BaseException:
                 db.close()
                 raise

@@ -140,21 +140,20 @@ class LocalExecutor:
         proc = self._children.get(handle)
         if proc is not None:
             try:
-                code = await proc.wait()
+                await proc.wait()
             finally:
                 if proc.returncode is not None:
                     self._children.pop(handle, None)
-            if code == CLAIMED_BY_ANOTHER and not (launch.folder / "exit").exists():
-                # a wrapper started before ours (by an agent that died) runs the job
-                winner = _claimant(launch.folder)
-                if winner is not None:
-                    await self._wait_other(launch, winner)
-            elif code < 0 or code == CLAIMED_BY_ANOTHER:
-                pass  # the wrapper was killed (cancel): what it recorded decides
         else:
             pid, start = _parse(handle)
             if _alive(pid, start, launch.folder):
                 await self._wait_other(launch, pid)
+        if _exit_code(launch.folder) is None:
+            # this wrapper found the folder claimed (exit 75): a wrapper started before,
+            # by an agent that died, runs the job; wait for that one
+            winner = _claimant(launch.folder)
+            if winner is not None and _alive(winner, 0, launch.folder):
+                await self._wait_other(launch, winner)
         return self._outcome(launch)
 
     async def cancel(self, launch: Launch, handle: str) -> None:
