@@ -67,6 +67,8 @@ class Site:
         return {job.id for job in await self.client.request_jobs(self.name, self.secret)}
 
     def records(self) -> dict[int, JobRecord]:
+        if not self.journal.exists():
+            return {}
         with Journal.read(self.journal) as journal:
             return {r.id: r for r in journal.records()}
 
