@@ -13,7 +13,9 @@ Exactly once through a kill -9 of the agent: :meth:`FluxExecutor.start` submits 
 rainbow job (``rainbow-<cluster>-<job id>``). After a restart, ``reattach(launch, None)``
 reads the folder's file, else searches the instance for a job of that name: a released
 job is waited on; a job still held never ran, so it is cancelled and ``None`` is returned
-(the agent starts the job again); no job at all returns ``None``.
+(the agent starts the job again); no job at all returns ``None``. A nonce written to the
+folder (``flux-submit``) before the submission, and carried in the jobspec, tells this
+launch's Flux job from an older one of the same name (a reset server reusing ids).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import logging
 import os
 import signal
 import threading
+import uuid
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
@@ -41,6 +44,10 @@ _log = logging.getLogger("rainbow_aio.agent.flux")
 FLUX_URI_ENV = "FLUX_URI"
 JOBID_FILE = "flux-jobid"
 """The file in a job's folder that holds its Flux job id, written before it may run."""
+NONCE_FILE = "flux-submit"
+"""The file in a job's folder that holds the nonce of its submission, written before it:
+a Flux job of the same name without this nonce is an older job's (another server's job
+of the same id), never this one."""
 STDOUT_FILE = "stdout"
 STDERR_FILE = "stderr"
 
@@ -68,6 +75,7 @@ def import_flux() -> Any:
     try:
         import flux  # type: ignore[import-not-found,unused-ignore]
         import flux.job  # type: ignore[import-not-found,unused-ignore]
+        import flux.job.kvslookup  # type: ignore[import-not-found,unused-ignore]
         import flux.resource  # type: ignore[import-not-found,unused-ignore]
     except ImportError as exc:
         raise FluxUnavailableError(f"{_INSTALL_HINT} ({exc})") from exc
@@ -261,7 +269,7 @@ class FluxExecutor:
 
         return int(await self._call(work))
 
-    def jobspec(self, launch: Launch) -> Any:
+    def jobspec(self, launch: Launch, nonce: str = "") -> Any:
         """The Flux jobspec for ``launch`` (see the class's docstring)."""
         if launch.nodes < 1 or launch.tasks < launch.nodes:
             raise LaunchError(
@@ -282,11 +290,15 @@ class FluxExecutor:
                 spec.duration = float(launch.time_limit)
         except (ValueError, TypeError) as exc:
             raise LaunchError(f"flux rejects the job: {exc}") from exc
-        spec.setattr("user.rainbow", {"cluster": launch.cluster, "job_id": launch.job_id})
+        spec.setattr(
+            "user.rainbow", {"cluster": launch.cluster, "job_id": launch.job_id, "nonce": nonce}
+        )
         return spec
 
     async def start(self, launch: Launch) -> str:
-        spec = self.jobspec(launch)
+        nonce = uuid.uuid4().hex
+        spec = self.jobspec(launch, nonce)
+        await asyncio.to_thread(_write_durably, launch.folder, NONCE_FILE, nonce)
         flux = self._flux
 
         def submit(handle: Any, done: Callable[[object], None]) -> None:
@@ -299,7 +311,7 @@ class FluxExecutor:
             # the instance refused the jobspec (unsatisfiable resources, bad duration)
             raise LaunchError(f"flux refused the job: {exc.strerror or exc}") from exc
         # the durable trace first, then the job may run
-        await asyncio.to_thread(_write_jobid, launch.folder, jobid)
+        await asyncio.to_thread(_write_durably, launch.folder, JOBID_FILE, str(jobid))
         await self._release(jobid)
         return str(jobid)
 
@@ -337,7 +349,7 @@ class FluxExecutor:
 
     async def reattach(self, launch: Launch, handle: str | None) -> str | Ended | None:
         if handle is None:
-            recorded = await asyncio.to_thread(_read_jobid, launch.folder)
+            recorded = await asyncio.to_thread(_read, launch.folder, JOBID_FILE)
             if recorded is not None:
                 # any form Flux prints (decimal, f58...) is accepted
                 handle = str(int(self._flux.job.JobID(recorded)))
@@ -367,6 +379,18 @@ class FluxExecutor:
         inactive = flux.constants.FLUX_JOB_STATE_INACTIVE
         return {"active": job["state"] != inactive, "urgency": job.get("urgency")}
 
+    async def _nonce(self, jobid: int) -> str | None:
+        """The nonce in the jobspec of a Flux job (None: none there)."""
+        flux = self._flux
+
+        def work(h: Any, done: Callable[[object], None]) -> None:
+            future = flux.job.kvslookup.job_info_lookup(h, jobid, keys=["jobspec"])
+            self._reactor.then(future, lambda f: f.get_decode()["jobspec"], done)
+
+        spec = await self._call(work)
+        found = spec.get("attributes", {}).get("user", {}).get("rainbow", {}).get("nonce")
+        return found if isinstance(found, str) else None
+
     async def _find_submitted(self, launch: Launch) -> str | Ended | None:
         """The job that ``start`` submitted before the agent died, by its name."""
         flux = self._flux
@@ -377,6 +401,9 @@ class FluxExecutor:
             self._reactor.then(future, lambda f: f.get_jobs(), done)
 
         jobs: list[dict[str, Any]] = sorted(await self._call(work), key=lambda j: j["id"])
+        nonce = await asyncio.to_thread(_read, launch.folder, NONCE_FILE)
+        if nonce is not None:  # else the folder is lost: the name is all there is
+            jobs = [job for job in jobs if await self._nonce(job["id"]) == nonce]
         inactive = flux.constants.FLUX_JOB_STATE_INACTIVE
         released = [j for j in jobs if j.get("urgency") != _URGENCY_HOLD]
         for held in (j for j in jobs if j.get("urgency") == _URGENCY_HOLD):
@@ -392,7 +419,7 @@ class FluxExecutor:
                 len(released),
             )
         first = released[0]
-        await asyncio.to_thread(_write_jobid, launch.folder, int(first["id"]))
+        await asyncio.to_thread(_write_durably, launch.folder, JOBID_FILE, str(first["id"]))
         if first["state"] == inactive:
             return await self.wait(launch, str(first["id"]))
         return str(first["id"])
@@ -403,11 +430,13 @@ def _agent_environment() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
 
-def _write_jobid(folder: Path, jobid: int) -> None:
-    path = folder / JOBID_FILE
-    tmp = folder / (JOBID_FILE + ".tmp")
-    with open(tmp, "w", encoding="ascii") as out:
-        out.write(f"{jobid}\n")
+def _write_durably(folder: Path, name: str, text: str) -> None:
+    """``folder/name`` holds ``text`` (whole, fsynced, with the folder's entry) or is
+    unchanged."""
+    path = folder / name
+    tmp = folder / (name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as out:
+        out.write(f"{text}\n")
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, path)
@@ -418,9 +447,9 @@ def _write_jobid(folder: Path, jobid: int) -> None:
         os.close(fd)
 
 
-def _read_jobid(folder: Path) -> str | None:
+def _read(folder: Path, name: str) -> str | None:
     try:
-        text = (folder / JOBID_FILE).read_text(encoding="utf-8").strip()
+        text = (folder / name).read_text(encoding="utf-8").strip()
     except FileNotFoundError:
         return None
     return text or None  # empty: the write was cut short, so the job was never released

@@ -20,6 +20,7 @@ PREFIX = flux_prefix()
 from rainbow_aio.agent import Ended, Launch, LaunchError  # noqa: E402
 from rainbow_aio.agent._flux import (  # noqa: E402
     JOBID_FILE,
+    NONCE_FILE,
     FluxExecutor,
     FluxUnavailableError,
     job_name,
@@ -218,6 +219,19 @@ async def test_reattach_releases_a_held_job_whose_id_was_written(
         handle = await second.reattach(job, None)
         assert isinstance(handle, str)
         assert await second.wait(job, handle) == Ended(6, "exit 6")
+
+
+async def test_reattach_ignores_an_older_job_of_the_same_name(
+    instance: FluxInstance, tmp_path: Path
+) -> None:
+    """A job of the same cluster and id from before (a reset server reusing ids) is not
+    this launch's: the nonce that start() wrote before submitting tells them apart."""
+    job = launch(tmp_path, "true")
+    code, out = await instance.run("run", f"--job-name={job_name(job)}", "true")
+    assert code == 0, out
+    (job.folder / NONCE_FILE).write_text("a-submission-that-never-happened\n")
+    async with FluxExecutor(instance.uri) as executor:
+        assert await executor.reattach(job, None) is None
 
 
 async def test_uri_from_the_environment(
