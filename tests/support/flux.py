@@ -68,8 +68,14 @@ class FluxInstance:
         return str(self.prefix / "bin" / "flux")
 
     def env(self) -> dict[str, str]:
-        # the broker's socket path must fit in 108 bytes: a short TMPDIR of its own
-        return {**os.environ, "TMPDIR": self._tmp}
+        """The environment of Flux's commands: a short ``TMPDIR`` of its own (the
+        broker's socket path must fit in 108 bytes), job ids in plain ASCII (tox runs
+        with the C locale, where ``flux`` cannot read back its own ``ƒ``), and without
+        the test run's development mode (Flux's Python commands would print warnings)."""
+        env = {**os.environ, "TMPDIR": self._tmp, "FLUX_F58_FORCE_ASCII": "1"}
+        for name in ("PYTHONDEVMODE", "PYTHONWARNINGS"):
+            env.pop(name, None)
+        return env
 
     async def start(self) -> None:
         self._tmp = tempfile.mkdtemp(prefix="fx", dir="/tmp")
