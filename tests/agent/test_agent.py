@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from pathlib import Path
 
 import grpc
 import pytest
@@ -121,10 +120,11 @@ async def test_a_large_job_is_not_starved_by_a_stream_of_small_ones(site: Site) 
 
     feeder = asyncio.create_task(stream())
     try:
-        async with running_agent(site, options) as (agent, stop, task):
+        async with running_agent(site, options) as (_agent, stop, task):
             await wait_until(
-                lambda: site.records().get(big) is not None
-                and site.records()[big].state is S.FINISHED,
+                lambda: (
+                    site.records().get(big) is not None and site.records()[big].state is S.FINISHED
+                ),
                 within=60,
                 what="the 4-node job to finish while small jobs keep coming",
             )
@@ -151,7 +151,9 @@ def test_capacity_plan_backfills_until_the_bound_then_reserves() -> None:
     assert cap.blocked([big, small]) is big
     cap.give(1)
     assert [w.item for w in cap.plan([big, small])] == ["big"]
-    assert cap.never_fits(0) and cap.never_fits(5) and cap.never_fits(4) is None
+    assert cap.never_fits(0)
+    assert cap.never_fits(5)
+    assert cap.never_fits(4) is None
 
 
 async def test_refuses_to_run_as_root_without_allow_root(site: Site) -> None:
@@ -224,7 +226,7 @@ async def test_stop_leaves_jobs_running_and_the_next_start_reattaches(site: Site
 async def test_cancel_on_stop_records_interrupted(site: Site) -> None:
     job = await site.submit("sleep 30")
     options = site.options(drain_timeout=0, cancel_on_stop=True)
-    async with running_agent(site, options) as (agent, stop, task):
+    async with running_agent(site, options) as (_agent, stop, task):
         await wait_until(
             lambda: (r := site.records().get(job)) is not None and r.handle is not None,
             what="the job to start",
