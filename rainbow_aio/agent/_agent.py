@@ -49,6 +49,9 @@ __all__ = ["Agent", "AgentError", "AgentOptions", "AgentStats"]
 
 log = logging.getLogger("rainbow_aio.agent")
 
+FLUSH_DELAY = 0.01
+"""Seconds the journal's deferred writes (handles, ends) wait to be committed together."""
+
 S = JobStateName
 
 
@@ -212,6 +215,7 @@ class Agent:
             0,
         )
         self._telemetry = _Telemetry.load(options.cluster, self.executor.name)
+        self._flush_handle: asyncio.TimerHandle | None = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -273,6 +277,9 @@ class Agent:
         finally:
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
+            if self._flush_handle is not None:
+                self._flush_handle.cancel()
+                self._flush_handle = None
             journal.close()
             self._journal = None
             self._changed()
@@ -540,7 +547,10 @@ class Agent:
                         f"cannot create the job folder {launch.folder}: {exc.strerror or exc}"
                     ) from None
                 run.handle = await self.executor.start(launch)
-                journal.running(launch.cluster, launch.job_id, self.executor.name, run.handle)
+                journal.running(
+                    launch.cluster, launch.job_id, self.executor.name, run.handle, defer=True
+                )
+                self._flush_soon()
                 self._changed()
             assert run.handle is not None
             ended = await self.executor.wait(launch, run.handle)
@@ -560,7 +570,10 @@ class Agent:
             state = S.INTERRUPTED
         else:
             state = S.FINISHED if ended.ok else S.FAILED
-        self._jl.ended(launch.cluster, launch.job_id, state, ended.exit_code, ended.reason)
+        self._jl.ended(
+            launch.cluster, launch.job_id, state, ended.exit_code, ended.reason, defer=True
+        )
+        self._flush_soon()
         self._counts[state.value] += 1
         if state is S.FAILED:
             log.warning("job %d failed: %s", launch.job_id, ended.reason)
@@ -634,6 +647,23 @@ class Agent:
     def _cap(self) -> Capacity:
         assert self._capacity is not None
         return self._capacity
+
+    def _flush_soon(self) -> None:
+        """Commit the deferred journal writes (handles, ends) a few ms from now, together.
+
+        Deferring them is safe: a restart learns both again from the executor (the
+        folder's claim and exit files), and every write that must come first (the
+        intent before AcceptJobs, the launch before the spawn) is written at once."""
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._journal is not None:
+            try:
+                self._journal.flush()
+            except RainbowError as exc:
+                log.error("%s", exc)
 
     def _changed(self) -> None:
         if self._on_change is not None:

@@ -205,6 +205,7 @@ class Journal:
         self._db = db
         self._lock_fd = lock_fd
         self._readonly = readonly
+        self._deferred: list[tuple[str, tuple[object, ...]]] = []
 
     # -- opening ------------------------------------------------------------------------
 
@@ -245,7 +246,9 @@ class Journal:
         return cls(path, db, None, readonly=True)
 
     def close(self) -> None:
-        """Close the file and let go of the lock."""
+        """Commit the deferred writes, close the file and let go of the lock."""
+        with contextlib.suppress(JournalError):
+            self.flush()
         with contextlib.suppress(sqlite3.Error):
             self._db.close()
         if self._lock_fd is not None:
@@ -351,14 +354,34 @@ class Journal:
             [(JobStateName(state).value, reason, now, cluster, i) for i in ids],
         )
 
-    def running(self, cluster: str, job_id: int, executor: str, handle: str | None) -> None:
-        """The job was started (``handle`` None: being started, not known yet)."""
+    _RUNNING = (
+        "UPDATE jobs SET state = 'running', executor = ?, handle = ?, "
+        "started = coalesce(started, ?), updated = ? WHERE cluster = ? AND id = ?"
+    )
+    _ENDED = (
+        "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, ended = ?, updated = ? "
+        "WHERE cluster = ? AND id = ?"
+    )
+
+    def running(
+        self,
+        cluster: str,
+        job_id: int,
+        executor: str,
+        handle: str | None,
+        *,
+        defer: bool = False,
+    ) -> None:
+        """The job was started (``handle`` None: being started, not known yet).
+
+        ``defer``: written with the next write or :meth:`flush`, not now (for facts a
+        restart can learn again from the executor: a handle, how a job ended)."""
         now = time.time()
-        self._write(
-            "UPDATE jobs SET state = 'running', executor = ?, handle = ?, "
-            "started = coalesce(started, ?), updated = ? WHERE cluster = ? AND id = ?",
-            [(executor, handle, now, now, cluster, job_id)],
-        )
+        row = (executor, handle, now, now, cluster, job_id)
+        if defer:
+            self._deferred.append((self._RUNNING, row))
+        else:
+            self._write(self._RUNNING, [row])
 
     def note(self, cluster: str, job_id: int, reason: str) -> None:
         """Change only the reason (for example "left running at stop")."""
@@ -376,23 +399,40 @@ class Journal:
         reason: str,
         *,
         ended_at: float | None = None,
+        defer: bool = False,
     ) -> None:
-        """The job ended (or could not start): ``finished``, ``failed`` or ``interrupted``."""
+        """The job ended (or could not start): ``finished``, ``failed`` or ``interrupted``
+        (``defer``: see :meth:`running`)."""
         now = time.time()
-        self._write(
-            "UPDATE jobs SET state = ?, exit_code = ?, reason = ?, ended = ?, updated = ? "
-            "WHERE cluster = ? AND id = ?",
-            [(JobStateName(state).value, exit_code, reason, ended_at or now, now, cluster, job_id)],
-        )
+        row = (JobStateName(state).value, exit_code, reason, ended_at or now, now, cluster, job_id)
+        if defer:
+            self._deferred.append((self._ENDED, row))
+        else:
+            self._write(self._ENDED, [row])
+
+    @property
+    def deferred(self) -> int:
+        """Writes waiting for :meth:`flush`."""
+        return len(self._deferred)
+
+    def flush(self) -> None:
+        """Commit the deferred writes, in one transaction."""
+        if self._deferred:
+            self._write("", [])
 
     def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+        """One transaction: the deferred writes first (in order), then ``rows``."""
         if self._readonly:
             raise JournalError(f"the journal {self.path} was opened read-only")
-        if not rows:
+        if not rows and not self._deferred:
             return
+        deferred, self._deferred = self._deferred, []
         try:
             with self._db:
-                self._db.executemany(sql, rows)
+                for statement, row in deferred:
+                    self._db.execute(statement, row)
+                if rows:
+                    self._db.executemany(sql, rows)
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"cannot write the journal {self.path}: {exc}") from exc
 
@@ -438,8 +478,11 @@ def _check(db: sqlite3.Connection, path: Path, *, create: bool) -> None:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         if not tables and version == 0:
             if not create:
-                raise JournalCorruptError(f"{path} is an empty database, not an agent journal")
-            db.executescript(_SCHEMA + f"PRAGMA user_version = {SCHEMA_VERSION};")
+                raise JournalError(f"{path} holds no journal yet (is an agent creating it?)")
+            # one transaction: a reader never sees the tables without the version
+            db.executescript(
+                f"BEGIN IMMEDIATE; {_SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;"
+            )
             return
         (ok,) = db.execute("PRAGMA quick_check").fetchone()
     except sqlite3.DatabaseError as exc:

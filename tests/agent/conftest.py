@@ -20,7 +20,15 @@ from typing import Any
 import pytest
 
 from rainbow_aio import PollerOptions, RainbowClient, RainbowServer, Shutdown
-from rainbow_aio.agent import Agent, AgentOptions, AgentStats, JobRecord, Journal
+from rainbow_aio.agent import (
+    Agent,
+    AgentOptions,
+    AgentStats,
+    JobRecord,
+    Journal,
+    JournalCorruptError,
+    JournalError,
+)
 
 FAST = PollerOptions(min_interval=0.01, max_interval=0.05)
 
@@ -67,10 +75,13 @@ class Site:
         return {job.id for job in await self.client.request_jobs(self.name, self.secret)}
 
     def records(self) -> dict[int, JobRecord]:
-        if not self.journal.exists():
+        try:
+            with Journal.read(self.journal) as journal:
+                return {r.id: r for r in journal.records()}
+        except JournalError as exc:  # not there yet, or being created by the agent
+            if isinstance(exc, JournalCorruptError):
+                raise
             return {}
-        with Journal.read(self.journal) as journal:
-            return {r.id: r for r in journal.records()}
 
 
 @pytest.fixture

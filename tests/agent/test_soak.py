@@ -43,7 +43,10 @@ async def test_kill_9_soak_every_job_runs_exactly_once(site: Site) -> None:
         while kills < KILLS:
             async with agent_process(site, "--nodes", "16", stderr=log) as proc:
                 at = done() + rng.randint(50, JOBS // (KILLS + 1))
-                await wait_until(lambda: done() >= at or proc.returncode is not None, within=120)
+                await wait_until(
+                    lambda at=at, proc=proc: done() >= at or proc.returncode is not None,
+                    within=120,
+                )
                 assert proc.returncode is None, log.read_text()[-2000:]
                 await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment, not a count
                 os.kill(proc.pid, signal.SIGKILL)

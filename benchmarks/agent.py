@@ -1,0 +1,221 @@
+"""9. The cluster agent: running `true` jobs, against a bare asyncio loop.
+
+N ``true`` jobs wait on a ``rainbow-aio serve`` process (pre-loaded). A real
+``rainbow-aio agent --nodes 64`` process (local executor, journal on disk) then accepts
+and runs them all; the baseline is a bare asyncio loop in this process that starts the
+same N subprocesses, 64 at a time, with nothing else (no server, no journal, no
+wrapper). Measured for the agent: jobs/s from its first accept to its last job's end
+(taken from the journal's own times; the process start-up and the reconcile listing
+come before the clock), and the whole wall time from launching the process as well.
+Both journal sync modes are run (``full``: each commit fsynced; ``normal``).
+
+The journal's cost per job: the same journal writes the agent makes for N jobs (per
+batch of 64: the intent and the outcome; the handles and the ends, deferred and
+committed together), timed alone, in microseconds per job, for each sync mode.
+
+Correctness: every job finished exactly once in the journal, none left on the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import _harness as H
+
+NAME = "agent"
+TITLE = "Agent: `true` jobs at --nodes 64 vs a bare asyncio loop"
+NODES = 64
+GOAL_RATIO = 0.8
+
+SIZES: dict[str, dict[str, Any]] = {
+    "toy": {"jobs": 100},
+    "quick": {"jobs": 500},
+    "full": {"jobs": 2000},
+}
+
+
+async def baseline(jobs: int) -> float:
+    """Seconds for a bare asyncio loop to run ``jobs`` ``true`` processes, 64 at a time."""
+    gate = asyncio.Semaphore(NODES)
+
+    async def one() -> None:
+        async with gate:
+            proc = await asyncio.create_subprocess_exec(
+                "true",
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+            await proc.wait()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(one() for _ in range(jobs)))
+    return time.perf_counter() - t0
+
+
+def journal_cost(tmp: Path, jobs: int, sync: str) -> float:
+    """Microseconds per job of the agent's journal writes alone."""
+    from rainbow_aio import Job
+    from rainbow_aio.agent import JobStateName, Journal
+
+    path = tmp / f"cost-{sync}.db"
+    all_jobs = [Job(i, "c", "", 1, 1, "true") for i in range(1, jobs + 1)]
+    t0 = time.perf_counter()
+    with Journal.open(path, sync=sync) as journal:  # type: ignore[arg-type]
+        for start in range(0, jobs, NODES):
+            batch = all_jobs[start : start + NODES]
+            journal.intend(batch, "c")
+            journal.accepted("c", [j.id for j in batch], launching=True)
+            for j in batch:  # handles and ends are deferred and committed together
+                journal.running("c", j.id, "local", f"{j.id}:1", defer=True)
+            journal.flush()
+            for j in batch:
+                journal.ended("c", j.id, JobStateName.FINISHED, 0, "exit 0", defer=True)
+            journal.flush()
+    return (time.perf_counter() - t0) / jobs * 1e6
+
+
+async def agent_run(ctx: H.RunContext, checks: H.Checks, jobs: int, sync: str) -> dict[str, Any]:
+    root = ctx.tmp / f"agent-{sync}"
+    root.mkdir()
+    async with H.server_process(ctx, f"{NAME}-{sync}") as server:
+        async with H.Admin(server.address) as admin:
+            cluster = f"agent-{sync}"
+            token, secret = (await admin.register_many([cluster]))[cluster]
+        from rainbow_aio import RainbowClient
+
+        async with RainbowClient(server.address) as client:
+            for start in range(0, jobs, 100):
+                await asyncio.gather(
+                    *(
+                        client.submit_job(cluster, token, "true")
+                        for _ in range(start, min(jobs, start + 100))
+                    )
+                )
+            journal = root / "journal.db"
+            env = {**os.environ, "RAINBOW_SECRET": secret}
+            env.pop("PYTHONDEVMODE", None)
+            t0 = time.perf_counter()
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "rainbow_aio",
+                "agent",
+                "--host",
+                server.address,
+                "--cluster",
+                cluster,
+                "--nodes",
+                str(NODES),
+                "--journal",
+                str(journal),
+                "--workdir",
+                str(root / "jobs"),
+                "--journal-sync",
+                sync,
+                "--allow-root",
+                "--progress",
+                "never",
+                "--poll-interval",
+                "0.05",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )
+            try:
+                while True:
+                    await asyncio.sleep(0.1)
+                    done = _finished(journal)
+                    if done >= jobs or proc.returncode is not None:
+                        break
+                wall = time.perf_counter() - t0
+            finally:
+                if proc.returncode is None:
+                    proc.terminate()
+                await proc.wait()
+            listed = await client.request_jobs(cluster, secret)
+    db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
+    first, last, finished, distinct = db.execute(
+        "SELECT min(accepted), max(ended), count(*), count(DISTINCT id) FROM jobs "
+        "WHERE state = 'finished'"
+    ).fetchone()
+    db.close()
+    checks.check(f"{sync}: every job finished once", finished == jobs == distinct, f"{finished}")
+    checks.check(f"{sync}: none left on the server", not listed, f"{len(listed)} listed")
+    serving = last - first
+    return {
+        "sync": sync,
+        "wall_s": round(wall, 3),
+        "serving_s": round(serving, 3),
+        "jobs_per_s": round(jobs / serving, 1),
+        "jobs_per_s_wall": round(jobs / wall, 1),
+    }
+
+
+def _finished(journal: Path) -> int:
+    if not journal.exists():
+        return 0
+    try:
+        db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True, timeout=1)
+        try:
+            (n,) = db.execute("SELECT count(*) FROM jobs WHERE state = 'finished'").fetchone()
+        finally:
+            db.close()
+    except sqlite3.Error:
+        return 0
+    return int(n)
+
+
+async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
+    jobs = SIZES[ctx.size]["jobs"]
+    base = await baseline(jobs)
+    base_rate = jobs / base
+    H.say(f"  bare asyncio loop: {base:.2f} s, {base_rate:.0f} jobs/s")
+    runs = []
+    for sync in ("full", "normal"):
+        result = await agent_run(ctx, checks, jobs, sync)
+        result["ratio_vs_bare_loop"] = round(result["jobs_per_s"] / base_rate, 3)
+        H.say(
+            f"  agent (journal sync {sync}): {result['jobs_per_s']} jobs/s serving "
+            f"({result['ratio_vs_bare_loop']}x the bare loop), {result['wall_s']} s wall"
+        )
+        runs.append(result)
+    cost = {sync: round(journal_cost(ctx.tmp, jobs, sync), 1) for sync in ("full", "normal")}
+    H.say(f"  journal cost per job: {cost['full']} µs (full), {cost['normal']} µs (normal)")
+    full = runs[0]
+    return {
+        "params": {"jobs": jobs, "nodes": NODES},
+        "results": {
+            "bare_loop": {"seconds": round(base, 3), "jobs_per_s": round(base_rate, 1)},
+            "agent": runs,
+            "journal_us_per_job": cost,
+            "uptime": _uptime(),
+        },
+        "targets": [
+            H.target(
+                "agent jobs/s vs the bare loop (journal sync full)",
+                full["ratio_vs_bare_loop"],
+                GOAL_RATIO,
+                unit="x",
+            )
+        ],
+    }
+
+
+def _uptime() -> str:
+    import subprocess
+
+    try:
+        return subprocess.run(
+            ["uptime"], capture_output=True, text=True, check=False
+        ).stdout.strip()
+    except OSError:
+        return ""
