@@ -23,7 +23,9 @@ nothing else: not the journal, not the logs, not the jobs' environment or folder
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import shlex
@@ -216,6 +218,8 @@ class Agent:
         )
         self._telemetry = _Telemetry.load(options.cluster, self.executor.name)
         self._flush_handle: asyncio.TimerHandle | None = None
+        # commits (and their fsyncs) run on this thread, off the event loop, in order
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -257,6 +261,9 @@ class Agent:
             raise AgentError(f"cannot create the workdir {opts.workdir}: {exc}") from None
         journal = Journal.open(opts.journal, sync=opts.journal_sync)
         self._journal = journal
+        self._writer = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="rainbow-agent-journal"
+        )
         try:
             total = opts.nodes
             if total is None:
@@ -280,6 +287,9 @@ class Agent:
             if self._flush_handle is not None:
                 self._flush_handle.cancel()
                 self._flush_handle = None
+            if self._writer is not None:
+                await asyncio.to_thread(self._writer.shutdown, wait=True)
+                self._writer = None
             journal.close()
             self._journal = None
             self._changed()
@@ -450,7 +460,7 @@ class Agent:
     async def _accept(self, jobs: list[PolledJob]) -> None:
         journal = self._jl
         cluster = self.options.cluster
-        journal.intend([pj.job for pj in jobs], cluster)
+        await self._write(journal.intend, [pj.job for pj in jobs], cluster)
         outcomes = await asyncio.gather(*(pj.accept() for pj in jobs), return_exceptions=True)
         ours: list[PolledJob] = []
         lost: list[int] = []
@@ -468,11 +478,18 @@ class Agent:
                 retry.append(pj)
             if outcome is not True:
                 self._cap.give(pj.job.nodes)
-        journal.settle(cluster, lost, S.NOT_TAKEN, "taken by another accepter")
-        journal.settle(cluster, unsure, S.UNCERTAIN, "the accept may have taken it or not: not run")
-        journal.settle(
-            cluster, [pj.id for pj in retry], S.NOT_TAKEN, "the accept failed; still listed"
-        )
+
+        def settle() -> None:
+            journal.settle(cluster, lost, S.NOT_TAKEN, "taken by another accepter")
+            journal.settle(
+                cluster, unsure, S.UNCERTAIN, "the accept may have taken it or not: not run"
+            )
+            journal.settle(
+                cluster, [pj.id for pj in retry], S.NOT_TAKEN, "the accept failed; still listed"
+            )
+
+        if lost or unsure or retry:
+            await self._write(settle)
         for pj in retry:
             pj.release(failed=True)
         self._counts["not_taken"] += len(lost) + len(retry)
@@ -485,11 +502,12 @@ class Agent:
             if not isinstance(launch, str):
                 self._prepare_folder(launch)
             launches.append((pj, launch))
-        journal.accepted(cluster, [pj.id for pj in ours], launching=True)
+        await self._write(journal.accepted, cluster, [pj.id for pj in ours], launching=True)
         self._counts["accepted"] += len(ours)
         for pj, launch in launches:
             if isinstance(launch, str):
-                journal.ended(cluster, pj.id, S.FAILED, None, launch)
+                journal.ended(cluster, pj.id, S.FAILED, None, launch, defer=True)
+                self._flush_soon()
                 self._counts["failed"] += 1
                 self._cap.give(pj.job.nodes)
                 log.warning("job %d failed: %s", pj.id, launch)
@@ -659,16 +677,26 @@ class Agent:
 
     def _flush(self) -> None:
         self._flush_handle = None
-        if self._journal is not None:
-            try:
-                self._journal.flush()
-            except RainbowError as exc:
-                log.error("%s", exc)
+        if self._journal is not None and self._writer is not None:
+            future = self._writer.submit(self._journal.flush)
+            future.add_done_callback(_log_failure)
+
+    async def _write(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
+        """Run one journal write on the writer thread and wait until it is committed."""
+        assert self._writer is not None
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
 
     def _changed(self) -> None:
         if self._on_change is not None:
             with contextlib.suppress(Exception):
                 self._on_change()
+
+
+def _log_failure(future: concurrent.futures.Future[None]) -> None:
+    exc = future.exception()
+    if exc is not None:
+        log.error("journal write failed: %s", exc)
 
 
 class _Telemetry:

@@ -21,6 +21,7 @@ import enum
 import fcntl
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -206,6 +207,8 @@ class Journal:
         self._lock_fd = lock_fd
         self._readonly = readonly
         self._deferred: list[tuple[str, tuple[object, ...]]] = []
+        # writes may come from a worker thread (the agent commits off its event loop)
+        self._lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -315,14 +318,13 @@ class Journal:
     def refuse(self, job: Job, cluster: str, reason: str) -> bool:
         """Record a job that can never run here; False when it was recorded before."""
         now = time.time()
-        before = self._db.total_changes
-        self._write(
+        changed = self._write(
             "INSERT INTO jobs (cluster, id, state, job, nodes, command, reason, created, "
             "updated) VALUES (?, ?, 'refused', ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (cluster, id) DO NOTHING",
             [(cluster, job.id, job.to_json(), job.nodes, job.command, reason, now, now)],
         )
-        return self._db.total_changes > before
+        return changed > 0
 
     def accepted(
         self,
@@ -379,7 +381,8 @@ class Journal:
         now = time.time()
         row = (executor, handle, now, now, cluster, job_id)
         if defer:
-            self._deferred.append((self._RUNNING, row))
+            with self._lock:
+                self._deferred.append((self._RUNNING, row))
         else:
             self._write(self._RUNNING, [row])
 
@@ -406,7 +409,8 @@ class Journal:
         now = time.time()
         row = (JobStateName(state).value, exit_code, reason, ended_at or now, now, cluster, job_id)
         if defer:
-            self._deferred.append((self._ENDED, row))
+            with self._lock:
+                self._deferred.append((self._ENDED, row))
         else:
             self._write(self._ENDED, [row])
 
@@ -420,21 +424,25 @@ class Journal:
         if self._deferred:
             self._write("", [])
 
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
-        """One transaction: the deferred writes first (in order), then ``rows``."""
+    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> int:
+        """One transaction: the deferred writes first (in order), then ``rows``; returns
+        how many rows ``sql`` changed."""
         if self._readonly:
             raise JournalError(f"the journal {self.path} was opened read-only")
-        if not rows and not self._deferred:
-            return
-        deferred, self._deferred = self._deferred, []
-        try:
-            with self._db:
-                for statement, row in deferred:
-                    self._db.execute(statement, row)
-                if rows:
-                    self._db.executemany(sql, rows)
-        except sqlite3.DatabaseError as exc:
-            raise JournalError(f"cannot write the journal {self.path}: {exc}") from exc
+        with self._lock:
+            if not rows and not self._deferred:
+                return 0
+            deferred, self._deferred = self._deferred, []
+            changed = 0
+            try:
+                with self._db:
+                    for statement, row in deferred:
+                        self._db.execute(statement, row)
+                    if rows:
+                        changed = self._db.executemany(sql, rows).rowcount
+            except sqlite3.DatabaseError as exc:
+                raise JournalError(f"cannot write the journal {self.path}: {exc}") from exc
+            return changed
 
 
 def _lock(path: Path) -> int:
@@ -462,7 +470,7 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
         if readonly:
             db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
         else:
-            db = sqlite3.connect(path)
+            db = sqlite3.connect(path, check_same_thread=False)
     except sqlite3.Error as exc:
         raise JournalError(f"cannot open the journal {path}: {exc}") from None
     db.execute("PRAGMA busy_timeout = 5000")
