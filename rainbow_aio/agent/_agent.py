@@ -225,6 +225,7 @@ class Agent:
 
     @property
     def stats(self) -> AgentStats:
+        """What the agent is doing and has done since it started (a snapshot)."""
         cap = self._capacity
         blocked = cap.blocked(self._waiting) if cap is not None else None
         return AgentStats(

@@ -152,10 +152,12 @@ class JobRecord:
 
     @property
     def command(self) -> str:
+        """The job's command, as submitted."""
         return self.job.command
 
     @property
     def nodes(self) -> int:
+        """The nodes the job asked for."""
         return self.job.nodes
 
     @property

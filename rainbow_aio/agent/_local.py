@@ -101,9 +101,13 @@ class LocalExecutor:
         self._env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
     async def free_nodes(self) -> int | None:
+        """None: the agent counts nodes itself (``nodes`` / ``--nodes``)."""
         return None
 
     async def start(self, launch: Launch) -> str:
+        """Check the command exists and the folder is writable (:class:`LaunchError`
+        otherwise), then spawn the wrapper in its own session; the handle is
+        ``"PID:START"``."""
         if not launch.argv or not launch.argv[0]:
             raise LaunchError("empty command")
         program = launch.argv[0]
@@ -131,6 +135,8 @@ class LocalExecutor:
         return handle
 
     async def wait(self, launch: Launch, handle: str) -> Ended:
+        """Wait for the wrapper (or, when another claimed the folder first, for that
+        one) and read how the job ended from its folder."""
         child = self._children.get(handle)
         if child is not None:
             try:
@@ -151,6 +157,8 @@ class LocalExecutor:
         return self._outcome(launch)
 
     async def cancel(self, launch: Launch, handle: str) -> None:
+        """SIGTERM to the job's session, SIGKILL after ``cancel_grace`` seconds; the job
+        is recorded as ``"cancelled"``."""
         pid, start = _parse(handle)
         with contextlib.suppress(OSError):
             (launch.folder / "cancelled").touch()
@@ -165,6 +173,8 @@ class LocalExecutor:
         _kill_group(pid, signal.SIGKILL)
 
     async def reattach(self, launch: Launch, handle: str | None) -> str | Ended | None:
+        """From the folder: its exit file (ended), its claim and a live wrapper (running:
+        the handle), or neither (never started: None)."""
         folder = launch.folder
         if _exit_code(folder) is not None:
             return self._outcome(launch)
@@ -183,6 +193,7 @@ class LocalExecutor:
         return None
 
     async def aclose(self) -> None:
+        """Stop watching the jobs; they keep running, for a later agent to re-attach."""
         for child in self._children.values():
             child.close()  # the jobs keep running; a later agent re-attaches
         self._children.clear()
