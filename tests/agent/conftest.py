@@ -1,5 +1,5 @@
-"""Fixtures for the agent tests: a registered cluster on the embedded server, and an
-agent running in the test's event loop (or as a real ``rainbow-aio agent`` process).
+"""Fixtures for the agent tests: a registered cluster on the embedded server (``site``);
+the helpers are in ``support/agents.py``.
 
 Everything runs for real: the server over loopback, jobs as subprocesses, kill -9 on
 agent processes this test started (by pid). Tests wait on conditions, never on timings.
@@ -7,81 +7,33 @@ agent processes this test started (by pid). Tests wait on conditions, never on t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import os
-import signal
-import sys
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
-
-from rainbow_aio import PollerOptions, RainbowClient, RainbowServer, Shutdown
-from rainbow_aio.agent import (
-    Agent,
-    AgentOptions,
-    AgentStats,
-    JobRecord,
-    Journal,
-    JournalCorruptError,
-    JournalError,
+from support.agents import (
+    FAST,
+    Site,
+    agent_argv,
+    agent_process,
+    job_wrappers_alive,
+    kill_job_wrappers,
+    running_agent,
+    wait_until,
 )
 
-FAST = PollerOptions(min_interval=0.01, max_interval=0.05)
+from rainbow_aio import RainbowClient, RainbowServer
 
-
-@dataclass
-class Site:
-    """A cluster with its credentials, a journal path and a workdir."""
-
-    client: RainbowClient
-    server: RainbowServer
-    name: str
-    token: str = field(repr=False)
-    secret: str = field(repr=False)
-    root: Path
-
-    @property
-    def journal(self) -> Path:
-        return self.root / "journal.db"
-
-    @property
-    def workdir(self) -> Path:
-        return self.root / "jobs"
-
-    def options(self, **changes: Any) -> AgentOptions:
-        base: dict[str, Any] = {
-            "cluster": self.name,
-            "journal": self.journal,
-            "workdir": self.workdir,
-            "nodes": 4,
-            "allow_root": True,  # the tests run as root here; the refusal has its own test
-            "poller": FAST,
-            "drain_timeout": 10.0,
-        }
-        return AgentOptions(**(base | changes))
-
-    async def submit(self, command: str, *, nodes: int = 1, tasks: int = 1) -> int:
-        job_id = await self.client.submit_job(
-            self.name, self.token, command, nodes=nodes, tasks=tasks
-        )
-        assert job_id is not None
-        return job_id
-
-    async def listed(self) -> set[int]:
-        return {job.id for job in await self.client.request_jobs(self.name, self.secret)}
-
-    def records(self) -> dict[int, JobRecord]:
-        try:
-            with Journal.read(self.journal) as journal:
-                return {r.id: r for r in journal.records()}
-        except JournalError as exc:  # not there yet, or being created by the agent
-            if isinstance(exc, JournalCorruptError):
-                raise
-            return {}
+__all__ = [
+    "FAST",
+    "Site",
+    "agent_argv",
+    "agent_process",
+    "job_wrappers_alive",
+    "kill_job_wrappers",
+    "running_agent",
+    "site",
+    "wait_until",
+]
 
 
 @pytest.fixture
@@ -90,109 +42,3 @@ async def site(
 ) -> Site:
     reg = await rainbow_client.register("agent-test", rainbow_server.secret)
     return Site(rainbow_client, rainbow_server, reg.cluster, reg.token, reg.secret, tmp_path)
-
-
-async def wait_until(
-    condition: Callable[[], bool], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    try:
-        async with asyncio.timeout(within):
-            while not condition():  # noqa: ASYNC110 - counters have no event to wait on
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
-
-
-@contextlib.asynccontextmanager
-async def running_agent(
-    site: Site, options: AgentOptions | None = None, **kwargs: Any
-) -> AsyncIterator[tuple[Agent, Shutdown, asyncio.Task[AgentStats]]]:
-    """An agent running in this loop; stopped (gracefully) when the block ends."""
-    agent = Agent(site.client, site.secret, options or site.options(), **kwargs)
-    stop = Shutdown()
-    task = asyncio.create_task(agent.run(stop))
-    try:
-        yield agent, stop, task
-    finally:
-        stop.request("test over")
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(asyncio.shield(task), 30)
-        if not task.done():
-            stop.force("test over")
-            task.cancel()
-        with contextlib.suppress(BaseException):
-            await task
-
-
-def agent_argv(site: Site, *extra: str) -> list[str]:
-    """A ``rainbow-aio agent`` command line for ``site`` (secret from the environment)."""
-    return [
-        sys.executable,
-        "-m",
-        "rainbow_aio",
-        "agent",
-        "--host",
-        site.server.address,
-        "--cluster",
-        site.name,
-        "--journal",
-        str(site.journal),
-        "--workdir",
-        str(site.workdir),
-        "--allow-root",
-        "--poll-interval",
-        "0.02",
-        "--progress",
-        "never",
-        *extra,
-    ]
-
-
-@contextlib.asynccontextmanager
-async def agent_process(
-    site: Site, *extra: str, stderr: Path | None = None
-) -> AsyncIterator[asyncio.subprocess.Process]:
-    """A real ``rainbow-aio agent`` process; killed (by its pid) if still running after."""
-    env = {**os.environ, "RAINBOW_SECRET": site.secret, "PYTHONWARNINGS": "error"}
-    err = open(stderr, "ab") if stderr else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
-    try:
-        proc = await asyncio.create_subprocess_exec(
-            *agent_argv(site, *extra),
-            env=env,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=err,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                await proc.wait()
-    finally:
-        if stderr:
-            err.close()  # type: ignore[union-attr]
-
-
-def job_wrappers_alive(workdir: Path) -> list[int]:
-    """Pids of processes still running a job of ``workdir`` (for the no-leftovers check)."""
-    found = []
-    needle = os.fsencode(str(workdir))
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-            stat = (entry / "stat").read_bytes()
-        except OSError:
-            continue
-        if needle in cmdline and stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":
-            found.append(int(entry.name))
-    return found
-
-
-def kill_job_wrappers(workdir: Path) -> None:
-    for pid in job_wrappers_alive(workdir):
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
