@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
 from .._stopping import Shutdown
-from ..poller import AcceptUncertainError, PolledJob, PollerOptions
+from ..poller import AcceptUncertainError, JobState, PolledJob, PollerOptions
 from ._capacity import Capacity, Waiting
 from ._executor import Ended, Executor, Launch, LaunchError
 from ._journal import JobRecord, JobStateName, Journal, Sync
@@ -420,6 +420,9 @@ class Agent:
             await self._wake.wait()
             self._wake.clear()
             self._start_owned()
+            # a job the poller took back (held too long, or its poller stopping) is not ours
+            # to accept any more
+            self._waiting = [e for e in self._waiting if e.item.state is JobState.HELD]
             free = await self.executor.free_nodes()
             plan = self._cap.plan(self._waiting, free)
             if plan:
@@ -444,7 +447,9 @@ class Agent:
 
     def _start_owned(self) -> None:
         """Start the jobs accepted before a restart, as nodes allow (oldest first)."""
-        while self._owned and self._owned[0].nodes <= self._cap.free:
+        while self._owned and (
+            self._owned[0].nodes <= self._cap.free or not self._running  # bigger than now
+        ):
             record = self._owned.pop(0).item
             launch = self._launch_of(record.job)
             if isinstance(launch, str):
@@ -753,13 +758,16 @@ class _JobSpan:
     def end(self, ended: Ended) -> None:
         state = "finished" if ended.ok else "failed"
         self.span.set_attribute("rainbow.job.state", state)
-        self.span.set_attribute("rainbow.job.reason", ended.reason)
         if ended.exit_code is not None:
             self.span.set_attribute("rainbow.job.exit_code", ended.exit_code)
         if not ended.ok:
             from opentelemetry.trace import Status, StatusCode
 
-            self.span.set_status(Status(StatusCode.ERROR, ended.reason))
+            # not ended.reason: it can quote the command (a program not found)
+            code = ended.exit_code
+            self.span.set_status(
+                Status(StatusCode.ERROR, f"exit {code}" if code is not None else "failed")
+            )
         self.span.end()
         attrs = {**self.owner._attrs, "rainbow.job.state": state}
         self.owner._jobs.add(1, attrs)
