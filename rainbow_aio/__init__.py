@@ -44,12 +44,15 @@ from .poller import (
     AcceptMode,
     AcceptUncertainError,
     JobBatch,
+    JobReleasedError,
     PolledJob,
     Poller,
     PollerGroup,
     PollerOptions,
     PollerStats,
     PollerStoppedError,
+    RunReport,
+    UnhandledJobsError,
 )
 
 __version__ = "0.1.0"
@@ -94,6 +97,7 @@ __all__ = [
     "DeadlineExceededError",
     "DeniedError",
     "InvalidArgumentError",
+    "JobReleasedError",
     "MissingCredentialError",
     "PollerStoppedError",
     "ProtocolError",
@@ -103,6 +107,7 @@ __all__ = [
     "ServerError",
     "TLSError",
     "UnavailableError",
+    "UnhandledJobsError",
     # polling
     "AcceptMode",
     "JobBatch",
@@ -111,6 +116,7 @@ __all__ = [
     "PollerGroup",
     "PollerOptions",
     "PollerStats",
+    "RunReport",
     # stopping workers
     "Shutdown",
     # server

@@ -21,6 +21,7 @@ import grpc
 import grpc.aio
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from . import _accepters
 from . import _protocol as P
 from ._config import (
     KeepAliveConfig,
@@ -265,8 +266,10 @@ class RainbowClient:
     async def connect(self) -> None:
         """Open the channel and wait until the server answers HTTP/2.
 
-        Raises :class:`UnavailableError` naming the host (or :class:`TLSError` when the
-        TLS handshake fails) if no connection is up within ``connect_timeout`` seconds.
+        Raises :class:`UnavailableError` naming the host (and, unless something there
+        took the connection and closed it, how to start a server) or :class:`TLSError`
+        when the TLS handshake fails, if no connection is up within ``connect_timeout``
+        seconds.
         Does nothing when already connected; a closed client cannot reconnect. A
         ``close()`` while it waits ends the wait: it then closes the channel it was
         opening and raises :class:`ClientClosedError`.
@@ -472,7 +475,7 @@ class RainbowClient:
         *,
         timeout: float | None = None,
     ) -> list[Job]:
-        """List up to ``max_jobs`` (None: all) jobs waiting for ``cluster``, lowest id first.
+        """List up to ``max_jobs`` (None or 0: all) jobs waiting for ``cluster``, lowest id first.
 
         Listing claims nothing: the same jobs come back until they are accepted. Returns
         ``[]`` when none wait. Repeated after lost connections, deadlines and a busy
@@ -516,7 +519,7 @@ class RainbowClient:
         _check_name("cluster", cluster)
         _check_str("secret", secret)
         if max_jobs is not None:
-            _check_int("max_jobs", max_jobs, minimum=1)
+            _check_int("max_jobs", max_jobs, minimum=0)  # 0 means all, as on the wire
         request = pb.RequestJobsRequest(
             cluster=cluster, secret=secret, maxJobs=max_jobs or 0, sent=_now()
         )
@@ -550,9 +553,12 @@ class RainbowClient:
         _check_str("secret", secret)
         ids = _check_job_ids(job_ids)
         request = pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids, sent=_now())
-        resp, trace = await self._unary(
-            "AcceptJobs", lambda m: m.accept_jobs, request, cluster=cluster, timeout=timeout
-        )
+        # counted as an accepter of the cluster while it runs, so that no poller of this
+        # process infers from a PARTIAL answer that a job this call took is its own
+        with _accepters.accepting(cluster):
+            resp, trace = await self._unary(
+                "AcceptJobs", lambda m: m.accept_jobs, request, cluster=cluster, timeout=timeout
+            )
         status = pb.AcceptJobsResponse.ResultType
         if resp.status == status.RESULT_TYPE_SUCCESS:
             outcome = AcceptStatus.SUCCESS

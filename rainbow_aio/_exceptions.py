@@ -31,6 +31,8 @@ and the server never sends them in details.
 
 from __future__ import annotations
 
+from typing import Final
+
 import grpc
 
 from . import _protocol as P
@@ -133,7 +135,11 @@ class RPCError(RainbowError):
 
 
 class DeniedError(RPCError):
-    """Wrong token or secret, unknown cluster, or wrong registration secret."""
+    """Wrong token or secret, unknown cluster, or wrong registration secret.
+
+    The server answers the same ``request denied`` (kept in ``details``) for all of
+    them, so the message names the possibilities for the call that was denied and how
+    to tell them apart."""
 
 
 class MissingCredentialError(RPCError):
@@ -183,6 +189,49 @@ _UNKNOWN_DETAILS: dict[str, type[RPCError]] = {
 
 _TLS_HINTS = ("ssl", "tls", "handshake", "certificate")
 
+NO_SERVER_HINT: Final = (
+    "is a rainbow server running there? start one with: rainbow-aio serve "
+    "(see docs/getting-started.md)"
+)
+"""What to do when nothing answers at the host: shared by ``connect()``'s error and the
+command line's."""
+
+# What a denial can mean, by call: the server cannot tell a wrong credential from a
+# cluster it does not know (it answers "request denied" to both), so the message names
+# each possibility and how to tell them apart. Never the credential itself.
+_TELL_WHICH = (
+    "register() with this name tells which: ClusterExistsError means the cluster exists "
+    "and the {credential} is wrong (otherwise it registers the cluster, with new credentials)"
+)
+_WRONG_SECRET = (
+    "the secret is wrong (use the cluster's secret from register(), not its token), or the "
+    "cluster is not registered on this server (another host, a misspelt name, or a server "
+    "restarted with --cleanup or on a fresh database); " + _TELL_WHICH.format(credential="secret")
+)
+_DENIED_CAUSES: dict[str, str] = {
+    "Register": (
+        "the registration secret differs from the server's: use the one the server was "
+        "started with (its --secret option; the Go server's -secret flag)"
+    ),
+    "SubmitJob": (
+        "the token is wrong (use the token register() returned for this cluster, not its "
+        "secret), or the cluster is not registered on this server (another host, a misspelt "
+        "name); " + _TELL_WHICH.format(credential="token")
+    ),
+    "RequestJobs": _WRONG_SECRET,
+    "AcceptJobs": _WRONG_SECRET,
+}
+_DENIED_ANY = (
+    "a wrong token or secret, a cluster not registered on this server, or a registration "
+    "secret that differs from the server's"
+)
+
+
+def _denied_causes(rpc: str) -> str:
+    """What may be wrong when the server denies ``rpc``, and how to check each."""
+    return _DENIED_CAUSES.get(rpc, _DENIED_ANY)
+
+
 # Wordings that mean the call was never written to any connection: grpc core's when no
 # connection could be made for it (pick_first found no ready address, or the name did not
 # resolve), and the client's own when it gave up waiting for a connection. _retry.py
@@ -224,8 +273,10 @@ def error_from_status(
     times the call was sent), ``tls`` (whether the client uses TLS) and ``budget`` (the
     call's time budget, when that is what ran out) only shape the message, so that an
     :class:`UnavailableError` names the host, the attempts, and a hint when a server
-    closed the connection before gRPC could start, and an error that ended the call
-    because its whole budget was spent (a deadline, a server out of reach) says so.
+    closed the connection before gRPC could start (or, for ``connect``, how to start a
+    server), a :class:`DeniedError` names what may be wrong for its RPC and how to check
+    each, and an error that ended the call because its whole budget was spent (a
+    deadline, a server out of reach) says so. ``details`` stays the server's own string.
     """
     details = details or ""
     tried = _attempts_text(attempts)
@@ -238,7 +289,8 @@ def error_from_status(
             return make(InvalidArgumentError, f"the server refused the call: {details}")
         cls = _UNKNOWN_DETAILS.get(details, ServerError)
         gave_up = f" (gave up{tried})" if attempts and attempts > 1 else ""
-        return make(cls, f"the server answered: {details or 'unknown error'}{gave_up}")
+        causes = f" — {_denied_causes(rpc)}" if cls is DeniedError else ""
+        return make(cls, f"the server answered: {details or 'unknown error'}{gave_up}{causes}")
     if code == grpc.StatusCode.UNAVAILABLE:
         where = f" at {host}" if host else ""
         lowered = details.lower()
@@ -248,7 +300,7 @@ def error_from_status(
                 f"TLS handshake with the server{where} failed ({details}); check that "
                 "client and server agree on TLS and that the CA and certificates match",
             )
-        hint = ""
+        hint = f"; {NO_SERVER_HINT}" if rpc == "connect" else ""
         unsent = never_sent(details)
         if _NOT_CONNECTED_MARKS[0] in lowered and "refused" not in lowered and tls is not None:
             # something accepted the connection and closed it before gRPC could start
@@ -275,7 +327,7 @@ def error_from_status(
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         return make(InvalidArgumentError, f"the server refused the call: {details}")
     if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
-        return make(DeniedError, f"the server denied the call: {details}")
+        return make(DeniedError, f"the server denied the call: {details} — {_denied_causes(rpc)}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
         if details.startswith(P.DETAILS_ANSWER_TOO_LARGE):
             # the server's own limit: a larger receive limit here would not help

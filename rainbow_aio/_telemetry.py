@@ -237,6 +237,9 @@ _COUNTERS: Final = (
     ("rainbow.poller.jobs.released", "released", "Jobs given back to the server"),
     ("rainbow.poller.jobs.uncertain", "uncertain", "Accepts with an unknown outcome"),
     ("rainbow.poller.jobs.given_up", "given_up", "Jobs no longer handed out after failures"),
+    ("rainbow.poller.accept_errors", "accept_errors", "AcceptJobs calls that failed"),
+    ("rainbow.poller.jobs.hold_expired", "hold_expired", "Jobs held past max_hold, given back"),
+    ("rainbow.poller.jobs.unhandled", "unhandled", "Accepted jobs not handled before closing"),
 )
 
 _loaded: Telemetry | None = None

@@ -26,6 +26,7 @@ from typing import Any, Final, TypeVar
 
 from .._config import parse_host
 from .._exceptions import (
+    NO_SERVER_HINT,
     ClientClosedError,
     ClusterExistsError,
     DeadlineExceededError,
@@ -100,10 +101,7 @@ def explain(exc: RainbowError, *, host: str, hint: str = "", tls: bool = False) 
             "server uses TLS, pass --tls-ca (or --tls for a publicly trusted certificate)"
         )
     if isinstance(exc, UnavailableError):
-        return (
-            f"nothing answers at {host} — is the server running? "
-            "(start one with: rainbow-aio serve)"
-        )
+        return f"nothing answers at {host} — {NO_SERVER_HINT}"
     if isinstance(exc, DeadlineExceededError):
         return (
             f"the server at {host} did not answer in time — check that it is healthy, "

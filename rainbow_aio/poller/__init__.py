@@ -8,27 +8,43 @@
   :class:`JobBatch`: several of one cluster, handed out and accepted together.
 - :class:`PollerStats`, :class:`AcceptMode`, :class:`PollerOptions` (and
   :class:`PollerKwargs`, the same options as typed keywords).
-- :class:`AcceptUncertainError`, :class:`PollerStoppedError`.
+- :class:`AcceptUncertainError`, :class:`PollerStoppedError`, :class:`JobReleasedError`,
+  :class:`UnhandledJobsError`; :class:`RunReport` (what ``run()`` returns).
 
 Internals, as layers (each imports only the ones before it):
 
 1. ``_options``, ``_errors``, ``_job`` (job states and the ``PolledJob`` handle);
-2. ``_queue``: the bounded queue between pollers and consumers;
+2. ``_queue``: the bounded queue between pollers and consumers; ``_failures``: failed
+   deliveries of jobs not accepted; ``_listings``: listings in flight and tombstones;
 3. ``_ledger``: one accept ledger per (client, cluster), the only owner of a job's state
-   and of everything about accepting (batches, sends, resends, outcomes);
-4. ``_run``: the consumer side (iteration, ``run(handler)``);
+   and of everything about accepting (batches, sends, resends, outcomes), built on the
+   two record keepers of layer 2 and on the process-wide record of accepters
+   (``rainbow_aio/_accepters.py``);
+4. ``_run``: the consumer side (iteration, ``run(handler)`` and how it stops);
 5. ``_poller``: one cluster's poll loop, and ``Poller``;
 6. ``_group``: ``PollerGroup``.
 """
 
 from __future__ import annotations
 
-from ._errors import AcceptUncertainError, PollerStoppedError
+from ._errors import (
+    AcceptUncertainError,
+    JobReleasedError,
+    PollerStoppedError,
+    UnhandledJobsError,
+)
 from ._group import PollerGroup
 from ._job import JobBatch, JobState, PolledJob
-from ._options import AcceptMode, GiveUpHook, PollerKwargs, PollerOptions, PollerStats
+from ._options import (
+    AcceptMode,
+    GiveUpHook,
+    PollerKwargs,
+    PollerOptions,
+    PollerStats,
+    UnhandledHook,
+)
 from ._poller import Poller
-from ._run import AcceptWhen, BatchHandler, Handler
+from ._run import AcceptWhen, BatchHandler, Handler, RunReport
 
 __all__ = [
     "AcceptMode",
@@ -38,6 +54,7 @@ __all__ = [
     "GiveUpHook",
     "Handler",
     "JobBatch",
+    "JobReleasedError",
     "JobState",
     "PolledJob",
     "Poller",
@@ -46,4 +63,7 @@ __all__ = [
     "PollerOptions",
     "PollerStats",
     "PollerStoppedError",
+    "RunReport",
+    "UnhandledHook",
+    "UnhandledJobsError",
 ]

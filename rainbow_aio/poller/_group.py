@@ -14,8 +14,8 @@ import anyio
 import anyio.abc
 
 from .._exceptions import InvalidArgumentError
-from ._errors import PollerStoppedError
-from ._job import JobBatch, PolledJob
+from .._models import Job
+from ._errors import PollerStoppedError, UnhandledJobsError
 from ._ledger import AcceptClient, Entry
 from ._options import GROUP_QUEUE_SIZE, PollerKwargs, PollerOptions, PollerStats
 from ._pacing import IdleBudget
@@ -30,9 +30,13 @@ from ._poller import (
     resolve_options,
 )
 from ._queue import JobQueue
-from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
+from ._run import JobSource
 
 __all__ = ["DEFAULT_IDLE_POLLS_PER_SECOND", "PollerGroup"]
+
+# clusters of a group entered whose first polls go out at once (within the idle budget's
+# own burst of a tenth of its rate)
+_FIRST_AT_ONCE = 50
 
 DEFAULT_IDLE_POLLS_PER_SECOND = 500.0
 """The default budget of a group's idle polls: well within what the embedded server (and
@@ -54,7 +58,8 @@ class PollerGroup(JobSource):
     client's channel, one task each, and the merged queue. ``add()`` and ``remove()``
     change the clusters while the group runs. At most ``max_concurrent_polls`` (128)
     RequestJobs of the group are in flight at once, so a slow server faces a bounded
-    load and memory stays bounded; the first polls are spread over ``min_interval``
+    load and memory stays bounded; the first 50 clusters poll at once, and the first polls
+    of the others are spread over ``min_interval``
     per hundred clusters (at most ``max_interval``), so a large group does not start
     with a burst.
 
@@ -117,6 +122,8 @@ class PollerGroup(JobSource):
         self._members: dict[str, ClusterPoller] = {}
         self._errors: dict[str, BaseException] = {}
         self._errors_raised = False
+        # accepted jobs of removed clusters that no consumer took before they closed
+        self._removed_unhandled: builtins.list[Job] = []
         self._phase = NEW
         self._tg: anyio.abc.TaskGroup | None = None
         for cluster, secret in (clusters or {}).items():
@@ -164,8 +171,10 @@ class PollerGroup(JobSource):
         if member is None:
             raise InvalidArgumentError("the group does not poll this cluster", cluster=cluster)
         self._errors.pop(cluster, None)
+        self._check_all_failed()  # the clusters left may all have failed
         if member.phase != NEW:
             await member.close()
+            self._removed_unhandled.extend(member.unhandled())
 
     # state
 
@@ -190,25 +199,10 @@ class PollerGroup(JobSource):
 
     # consuming
 
-    async def get(self) -> PolledJob:
-        """The next job of any cluster.
-
-        Raises :class:`PollerStoppedError` once the group is stopped and the queue is
-        empty, and an ``ExceptionGroup`` of the errors once every cluster has failed.
-        """
+    def _consumer_queue(self) -> JobQueue[Entry]:
         if self._phase == NEW:
             raise RuntimeError("enter the group first: async with client.poll_many(...)")
-        (entry,) = await self._queue.get()
-        return entry.hand_out()
-
-    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
-        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
-        :meth:`batches`). Raises like :meth:`get`."""
-        size = check_batch_size(max_size)
-        if self._phase == NEW:
-            raise RuntimeError("enter the group first: async with client.poll_many(...)")
-        first, *others = await self._queue.get(size)
-        return first.hand_out_with(others)
+        return self._queue
 
     # lifecycle
 
@@ -220,11 +214,13 @@ class PollerGroup(JobSource):
         self._tg = tg
         self._limiter = asyncio.Semaphore(self._max_polls)
         self._phase = RUNNING
-        # spread the first polls: at most about 100 per min_interval, within max_interval
+        # the first _FIRST_AT_ONCE clusters poll at once (a small group hands out its
+        # first jobs as soon as a single poller would); the others' first polls are
+        # spread: at most about 100 per min_interval, within max_interval
         opts = self._opts
         spread = min(opts.max_interval, opts.min_interval * max(1.0, len(self._members) / 100))
-        for member in self._members.values():
-            self._start_member(member, spread)
+        for index, member in enumerate(self._members.values()):
+            self._start_member(member, spread if index >= _FIRST_AT_ONCE else 0.0)
         return self
 
     def _start_member(self, member: ClusterPoller, spread: float) -> None:
@@ -236,15 +232,28 @@ class PollerGroup(JobSource):
             first_delay=random.random() * spread,
         )
 
-    async def stop(self) -> None:
-        """Stop polling every cluster and end iteration; give queued jobs back; send the
-        accepts waiting for their window now. Jobs already handed out can still be
-        accepted or released until the context is left."""
+    def halt(self) -> None:
+        """Stop polling every cluster now, without waiting (see :meth:`stop`)."""
         if self._phase == RUNNING:
             self._phase = STOPPED
             for member in self._members.values():
                 member.stop()
             self._queue.close(self._stopped_error)
+
+    async def stop(self) -> None:
+        """Stop polling every cluster and end iteration: queued jobs are given back,
+        accepts waiting for their window go out now, and this waits until every accept
+        already requested is settled (up to ``shutdown_timeout``). Jobs already handed
+        out can still be accepted or released until the context is left. Safe to call
+        from a handler; it does not wait for ``run()``'s handlers."""
+        self.halt()
+        async with anyio.create_task_group() as settling:
+            for member in self._members.values():
+                settling.start_soon(member.settle)
+
+    async def aclose(self) -> None:
+        """Leave the group as ``async with`` does (for code that cannot use it)."""
+        await self.__aexit__(None, None, None)
 
     async def __aexit__(
         self,
@@ -253,10 +262,12 @@ class PollerGroup(JobSource):
         tb: TracebackType | None,
     ) -> None:
         tg = self._tg
-        assert tg is not None
+        if tg is None:
+            raise RuntimeError("the group was not entered")
+        self._tg = None
         try:
             with anyio.CancelScope(shield=True):
-                await self.stop()
+                self.halt()
                 # the clusters settle their accepts side by side, within one shutdown bound
                 async with anyio.create_task_group() as closing:
                     for member in self._members.values():
@@ -268,6 +279,16 @@ class PollerGroup(JobSource):
             await tg.__aexit__(None, None, None)
         if exc is None and self._errors and not self._errors_raised:
             raise self._error_group()
+        unhandled = [*self._removed_unhandled]
+        for member in self._members.values():
+            unhandled.extend(member.unhandled())
+        if exc is None and unhandled:
+            raise UnhandledJobsError(
+                f"{len(unhandled)} accepted job(s) were not handled before the group "
+                f"closed: ids {sorted(j.id for j in unhandled)}; they are no longer on the "
+                "server",
+                jobs=unhandled,
+            )
 
     def __repr__(self) -> str:
         phase = PHASES[self._phase]
@@ -283,7 +304,13 @@ class PollerGroup(JobSource):
         if self._members.get(member.cluster) is not member or error is None:
             return
         self._errors[member.cluster] = error
-        if all(m.error is not None for m in self._members.values()):
+        self._check_all_failed()
+
+    def _check_all_failed(self) -> None:
+        """Once every cluster of a running group has failed, consumers get the errors
+        (a removal or a failure can make it so; an empty group waits for ``add()``)."""
+        members = self._members.values()
+        if self._phase == RUNNING and members and all(m.error is not None for m in members):
             self._queue.close(self._error_group)
 
     def _stopped_error(self) -> BaseException:

@@ -58,6 +58,12 @@ class JobEntry(Protocol):
 
     def release(self, *, failed: bool) -> None: ...
 
+    def retry_later(self) -> None: ...
+
+    def decline(self) -> None: ...
+
+    def report_unhandled(self, why: str) -> None: ...
+
     def collected(self) -> None: ...
 
 
@@ -126,6 +132,29 @@ class PolledJob:
         the job is accepted, lost, being accepted or already released.
         """
         self._entry.release(failed=failed)
+
+    def decline(self) -> None:
+        """Give the job back for good, as far as this process goes: it stays on the server
+        for others, and this process never hands it out again while the server lists it
+        (for a job it can never run: too big for its nodes, say). Counted in
+        ``stats.declined``. Does nothing unless the job is held."""
+        self._entry.decline()
+
+    def retry_later(self) -> None:
+        """For a job this process owns (accepted) whose processing failed: hand it to a
+        consumer again after ``redelivery_delay`` (doubling at each failure), in this
+        process, since the server no longer has it; after ``max_deliveries`` failures it
+        is given up instead (``on_give_up``, ``stats.given_up``). If the poller closes
+        first, the job is reported unhandled (``on_unhandled``). Does nothing for a job
+        not accepted (use ``release(failed=True)``)."""
+        self._entry.retry_later()
+
+    def report_unhandled(self, why: str) -> None:
+        """For a job this process owns that its consumer will not finish (for frameworks
+        built on the poller; ``run()`` uses it for handlers cut short at shutdown): pass
+        it to ``on_unhandled`` and count it, so it is never lost silently. Does nothing
+        for a job not accepted."""
+        self._entry.report_unhandled(why)
 
     def __repr__(self) -> str:
         return (

@@ -47,11 +47,14 @@ from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
+from .. import _accepters
 from .._exceptions import DeniedError, MissingCredentialError, RainbowError
 from .._models import AcceptResult, AcceptStatus, Job, JobListing
 from .._outcome import CallOutcome
-from ._errors import AcceptUncertainError, PollerStoppedError
+from ._errors import AcceptUncertainError, JobReleasedError, PollerStoppedError
+from ._failures import FailureRecords
 from ._job import JobBatch, JobState, PolledJob
+from ._listings import ListingClock
 from ._options import AcceptMode, PollerOptions
 from ._queue import JobQueue
 
@@ -62,12 +65,13 @@ log = logging.getLogger("rainbow_aio.poller")
 # first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
 _RESEND_BACKOFF: Final = 0.05
 
-# seconds a job with failed deliveries (or given up) may be missing from complete
-# listings before its record is forgotten: the Go server's listings miss rows under load
-_FORGET_AFTER: Final = 60.0
+
+# seconds the batched mode sends one id per call after it saw another accepter
+_PER_ID_COOLDOWN: Final = 60.0
 
 # Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
-_NOT_NEEDED, _IN_QUEUE, _CLAIMED = 0, 1, 2
+# (_IN_QUEUE), or will be once its retry delay is over (_WAITING)
+_NOT_NEEDED, _IN_QUEUE, _CLAIMED, _WAITING = 0, 1, 2, 3
 
 _GIVEN_BACK = (JobState.RELEASED, JobState.DROPPED)
 
@@ -81,6 +85,9 @@ class AcceptClient(Protocol):
 
     @property
     def telemetry_enabled(self) -> bool: ...
+
+    @property
+    def timeout(self) -> float: ...
 
     async def request_listing(
         self,
@@ -114,6 +121,11 @@ class AcceptCounts:
     uncertain: int = 0
     given_up: int = 0
     accept_calls: int = 0
+    accept_errors: int = 0
+    last_accept_error: str | None = None
+    hold_expired: int = 0
+    unhandled: int = 0
+    declined: int = 0
 
 
 class Entry:
@@ -126,8 +138,10 @@ class Entry:
     __slots__ = (
         "done",
         "error",
+        "failures",
         "found",
         "handle",
+        "hold_timer",
         "holder",
         "job",
         "ledger",
@@ -150,8 +164,13 @@ class Entry:
         self.waiters = 0
         self.handle: weakref.ref[PolledJob] | None = None
         self.redelivery = _NOT_NEEDED
-        # why the accept was uncertain, or the error of a call that certainly did not act
+        # why the accept was uncertain, the error of a call that certainly did not act, or
+        # why the job was given back without its consumer asking (hold limit, closing)
         self.error: RainbowError | None = None
+        # releases the job if its consumer holds it longer than max_hold
+        self.hold_timer: asyncio.TimerHandle | None = None
+        # failed deliveries of an accepted job (run() handlers that raised)
+        self.failures = 0
 
     @property
     def cluster(self) -> str:
@@ -184,6 +203,15 @@ class Entry:
     def release(self, *, failed: bool) -> None:
         self.ledger.release(self, failed=failed)
 
+    def retry_later(self) -> None:
+        self.ledger.retry_later(self)
+
+    def decline(self) -> None:
+        self.ledger.decline(self)
+
+    def report_unhandled(self, why: str) -> None:
+        self.ledger.report_unhandled(self, why)
+
     def collected(self) -> None:
         self.ledger.collected(self)
 
@@ -192,6 +220,7 @@ class Holder:
     """One poller's membership in a ledger: what it accepts with, and what it holds."""
 
     __slots__ = (
+        "accept_timeout",
         "closed",
         "counts",
         "ledger",
@@ -201,10 +230,12 @@ class Holder:
         "pending_done",
         "queue",
         "record_accept",
+        "retries",
         "secret",
         "sends",
         "stopping",
         "timer",
+        "unhandled",
     )
 
     def __init__(
@@ -231,6 +262,12 @@ class Holder:
         self.sends: set[asyncio.Task[None]] = set()
         # accepted jobs put back in the queue for want of a consumer, until one takes them
         self.orphans: set[Entry] | None = None
+        # accepted jobs whose handler failed, waiting out their retry delay
+        self.retries: dict[Entry, asyncio.TimerHandle] = {}
+        # accepted jobs this holder could not give to a consumer before it closed
+        self.unhandled: list[Job] = []
+        # how long accept() waits for an answer before it says uncertain
+        self.accept_timeout = opts.accept_timeout or 2 * ledger.client.timeout
         self.stopping = False  # no more polling: accepts go out at once
         self.closed = False  # detached: its jobs can no longer be accepted
 
@@ -246,6 +283,14 @@ class Holder:
         """How many of this holder's jobs wait in its queue."""
         return self.ledger.queued_of(self)
 
+    def held(self) -> int:
+        """How many of this holder's jobs consumers hold now (handed out, not settled)."""
+        return self.ledger.held_of(self)
+
+    async def settle(self) -> None:
+        """Wait up to ``shutdown_timeout`` for this holder's accepts to settle."""
+        await self.ledger.settle_holder(self)
+
     async def close(self) -> None:
         """Settle this holder's accepts (bounded by ``shutdown_timeout``), give back its
         held jobs, and detach. Run it shielded from cancellation."""
@@ -257,67 +302,50 @@ class AcceptLedger:
 
     __slots__ = (
         "__weakref__",
-        "absent_since",
         "client",
         "cluster",
         "entries",
-        "failures",
-        "given_up",
         "holders",
-        "per_id",
-        "running",
+        "listings",
+        "per_id_until",
+        "records",
         "send_sizes",
         "sends_settled",
-        "seq",
-        "tombstones",
     )
 
     def __init__(self, client: AcceptClient, cluster: str) -> None:
         self.client = client
         self.cluster = cluster
         self.entries: dict[int, Entry] = {}
-        self.seq = 0  # listing counter: the start number of the latest listing
-        self.running: list[int] = []  # start numbers of the listings still running
-        # id -> listing counter when settled; insertion order is counter order
-        self.tombstones: dict[int, int] = {}
-        # id -> (failed deliveries, monotonic time before which it is not handed out)
-        self.failures: dict[int, tuple[int, float]] = {}
-        self.given_up: set[int] = set()
-        # id (of failures or given_up) -> monotonic time since which complete listings
-        # have not shown it
-        self.absent_since: dict[int, float] = {}
+        self.listings = ListingClock()
+        self.records = FailureRecords()
         self.holders: set[Holder] = set()
-        self.per_id = False
+        # monotonic time until which the batched mode sends one id per call
+        self.per_id_until = 0.0
         # the number of ids of each AcceptJobs call started and not yet settled (resends
         # included), and the future that resolves when the next of those calls settles
         self.send_sizes: list[int] = []
         self.sends_settled: asyncio.Future[None] | None = None
+        # this ledger accepts for the cluster for as long as it lives
+        _accepters.enter(cluster, self)
 
     # -- listings -----------------------------------------------------------------------
 
+    @property
+    def seq(self) -> int:
+        """The start number of the latest listing."""
+        return self.listings.seq
+
     def begin_listing(self) -> int:
-        self.seq += 1
-        self.running.append(self.seq)
-        return self.seq
+        return self.listings.begin()
 
     def end_listing(self, start: int) -> None:
-        self.running.remove(start)
-        floor = min(self.running) if self.running else self.seq + 1
-        stones = self.tombstones
-        while stones:
-            job_id = next(iter(stones))
-            if stones[job_id] >= floor:
-                break
-            del stones[job_id]
+        self.listings.end(start)
 
     def hidden_count(self) -> int:
         """How many listed ids this process may skip: a poll asks for that many more, so
         that a listing (lowest ids first) always looks past them."""
-        hidden = len(self.entries) + len(self.tombstones) + len(self.given_up)
-        if self.failures:
-            now = time.monotonic()
-            hidden += sum(1 for _, not_before in self.failures.values() if not_before > now)
-        return hidden
+        return len(self.entries) + len(self.listings) + self.records.hidden_count()
 
     def hidden(self, start: int) -> Container[int]:
         """The ids a listing that started at ``start`` must not hand out. Asked right
@@ -332,36 +360,33 @@ class AcceptLedger:
         leave their queues (``vanished``): most likely someone else took them, and a
         consumer would only be told False. This is not taken as proof of another accepter
         (the Go server's listings can miss rows under load); if such a job is still
-        waiting, a later listing hands it out again. Failed-delivery records (and the
-        given-up mark) of jobs that complete listings have not shown for
-        ``_FORGET_AFTER`` seconds are forgotten: those jobs are gone, and one listing
-        that missed a row does not reset a job's count.
+        waiting, a later listing hands it out again, with its failed deliveries still
+        counted: only a job taken on the server (accepted, lost, uncertain) has them
+        dropped at once.
+
+        Failed-delivery records (and the given-up mark) are forgotten once listings have
+        not shown their job for ``_FORGET_AFTER`` seconds. A complete listing is evidence
+        of absence for every id it does not show; a full one (listings are lowest id
+        first) for the ids below its highest that it does not show, so a standing backlog
+        does not keep records of jobs taken elsewhere for ever. One listing that misses a
+        row (a cut-short answer) resets nothing: the job must stay unseen that long.
         """
         complete = len(ids) < asked
-        if not complete and not self.absent_since:
+        if not complete and not self.records and not self.records.absent_since:
             return  # an incomplete listing says nothing of the ids it does not show
         seen = ids if isinstance(ids, set | frozenset) else set(ids)
-        for job_id in [i for i in self.absent_since if i in seen]:
-            del self.absent_since[job_id]
-        if not complete:
-            return
-        vanished = [
-            entry
-            for job_id, entry in self.entries.items()
-            if job_id not in seen and entry.state is JobState.QUEUED and entry.found < start
-        ]
-        for entry in vanished:
-            entry.state = JobState.DROPPED
-            self._retire(entry)
-            entry.holder.counts.vanished += 1
-            entry.holder.queue.discard()
-        now = time.monotonic()
-        for job_id in [*self.failures, *self.given_up]:
-            if job_id in seen:
-                continue
-            since = self.absent_since.setdefault(job_id, now)
-            if now - since >= _FORGET_AFTER:
-                self._forget_failures(job_id)
+        if complete:
+            vanished = [
+                entry
+                for job_id, entry in self.entries.items()
+                if job_id not in seen and entry.state is JobState.QUEUED and entry.found < start
+            ]
+            for entry in vanished:
+                entry.state = JobState.DROPPED
+                self._forget(entry)
+                entry.holder.counts.vanished += 1
+                entry.holder.queue.discard()
+        self.records.observe(seen, complete=complete)
 
     # -- holders ------------------------------------------------------------------------
 
@@ -400,15 +425,19 @@ class AcceptLedger:
                 holder.queue.discard()
                 holder.counts.released += 1
 
-    async def close_holder(self, holder: Holder) -> None:
-        if holder.closed:
-            return
-        self.stop_holder(holder)
+    async def settle_holder(self, holder: Holder) -> None:
+        self._flush(holder)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + holder.opts.shutdown_timeout
         # accepts requested while this waits are sent at once and waited for too
         while holder.sends and (remaining := deadline - loop.time()) > 0:
             await asyncio.wait(set(holder.sends), timeout=remaining)
+
+    async def close_holder(self, holder: Holder) -> None:
+        if holder.closed:
+            return
+        self.stop_holder(holder)
+        await self.settle_holder(holder)
         holder.closed = True  # from here on, accept() raises PollerStoppedError
         if holder.sends:
             sends = set(holder.sends)
@@ -418,18 +447,29 @@ class AcceptLedger:
         for entry in self._entries_of(holder):
             if entry.state is JobState.HELD:
                 self._give_back(entry)
-        for entry in holder.orphans or ():
-            if entry.redelivery == _IN_QUEUE and holder.queue.closed:
-                log.error(
-                    "cluster %r: job %d was accepted after its consumer was cancelled, and "
-                    "nobody took it again before the poller closed; it is no longer on the "
-                    "server and has not been run",
-                    self.cluster,
-                    entry.job.id,
-                )
+        # accepted jobs no consumer took, and those waiting out a retry delay: this
+        # process is their only holder, so the application is told (never only a log)
+        for entry in list(holder.orphans or ()):
+            if entry.redelivery == _IN_QUEUE:
+                entry.redelivery = _CLAIMED
+                holder.queue.discard()
+                self._unhandled(entry, "nobody took it again before its poller closed")
+        holder.orphans = None
+        for entry, timer in list(holder.retries.items()):
+            timer.cancel()
+            entry.redelivery = _CLAIMED
+            self._unhandled(entry, "its handler failed and the poller closed before a retry")
+        holder.retries.clear()
         self.holders.discard(holder)
         if not self.holders:
             _forget_ledger(self)
+
+    def held_of(self, holder: Holder) -> int:
+        return sum(
+            1
+            for entry in self.entries.values()
+            if entry.holder is holder and entry.state is JobState.HELD
+        )
 
     def _entries_of(self, holder: Holder) -> list[Entry]:
         return [entry for entry in self.entries.values() if entry.holder is holder]
@@ -439,6 +479,11 @@ class AcceptLedger:
     def hand_out(self, entry: Entry) -> PolledJob:
         if entry.state is JobState.QUEUED:
             entry.state = JobState.HELD
+            max_hold = entry.holder.opts.max_hold
+            if max_hold is not None:
+                entry.hold_timer = asyncio.get_running_loop().call_later(
+                    max_hold, self._hold_expired, entry
+                )
         elif entry.state is JobState.ACCEPTED:
             entry.redelivery = _CLAIMED
             self._adopted(entry)
@@ -483,9 +528,14 @@ class AcceptLedger:
                     for entry in chunk:
                         entry.done = done
         waiting = [entry for entry in entries if entry.state is JobState.ACCEPTING]
+        timed_out: list[Entry] = []
         if waiting:
-            await self._wait(waiting)
-        return [self._outcome(entry) for entry in entries]
+            timed_out = await self._wait(waiting, min(e.holder.accept_timeout for e in waiting))
+        late = {id(entry) for entry in timed_out}
+        return [
+            self._too_slow(entry) if id(entry) in late else self._outcome(entry)
+            for entry in entries
+        ]
 
     async def accept(self, entry: Entry) -> bool:
         state = entry.state
@@ -495,38 +545,52 @@ class AcceptLedger:
                 raise self._closed_error(entry)
             entry.state = JobState.ACCEPTING
             entry.error = None
+            self._unhold(entry)
             entry.done = self._request(holder, entry)
         elif state is not JobState.ACCEPTING:
             outcome = self._outcome(entry)
             if isinstance(outcome, bool):
                 return outcome
             if outcome is None:
-                raise RuntimeError(f"job {entry.job.id} cannot be accepted: it is {state.value}")
+                raise self._released_error(entry)
             raise outcome
-        await self._wait([entry])
-        outcome = self._outcome(entry)
+        if await self._wait([entry], entry.holder.accept_timeout):
+            outcome = self._too_slow(entry)
+        else:
+            outcome = self._outcome(entry)
         if isinstance(outcome, bool):
             return outcome
-        assert outcome is not None
+        if outcome is None:
+            raise self._released_error(entry)
         raise outcome
 
-    async def _wait(self, entries: list[Entry]) -> None:
-        """Wait until the calls carrying ``entries``' accepts have settled them. If the
-        caller is cancelled first, entries nobody else waits for are abandoned."""
+    async def _wait(self, entries: list[Entry], at_most: float) -> list[Entry]:
+        """Wait until the calls carrying ``entries``' accepts have settled them, or
+        ``at_most`` seconds; the entries still unsettled then (which go on being resolved,
+        and are handed out again, already accepted, if that turns out to be the answer).
+        If the caller is cancelled first, entries nobody else waits for are abandoned."""
         for entry in entries:
             entry.waiters += 1
+        calls = [e.done for e in {id(e.done): e for e in entries if e.done is not None}.values()]
+        pending = [done for done in calls if done is not None and not done.done()]
         try:
-            for done in {id(e.done): e.done for e in entries if e.done is not None}.values():
-                if not done.done():
-                    await asyncio.shield(done)
+            if pending:
+                await asyncio.wait([asyncio.shield(done) for done in pending], timeout=at_most)
         except asyncio.CancelledError:
-            for entry in entries:
-                entry.waiters -= 1
-                if entry.waiters == 0:
-                    self._abandoned(entry)
+            self._unwait(entries, abandon=True)
             raise
+        late = [entry for entry in entries if entry.state is JobState.ACCEPTING]
+        self._unwait(entries, abandon=False)
+        for entry in late:
+            if entry.waiters == 0:
+                self._abandoned(entry)
+        return late
+
+    def _unwait(self, entries: list[Entry], *, abandon: bool) -> None:
         for entry in entries:
             entry.waiters -= 1
+            if abandon and entry.waiters == 0:
+                self._abandoned(entry)
 
     def _outcome(self, entry: Entry) -> bool | BaseException | None:
         """What ``accept()`` says for ``entry`` now: True, False, the exception to raise,
@@ -553,8 +617,54 @@ class AcceptLedger:
         if failed:
             self._failed_delivery(entry)
 
+    def decline(self, entry: Entry) -> None:
+        """The consumer will never accept this job (it cannot run it here): give it back
+        and never hand it out again in this process, while the server lists it."""
+        if entry.state is not JobState.HELD:
+            return
+        self._give_back(entry)
+        entry.holder.counts.declined += 1
+        self.records.declined.add(entry.job.id)
+
+    def retry_later(self, entry: Entry) -> None:
+        """A consumer failed on a job this process owns: hand it to a consumer again
+        after the redelivery delay, or give up on it after ``max_deliveries`` failures
+        (``on_give_up``). It is no longer on the server, so it never goes back there."""
+        if entry.state is not JobState.ACCEPTED or entry.redelivery in (_IN_QUEUE, _WAITING):
+            return
+        holder = entry.holder
+        opts = holder.opts
+        entry.failures += 1
+        if holder.closed:
+            entry.redelivery = _CLAIMED
+            self._unhandled(entry, "its handler failed after its poller closed")
+            return
+        if entry.failures >= opts.max_deliveries:
+            entry.redelivery = _CLAIMED
+            self._give_up(entry, entry.failures, owned=True)
+            return
+        delay = min(opts.redelivery_delay * 2 ** (entry.failures - 1), opts.max_redelivery_delay)
+        entry.redelivery = _WAITING
+        holder.retries[entry] = asyncio.get_running_loop().call_later(
+            delay * (0.5 + random.random() / 2), self._retry_due, entry
+        )
+
+    def report_unhandled(self, entry: Entry, why: str) -> None:
+        if entry.state is JobState.ACCEPTED and entry.redelivery not in (_IN_QUEUE, _WAITING):
+            entry.redelivery = _CLAIMED
+            # the caller reports the job itself (run() raises it): not kept for closing
+            self._unhandled(entry, why, keep=False)
+
+    def _retry_due(self, entry: Entry) -> None:
+        holder = entry.holder
+        if holder.retries.pop(entry, None) is None or entry.redelivery != _WAITING:
+            return
+        entry.redelivery = _NOT_NEEDED
+        self._redeliver(entry)
+
     def collected(self, entry: Entry) -> None:
-        """The consumer dropped its handle: a job it still held goes back."""
+        """The consumer dropped its handle: a job it still held goes back; an accepted job
+        it had not claimed yet (cancelled, timed out) waits in the queue for another."""
         if entry.state is JobState.HELD:
             log.debug(
                 "cluster %r: job %d was dropped unsettled; released", self.cluster, entry.job.id
@@ -588,6 +698,85 @@ class AcceptLedger:
         elif state is JobState.HELD:
             self._give_back(entry)  # the accept certainly failed; nobody will retry it
 
+    def _unhold(self, entry: Entry) -> None:
+        timer, entry.hold_timer = entry.hold_timer, None
+        if timer is not None:
+            timer.cancel()
+
+    def _hold_expired(self, entry: Entry) -> None:
+        """A consumer held ``entry`` longer than ``max_hold``: give it back, so that a
+        stray reference cannot hide a job from every listing for ever."""
+        entry.hold_timer = None
+        if entry.state is not JobState.HELD:
+            return
+        holder = entry.holder
+        self._give_back(entry)
+        holder.counts.hold_expired += 1
+        entry.error = JobReleasedError(
+            f"job {entry.job.id} was held longer than max_hold "
+            f"({holder.opts.max_hold:g} s) without accept() or release(), and was given back",
+            cluster=self.cluster,
+            job_id=entry.job.id,
+        )
+        log.warning(
+            "cluster %r: job %d was held for %g s without accept() or release(); given back "
+            "(max_hold)",
+            self.cluster,
+            entry.job.id,
+            holder.opts.max_hold,
+        )
+
+    def _released_error(self, entry: Entry) -> RainbowError:
+        if isinstance(entry.error, JobReleasedError):
+            return entry.error
+        return JobReleasedError(
+            f"job {entry.job.id} cannot be accepted: it was given back ({entry.state.value}) "
+            "before accept() was called",
+            cluster=self.cluster,
+            job_id=entry.job.id,
+        )
+
+    def _too_slow(self, entry: Entry) -> bool | BaseException | None:
+        """What ``accept()`` says of ``entry`` once ``accept_timeout`` ran out."""
+        if entry.state is not JobState.ACCEPTING:
+            return self._outcome(entry)  # settled (or withdrawn) meanwhile
+        timeout = entry.holder.accept_timeout
+        error = AcceptUncertainError(
+            f"cannot tell yet whether job {entry.job.id} is ours: AcceptJobs is still "
+            f"unanswered after {timeout:g} s (accept_timeout). The poller goes on finding "
+            "out; if the job turns out to be ours it is handed out again, already accepted "
+            "(do not run it now)",
+            cluster=self.cluster,
+            job_id=entry.job.id,
+            resolving=True,
+        )
+        entry.holder.counts.uncertain += 1
+        return error
+
+    def _unhandled(self, entry: Entry, why: str, *, keep: bool = True) -> None:
+        """An accepted job this process could not give to a consumer: it is nowhere else
+        (the server deleted it), so the application gets it: ``on_unhandled``, counted,
+        and raised or returned by whoever closes the poller."""
+        holder = entry.holder
+        holder.counts.unhandled += 1
+        if keep:
+            holder.unhandled.append(entry.job)
+        log.error(
+            "cluster %r: job %d was accepted by this process but not handled: %s "
+            "(it is no longer on the server; see on_unhandled)",
+            self.cluster,
+            entry.job.id,
+            why,
+        )
+        hook = holder.opts.on_unhandled
+        if hook is not None:
+            try:
+                hook(entry.job)
+            except Exception:
+                log.exception(
+                    "cluster %r: on_unhandled failed for job %d", self.cluster, entry.job.id
+                )
+
     def _closed_error(self, entry: Entry) -> PollerStoppedError:
         return PollerStoppedError(
             f"job {entry.job.id} cannot be accepted: its poller is closed (the job was given back)",
@@ -596,8 +785,13 @@ class AcceptLedger:
 
     # -- sending accepts ----------------------------------------------------------------
 
+    @property
+    def per_id(self) -> bool:
+        """Whether the batched mode sends one id per call now (another accepter seen)."""
+        return time.monotonic() < self.per_id_until
+
     def _per_id(self, holder: Holder) -> bool:
-        return holder.opts.accept_mode is AcceptMode.SHARED or self.per_id
+        return holder.opts.accept_mode is AcceptMode.SHARED or time.monotonic() < self.per_id_until
 
     def _request(self, holder: Holder, entry: Entry) -> asyncio.Future[None]:
         """Send ``entry``'s accept, alone or with the others of the window; the future of
@@ -641,20 +835,45 @@ class AcceptLedger:
         self, holder: Holder, batch: list[Entry], done: asyncio.Future[None] | None = None
     ) -> asyncio.Future[None]:
         """Start the AcceptJobs call for ``batch``; ``done`` (made if not given) resolves
-        once the call has settled every job of it."""
+        once the call has settled every job of it.
+
+        The jobs are settled by a callback of the send task, not by the task's own code:
+        a task cancelled before its first step never runs a line of its coroutine, and its
+        jobs must be settled all the same (given back if nothing was sent)."""
         loop = asyncio.get_running_loop()
         if done is None:
             done = loop.create_future()
-        task = loop.create_task(self._send(holder, batch, done))
+        send = _Send(batch, done)
+        task = loop.create_task(self._send(holder, send))
         holder.sends.add(task)
         task.add_done_callback(holder.sends.discard)
-        # counted out by a callback, which runs even for a task cancelled before it began
         size = len(batch)
         self.send_sizes.append(size)
-        task.add_done_callback(lambda _: self._send_settled(size))
+        task.add_done_callback(lambda _: self._send_ended(holder, send, size))
         return done
 
-    def _send_settled(self, size: int) -> None:
+    def _send_ended(self, holder: Holder, send: _Send, size: int) -> None:
+        """The send task ended, however: settle what it left unsettled, wake its waiters."""
+        if holder.record_accept is not None and send.began is not None:
+            holder.record_accept(time.perf_counter() - send.began)
+        unsettled = [entry for entry in send.batch if entry.state is JobState.ACCEPTING]
+        if unsettled and send.began is None:
+            # cancelled before it sent anything: the server certainly did not act
+            self._refused(
+                unsettled,
+                PollerStoppedError(
+                    "the poller closed before this accept was sent; the job was given back",
+                    cluster=self.cluster,
+                ),
+            )
+        else:
+            for entry in unsettled:
+                self._uncertain(
+                    entry,
+                    "the accept was still unanswered when its poller closed (shutdown_timeout)",
+                )
+        if not send.done.done():
+            send.done.set_result(None)
         self.send_sizes.remove(size)
         settled, self.sends_settled = self.sends_settled, None
         if settled is not None and not settled.done():
@@ -682,7 +901,7 @@ class AcceptLedger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(self.sends_settled), left)
 
-    async def _send(self, holder: Holder, batch: list[Entry], done: asyncio.Future[None]) -> None:
+    async def _send(self, holder: Holder, send: _Send) -> None:
         """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.
 
         A failure that certainly did not act hands the jobs back to their consumers. One
@@ -695,64 +914,69 @@ class AcceptLedger:
         that repeating cannot cure (a real denial is permanent; the Go server also gives
         false ones under load), or once the client is closed. Then, and for whatever is
         still unsettled when this task ends (cancelled at shutdown), the jobs are
-        uncertain.
+        uncertain (see ``_send_ended``).
+
+        The inference "PARTIAL after a lost attempt means ours" is made only while this
+        ledger has been the process's only accepter of the cluster since before the first
+        attempt (``_accepters``): another client's poller, or a direct ``accept_jobs()``,
+        could have taken the jobs too, and then the answer is uncertain.
         """
+        batch = send.batch
         ids = [entry.job.id for entry in batch]
-        began = time.perf_counter()
+        _accepters.current.set(self)  # this task's calls are this ledger's accepts
+        since = _accepters.epoch(self.cluster)
+        send.began = time.perf_counter()
         maybe_applied = False
         refusals = 0  # repeats refused in a row with an error repeating cannot cure
         backoff = 0.0
-        try:
-            while True:
-                try:
-                    result = await self.client.accept_jobs(self.cluster, holder.secret, ids)
-                except RainbowError as exc:
-                    holder.counts.accept_calls += exc.attempts or 1
-                    if exc.outcome is CallOutcome.NOT_APPLIED and not maybe_applied:
-                        self._refused(batch, exc)
-                        return
-                    maybe_applied = maybe_applied or exc.outcome.may_have_acted
-                    if isinstance(exc, _DENIALS):
-                        refusals += 1  # real (permanent) or one of the Go server's false ones
-                    elif exc.retryable:
-                        refusals = 0
-                    else:  # the client is closed, or an answer repeating cannot clear up
-                        self._unknown(batch, exc)
-                        return
-                    if refusals >= holder.opts.denied_attempts:
-                        self._unknown(batch, exc)
-                        return
-                    log.info(
-                        "cluster %r: AcceptJobs of %d job(s) may or may not have taken "
-                        "them (%s); sending it again to find out",
-                        self.cluster,
-                        len(ids),
-                        exc,
-                    )
-                    backoff = min(backoff * 2 or _RESEND_BACKOFF, holder.opts.max_interval)
-                    await asyncio.sleep(backoff * (0.5 + random.random() / 2))
-                    continue
-                except Exception as exc:  # a bug: never guess the outcome
-                    log.exception("cluster %r: AcceptJobs failed unexpectedly", self.cluster)
+        while True:
+            try:
+                result = await self.client.accept_jobs(self.cluster, holder.secret, ids)
+            except RainbowError as exc:
+                holder.counts.accept_calls += exc.attempts or 1
+                holder.counts.accept_errors += 1
+                holder.counts.last_accept_error = f"{type(exc).__name__}: {exc}"
+                if exc.outcome is CallOutcome.NOT_APPLIED and not maybe_applied:
+                    self._refused(batch, exc)
+                    return
+                maybe_applied = maybe_applied or exc.outcome.may_have_acted
+                if isinstance(exc, _DENIALS):
+                    refusals += 1  # real (permanent) or one of the Go server's false ones
+                elif exc.retryable:
+                    refusals = 0
+                else:  # the client is closed, or an answer repeating cannot clear up
                     self._unknown(batch, exc)
                     return
-                holder.counts.accept_calls += result.attempts
-                self._answered(holder, batch, result, maybe_applied=maybe_applied)
+                if refusals >= holder.opts.denied_attempts:
+                    self._unknown(batch, exc)
+                    return
+                log.info(
+                    "cluster %r: AcceptJobs of %d job(s) may or may not have taken "
+                    "them (%s); sending it again to find out",
+                    self.cluster,
+                    len(ids),
+                    exc,
+                )
+                backoff = min(backoff * 2 or _RESEND_BACKOFF, holder.opts.max_interval)
+                await asyncio.sleep(backoff * (0.5 + random.random() / 2))
+                continue
+            except Exception as exc:  # a bug: never guess the outcome
+                log.exception("cluster %r: AcceptJobs failed unexpectedly", self.cluster)
+                self._unknown(batch, exc)
                 return
-        finally:
-            if holder.record_accept is not None:
-                holder.record_accept(time.perf_counter() - began)
-            for entry in batch:
-                if entry.state is JobState.ACCEPTING:
-                    self._uncertain(
-                        entry,
-                        "the accept was still unanswered when its poller closed (shutdown_timeout)",
-                    )
-            if not done.done():
-                done.set_result(None)
+            holder.counts.accept_calls += result.attempts
+            alone = _accepters.sole(self.cluster, self, since)
+            self._answered(holder, batch, result, maybe_applied=maybe_applied, alone=alone)
+            return
 
     def _answered(
-        self, holder: Holder, batch: list[Entry], result: AcceptResult, *, maybe_applied: bool
+        self,
+        holder: Holder,
+        batch: list[Entry],
+        result: AcceptResult,
+        *,
+        maybe_applied: bool,
+        alone: bool,
     ) -> None:
         status = result.status
         if status is AcceptStatus.SUCCESS:
@@ -770,11 +994,20 @@ class AcceptLedger:
                         f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
                         "process took some of them and the answer does not say which",
                     )
-        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id:
+        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id and alone:
             # PARTIAL after an attempt that may have acted: only this process accepts for
-            # the cluster, so that earlier attempt took what this one did not
+            # the cluster, and within it only this ledger did while the call ran, so that
+            # earlier attempt took what this one did not
             for entry in batch:
                 self._accepted(entry)
+        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id:
+            for entry in batch:
+                self._uncertain(
+                    entry,
+                    "AcceptJobs was sent again after its answer was lost and came back "
+                    "PARTIAL, and another accepter of this cluster in this process (another "
+                    "client's poller, or a direct accept_jobs() call) may have taken the job",
+                )
         else:
             for entry in batch:
                 self._uncertain(
@@ -799,15 +1032,19 @@ class AcceptLedger:
     def _other_accepter(self, holder: Holder, evidence: str) -> None:
         """Another process accepts jobs of this cluster: in batched mode, that breaks the
         assumption batching relies on, so the cluster's accepts go out one id per call."""
-        if self.per_id or holder.opts.accept_mode is not AcceptMode.BATCHED:
+        if holder.opts.accept_mode is not AcceptMode.BATCHED:
             return
-        self.per_id = True
+        quiet = time.monotonic() < self.per_id_until
+        self.per_id_until = time.monotonic() + _PER_ID_COOLDOWN
+        if quiet:
+            return
         log.warning(
             "cluster %r: another process accepts jobs of this cluster (%s), although the "
-            "batched accept mode assumes it does not; accepts now go out one id per call "
-            "(use accept_mode='shared' for clusters shared between processes)",
+            "batched accept mode assumes it does not; accepts go out one id per call for "
+            "the next %g s (use accept_mode='shared' for clusters shared between processes)",
             self.cluster,
             evidence,
+            _PER_ID_COOLDOWN,
         )
 
     # -- settling -----------------------------------------------------------------------
@@ -841,12 +1078,8 @@ class AcceptLedger:
         """An accepted job lost its consumer: hand it out again, already owned."""
         holder = entry.holder
         if holder.closed:
-            log.error(
-                "cluster %r: job %d was accepted after its consumer was cancelled and the "
-                "poller is closed; it is no longer on the server and has not been run",
-                self.cluster,
-                entry.job.id,
-            )
+            entry.redelivery = _CLAIMED
+            self._unhandled(entry, "it was accepted after its consumer left and its poller closed")
             return
         entry.redelivery = _IN_QUEUE
         if holder.orphans is None:
@@ -855,30 +1088,30 @@ class AcceptLedger:
         holder.queue.put_owned(entry)
 
     def _give_back(self, entry: Entry) -> None:
+        self._unhold(entry)
         entry.state = JobState.RELEASED
         self._forget(entry)
         entry.holder.counts.released += 1
 
     def _failed_delivery(self, entry: Entry) -> None:
+        count = self.records.failed(entry.job.id, entry.holder.opts)
+        if count is not None:
+            self._give_up(entry, count, owned=False)
+
+    def _give_up(self, entry: Entry, count: int, *, owned: bool) -> None:
+        """No more deliveries of ``entry``'s job: counted, logged once, ``on_give_up``."""
         job = entry.job
-        opts = entry.holder.opts
-        count = self.failures.get(job.id, (0, 0.0))[0] + 1
-        if count < opts.max_deliveries:
-            delay = min(opts.redelivery_delay * 2 ** (count - 1), opts.max_redelivery_delay)
-            delay *= 0.5 + random.random() / 2
-            self.failures[job.id] = (count, time.monotonic() + delay)
-            return
-        self.failures.pop(job.id, None)
-        self.given_up.add(job.id)
         entry.holder.counts.given_up += 1
         log.error(
-            "cluster %r: job %d failed %d deliveries; this process no longer hands it out "
-            "(it stays on the server for other processes)",
+            "cluster %r: job %d failed %d deliveries; this process no longer hands it out %s",
             self.cluster,
             job.id,
             count,
+            "(this process accepted it: it is no longer on the server; see on_give_up)"
+            if owned
+            else "(it stays on the server for other processes)",
         )
-        hook = opts.on_give_up
+        hook = entry.holder.opts.on_give_up
         if hook is not None:
             try:
                 hook(job)
@@ -891,21 +1124,24 @@ class AcceptLedger:
         if self.entries.get(job_id) is entry:
             del self.entries[job_id]
 
-    def _forget_failures(self, job_id: int) -> None:
-        """Drop the failed-delivery record of ``job_id`` (gone from the server)."""
-        self.failures.pop(job_id, None)
-        self.given_up.discard(job_id)
-        self.absent_since.pop(job_id, None)
-
     def _retire(self, entry: Entry) -> None:
         """``entry`` was deleted on the server (or may have been): stop tracking it and
         hide it from the listings already running."""
         self._forget(entry)
-        job_id = entry.job.id
-        self._forget_failures(job_id)
-        if self.running:
-            self.tombstones.pop(job_id, None)
-            self.tombstones[job_id] = self.seq
+        self.records.forget(entry.job.id)
+        self.listings.settled(entry.job.id)
+
+
+class _Send:
+    """One AcceptJobs call of the ledger (with its resends): its jobs, the future that
+    resolves once they are settled, and when it began (None until it sends)."""
+
+    __slots__ = ("batch", "began", "done")
+
+    def __init__(self, batch: list[Entry], done: asyncio.Future[None]) -> None:
+        self.batch = batch
+        self.done = done
+        self.began: float | None = None
 
 
 class _Hidden:
@@ -922,16 +1158,13 @@ class _Hidden:
         if not isinstance(job_id, int):
             return False
         ledger = self.ledger
-        if job_id in ledger.entries or ledger.tombstones.get(job_id, -1) >= self.start:
+        if job_id in ledger.entries or ledger.listings.hides(job_id, self.start):
             return True
-        if job_id in ledger.given_up:
-            return True
-        failure = ledger.failures.get(job_id)
-        if failure is None:
+        if not ledger.records:
             return False
         if self.now is None:
             self.now = time.monotonic()
-        return failure[1] > self.now
+        return ledger.records.hides(job_id, self.now)
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:
@@ -985,6 +1218,7 @@ def live_ledger(client: AcceptClient, cluster: str) -> AcceptLedger | None:
 
 
 def _forget_ledger(ledger: AcceptLedger) -> None:
+    _accepters.leave(ledger.cluster, ledger)
     with contextlib.suppress(KeyError):
         ledgers = _ledgers[ledger.client]
         if ledgers.get(ledger.cluster) is ledger:

@@ -19,6 +19,7 @@ from .._models import Job
 
 __all__ = [
     "DEFAULTS",
+    "UnhandledHook",
     "GROUP_QUEUE_SIZE",
     "AcceptMode",
     "AcceptModeName",
@@ -54,6 +55,11 @@ GiveUpHook = Callable[[Job], object]
 deliveries (see :class:`PollerOptions`); what it returns is ignored, what it raises is
 logged."""
 
+UnhandledHook = Callable[[Job], object]
+"""Called with each job this process accepted but could not give to a consumer before
+its poller closed (see :class:`PollerOptions`); what it returns is ignored, what it
+raises is logged."""
+
 
 @dataclass(frozen=True, slots=True)
 class PollerOptions:
@@ -81,17 +87,35 @@ class PollerOptions:
     - ``accept_window`` (0.005 s) / ``accept_batch_size`` (1,000): in batched mode, the
       accepts requested within the window (up to the size) go out as one AcceptJobs, and
       a batch's accept goes out in calls of at most that many ids.
+    - ``accept_timeout`` (None: twice the client's ``timeout``): how long ``accept()``
+      waits for its answer. Past it, ``accept()`` raises :class:`AcceptUncertainError`
+      with ``resolving=True`` while the poller goes on finding out; a job that turns out
+      to be this process's is then handed out again, already accepted.
     - ``shutdown_timeout`` (10 s): how long leaving a poller (or removing a cluster from a
-      group) waits for accepts already requested before it reports them as uncertain.
+      group, or stopping ``run()``) waits for accepts already requested, and for the
+      handlers of jobs already accepted, before it reports them as uncertain (accepts)
+      or unhandled (jobs).
+    - ``max_hold`` (3,600 s; None: no limit): how long a consumer may hold a handed-out
+      job without ``accept()`` or ``release()``. Past it the job is given back (counted
+      in ``stats.hold_expired``, logged once) and a late ``accept()`` raises
+      :class:`JobReleasedError`. Under ``run(accept="after")`` the handler runs while the
+      job is held: keep handlers shorter than this.
+    - ``on_unhandled`` (None): called with each job this process accepted (the server no
+      longer has it) but could not give to a consumer or finish a handler for before it
+      closed. Such jobs are also counted (``stats.unhandled``) and raised in an
+      :class:`UnhandledJobsError` when the poller or group is left normally.
 
-    Failed deliveries (a handler that raised, or ``release(failed=True)``):
+    Failed deliveries (a handler that raised, ``release(failed=True)``, or
+    ``retry_later()`` on an accepted job):
 
     - ``redelivery_delay`` / ``max_redelivery_delay`` (1 s / 60 s): the job is handed out
       again only after this delay, doubled at each failure up to the maximum, randomised
       to between half and all of it.
     - ``max_deliveries`` (5): after this many failed deliveries this process stops
       handing the job out, logs it once at ERROR, counts it in ``stats.given_up`` and
-      calls ``on_give_up(job)``. The job stays on the server for other processes.
+      calls ``on_give_up(job)``. A job not accepted stays on the server for other
+      processes; an accepted one is this process's alone, so ``on_give_up`` is where the
+      application keeps it.
     - ``on_give_up`` (None): see above.
     """
 
@@ -108,6 +132,9 @@ class PollerOptions:
     redelivery_delay: float = 1.0
     max_redelivery_delay: float = 60.0
     on_give_up: GiveUpHook | None = None
+    accept_timeout: float | None = None
+    max_hold: float | None = 3600.0
+    on_unhandled: UnhandledHook | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -133,6 +160,12 @@ class PollerOptions:
                 raise InvalidArgumentError(
                     f"{name} must be a positive, finite number, not {getattr(self, name)!r}"
                 )
+        for name in ("accept_timeout", "max_hold"):
+            value = getattr(self, name)
+            if value is not None and not _seconds(value):
+                raise InvalidArgumentError(
+                    f"{name} must be a positive, finite number or None, not {value!r}"
+                )
         window = self.accept_window
         if not (_seconds(window) or window == 0):
             raise InvalidArgumentError(f"accept_window must be >= 0, not {window!r}")
@@ -140,8 +173,9 @@ class PollerOptions:
             raise InvalidArgumentError("max_interval must be >= min_interval")
         if self.max_redelivery_delay < self.redelivery_delay:
             raise InvalidArgumentError("max_redelivery_delay must be >= redelivery_delay")
-        if self.on_give_up is not None and not callable(self.on_give_up):
-            raise InvalidArgumentError("on_give_up must be callable or None")
+        for name in ("on_give_up", "on_unhandled"):
+            if getattr(self, name) is not None and not callable(getattr(self, name)):
+                raise InvalidArgumentError(f"{name} must be callable or None")
         object.__setattr__(self, "accept_mode", parse_accept_mode(self.accept_mode))
 
     def updated(self, **changes: object) -> PollerOptions:
@@ -178,11 +212,47 @@ class PollerKwargs(TypedDict, total=False):
     redelivery_delay: float
     max_redelivery_delay: float
     on_give_up: GiveUpHook | None
+    accept_timeout: float | None
+    max_hold: float | None
+    on_unhandled: UnhandledHook | None
 
 
 @dataclass(frozen=True, slots=True)
 class PollerStats:
-    """A snapshot of one poller's counters (``poller.stats``, ``group.stats[cluster]``)."""
+    """A snapshot of one poller's counters (``poller.stats``, ``group.stats[cluster]``).
+
+    Counters since the poller started (every field but the last five is one):
+
+    ================== ==================================================================
+    polls              RequestJobs calls that returned
+    empty_polls        polls that brought nothing new to hand out
+    jobs_listed        jobs returned by all polls, counting repeats
+    handed_out         jobs given to consumers (``get()``, iteration, batches)
+    accepted           jobs this process now owns
+    lost_to_others     jobs someone else took first (``accept()`` returned False)
+    vanished           queued jobs a complete listing no longer showed, taken out of the
+                       queue before a consumer got them (most likely taken elsewhere; one
+                       still waiting is handed out again by a later listing)
+    released           jobs given back (``release()``, a withdrawn accept, shutdown, or the
+                       hold limit)
+    uncertain          accepts that raised :class:`AcceptUncertainError`
+    given_up           jobs no longer handed out after ``max_deliveries`` failures
+    hold_expired       jobs given back because a consumer held them past ``max_hold``
+    declined           jobs a consumer declined (``decline()``): never handed out here
+                       again while the server lists them
+    unhandled          accepted jobs no consumer or handler finished before the poller
+                       closed (``on_unhandled``, :class:`UnhandledJobsError`)
+    errors             failed polls (RequestJobs); failed accepts are counted apart
+    accept_calls       AcceptJobs RPCs sent (the client's retries included)
+    accept_errors      AcceptJobs calls that failed (after the client's own retries),
+                       whether or not a resend later settled their jobs
+    ================== ==================================================================
+
+    State now: ``held`` (jobs handed out and neither accepted nor given back),
+    ``last_error`` (the latest poll error), ``last_accept_error`` (the latest accept
+    error), ``last_poll_latency`` (seconds the latest successful RequestJobs took) and
+    ``cluster``. Errors are shown as type and message, never with a secret.
+    """
 
     cluster: str
     polls: int = 0
@@ -198,11 +268,9 @@ class PollerStats:
     lost_to_others: int = 0
     """Jobs someone else took first (accept() returned False)."""
     vanished: int = 0
-    """Queued jobs a complete listing no longer showed, taken out of the queue before a
-    consumer got them (most likely someone else took them; one still waiting is handed
-    out again by a later listing)."""
+    """Queued jobs a complete listing no longer showed (see the class docstring)."""
     released: int = 0
-    """Jobs given back (by ``release()``, a cancelled accept, or shutdown)."""
+    """Jobs given back (``release()``, a withdrawn accept, shutdown, or ``max_hold``)."""
     uncertain: int = 0
     """Accepts that raised :class:`AcceptUncertainError`."""
     given_up: int = 0
@@ -215,6 +283,18 @@ class PollerStats:
     """Seconds the latest successful RequestJobs took."""
     accept_calls: int = 0
     """AcceptJobs RPCs sent (retries included)."""
+    accept_errors: int = 0
+    """AcceptJobs calls that failed (after the client's own retries)."""
+    last_accept_error: str | None = None
+    """The latest accept error (type and message; never a secret)."""
+    held: int = 0
+    """Jobs consumers hold now: handed out, neither accepted nor given back."""
+    hold_expired: int = 0
+    """Jobs given back because a consumer held them longer than ``max_hold``."""
+    unhandled: int = 0
+    """Accepted jobs no consumer or handler finished before the poller closed."""
+    declined: int = 0
+    """Jobs a consumer declined: never handed out again here while the server lists them."""
 
 
 def parse_accept_mode(value: AcceptMode | AcceptModeName | str) -> AcceptMode:

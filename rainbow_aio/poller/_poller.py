@@ -29,13 +29,12 @@ from .._exceptions import (
 )
 from .._models import Job
 from .._telemetry import load as load_telemetry
-from ._errors import PollerStoppedError
-from ._job import JobBatch, PolledJob
+from ._errors import PollerStoppedError, UnhandledJobsError
 from ._ledger import AcceptClient, AcceptLedger, Entry, Holder, attach
 from ._options import DEFAULTS, PollerKwargs, PollerOptions, PollerStats
 from ._pacing import IdleBudget
 from ._queue import JobQueue
-from ._run import DEFAULT_BATCH_SIZE, JobSource, check_batch_size
+from ._run import JobSource
 
 __all__ = [
     "ClusterPoller",
@@ -57,6 +56,18 @@ PHASES: Final = ("new", "running", "stopped", "closed")
 
 # the least wait after a denied poll (never more than max_interval)
 _DENIED_BACKOFF: Final = 1.0
+
+# A poller none of whose polls has ever succeeded, and whose polls are denied, most
+# likely has a wrong secret or an unknown cluster: it stops after _FIRST_DENIALS denials
+# in a row (never more than denied_attempts), each followed by a wait of
+# _FIRST_DENIED_WAIT randomised to between half and all of it (never more than
+# max_interval), so that a typo fails within about a second. The Go server's false
+# denials under load mostly come alone (the probe's runs in the compat load figures),
+# and the quick re-tries step past one; a load spike that denies all three could stop
+# a poller before its first listing, the price of failing a typo fast. After a
+# success, denials get denied_attempts in a row, each with _DENIED_BACKOFF or more.
+_FIRST_DENIALS: Final = 3
+_FIRST_DENIED_WAIT: Final = 0.5
 
 # a cluster that found jobs this recently is served first by the idle budget
 _RECENT: Final = 60.0
@@ -216,6 +227,12 @@ class ClusterPoller:
             last_error=self._last_error,
             last_poll_latency=self._last_latency,
             accept_calls=counts.accept_calls if counts else 0,
+            accept_errors=counts.accept_errors if counts else 0,
+            last_accept_error=counts.last_accept_error if counts else None,
+            held=self._holder.held() if self._holder is not None else 0,
+            hold_expired=counts.hold_expired if counts else 0,
+            unhandled=counts.unhandled if counts else 0,
+            declined=counts.declined if counts else 0,
         )
 
     def counters(self) -> dict[str, int]:
@@ -230,11 +247,19 @@ class ClusterPoller:
             "released": stats.released,
             "uncertain": stats.uncertain,
             "given_up": stats.given_up,
+            "accept_errors": stats.accept_errors,
+            "hold_expired": stats.hold_expired,
+            "unhandled": stats.unhandled,
         }
 
     def queued(self) -> int:
         """Jobs of this cluster waiting in the queue (for telemetry)."""
         return 0 if self._holder is None else self._holder.queued()
+
+    def unhandled(self) -> list[Job]:
+        """Accepted jobs this cluster's poller could not give to a consumer before it
+        closed (empty until then)."""
+        return [] if self._holder is None else list(self._holder.unhandled)
 
     def take_error(self) -> BaseException | None:
         """The error that stopped polling, the first time it is asked for (so that it is
@@ -283,6 +308,12 @@ class ClusterPoller:
             self._scope.cancel()
         assert self._holder is not None
         self._holder.stop()
+
+    async def settle(self) -> None:
+        """Wait (up to ``shutdown_timeout``) until the accepts already requested are
+        settled; polling must be stopped first."""
+        if self._holder is not None and self._phase != CLOSED:
+            await self._holder.settle()
 
     async def close(self) -> None:
         """Stop, then settle accepts (up to ``shutdown_timeout``), give back held jobs and
@@ -366,17 +397,26 @@ class ClusterPoller:
                 self._errors += 1
                 self._last_error = _describe(exc)
                 denials = denials + 1 if isinstance(exc, DeniedError) else 0
+                never_listed = self._polls == 0  # no poll of this poller ever succeeded
+                allowed = opts.denied_attempts
+                if never_listed:
+                    allowed = min(allowed, _FIRST_DENIALS)
                 if (
                     isinstance(exc, _FATAL)
-                    or denials >= opts.denied_attempts
+                    or denials >= allowed
                     or not isinstance(exc, RainbowError)
                 ):
                     log.warning("cluster %r: polling stopped: %s", self._cluster, exc)
                     self._fail(exc)
                     return
-                log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
                 idle = True
                 backoff = idle_backoff(backoff, opts)
+                if denials and never_listed:
+                    # most likely a wrong secret: try again soon, to fail soon
+                    log.info("cluster %r: first polls denied, trying again: %s", self._cluster, exc)
+                    delay = jittered(min(_FIRST_DENIED_WAIT, opts.max_interval))
+                    continue
+                log.info("cluster %r: poll failed, backing off: %s", self._cluster, exc)
                 if denials:
                     # a denial is either permanent (a wrong secret) or a false one the Go
                     # server gives under load: wait long enough for a load spike to pass
@@ -489,7 +529,14 @@ class Poller(JobSource):
       stop the poller. Wrong or missing credentials (``denied_attempts`` denials in a
       row, a missing secret, a TLS failure, a closed client) stop this poller only, as
       does an unexpected exception (a bug, logged): ``get()`` and iteration raise the
-      error, and leaving the context raises it if nobody saw it.
+      error, and leaving the context raises it if nobody saw it. A poller none of whose
+      polls has succeeded yet stops after 3 denials in a row (fewer if
+      ``denied_attempts`` says so), polled again 0.25 to 0.5 s after each, so that a
+      wrong secret or an unknown cluster fails within about a second; the quick
+      re-tries step past a false denial of the Go server under load, which mostly
+      comes alone (a spike that denies all three stops a poller before its first
+      listing). Once a poll has succeeded, each denial is followed by a wait of at
+      least a second, and ``denied_attempts`` of them in a row stop the poller.
     - **Bounded memory.** The bookkeeping holds only jobs in flight, tombstones of ids
       settled while a listing was running, and the ids of jobs whose deliveries failed.
 
@@ -545,31 +592,30 @@ class Poller(JobSource):
         """Jobs waiting in the queue."""
         return len(self._queue)
 
-    async def get(self) -> PolledJob:
-        """The next job, waiting for one if needed.
-
-        Raises :class:`PollerStoppedError` once the poller is stopped and its queue is
-        empty, and the poller's error if it failed.
-        """
+    def _consumer_queue(self) -> JobQueue[Entry]:
         if self._polling.phase == NEW:
             raise RuntimeError("enter the poller first: async with client.poller(...)")
-        (entry,) = await self._queue.get()
-        return entry.hand_out()
+        return self._queue
 
-    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
-        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
-        :meth:`batches`). Raises like :meth:`get`."""
-        size = check_batch_size(max_size)
-        if self._polling.phase == NEW:
-            raise RuntimeError("enter the poller first: async with client.poller(...)")
-        first, *others = await self._queue.get(size)
-        return first.hand_out_with(others)
+    def halt(self) -> None:
+        """Stop polling now, without waiting (see :meth:`stop`)."""
+        if self._polling.phase == RUNNING:
+            self._polling.stop()
+            self._queue.close(self._stopped_error)
 
     async def stop(self) -> None:
-        """Stop polling and handing out; give back queued jobs; send the accepts waiting
-        for their window now. Jobs already handed out can still be accepted or released
-        until the context is left."""
-        self._halt()
+        """Stop polling and handing out: queued jobs are given back, accepts waiting for
+        their window go out now, and this waits until every accept already requested is
+        settled (up to ``shutdown_timeout``; after that they are settled when the context
+        is left). Jobs already handed out can still be accepted or released until the
+        context is left. Safe to call from a consumer or a handler; it does not wait for
+        ``run()``'s handlers (``run()`` returns once they finish)."""
+        self.halt()
+        await self._polling.settle()
+
+    async def aclose(self) -> None:
+        """Leave the poller as ``async with`` does (for code that cannot use it)."""
+        await self.__aexit__(None, None, None)
 
     async def __aenter__(self) -> Poller:
         if self._polling.phase != NEW:
@@ -587,9 +633,11 @@ class Poller(JobSource):
         tb: TracebackType | None,
     ) -> None:
         tg = self._tg
-        assert tg is not None
+        if tg is None:
+            raise RuntimeError("the poller was not entered")
+        self._tg = None
         try:
-            self._halt()
+            self.halt()
             await self._polling.close()
         finally:
             tg.cancel_scope.cancel()
@@ -599,6 +647,15 @@ class Poller(JobSource):
             error = self._polling.take_error()
             if error is not None:
                 raise error
+            unhandled = self._polling.unhandled()
+            if unhandled:
+                raise UnhandledJobsError(
+                    f"{len(unhandled)} accepted job(s) of cluster {self.cluster!r} were not "
+                    f"handled before the poller closed: ids {sorted(j.id for j in unhandled)}; "
+                    "they are no longer on the server",
+                    jobs=unhandled,
+                    cluster=self.cluster,
+                )
 
     def __repr__(self) -> str:
         return (
@@ -607,11 +664,6 @@ class Poller(JobSource):
         )
 
     # internals
-
-    def _halt(self) -> None:
-        if self._polling.phase == RUNNING:
-            self._polling.stop()
-            self._queue.close(self._stopped_error)
 
     def _stopped_error(self) -> BaseException:
         error = self._polling.take_error()

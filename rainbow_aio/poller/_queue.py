@@ -192,8 +192,12 @@ class JobQueue(Generic[_Item]):
 
     # consumers
 
-    def take(self, most: int = 1) -> list[_Item]:
-        """Up to ``most`` deliverable items of the lane whose turn it is (none: ``[]``)."""
+    def take(self, most: int = 1, allowed: Callable[[_Item], bool] | None = None) -> list[_Item]:
+        """Up to ``most`` deliverable items of the lane whose turn it is (none: ``[]``);
+        with ``allowed``, of the first lane in turn whose next item it allows (lanes it
+        refuses keep their place)."""
+        if allowed is not None:
+            return self._take_allowed(most, allowed)
         order, lanes = self._order, self._lanes
         while order:
             key = order[0]
@@ -216,10 +220,53 @@ class JobQueue(Generic[_Item]):
                 return out
         return []
 
-    async def get(self, most: int = 1) -> list[_Item]:
-        """Wait until there is an item, then take up to ``most`` of one lane."""
+    def _take_allowed(self, most: int, allowed: Callable[[_Item], bool]) -> list[_Item]:
+        order, lanes = self._order, self._lanes
+        index = 0
+        while index < len(order):
+            key = order[index]
+            lane = lanes[key]
+            while lane and not lane[0][1].deliverable:  # dropped in place: skip them now
+                lane.popleft()
+                self._stored -= 1
+            if not lane:
+                del lanes[key]
+                del order[index]
+                continue
+            if not allowed(lane[0][1]):
+                index += 1
+                continue
+            out: list[_Item] = []
+            while lane and len(out) < most:
+                _, job = lane.popleft()
+                self._stored -= 1
+                if job.deliverable:
+                    out.append(job)
+            del order[index]
+            if lane:
+                order.append(key)  # its turn is over
+            else:
+                del lanes[key]
+            if out:
+                self._live -= len(out)
+                self.wake_room()
+                return out
+        return []
+
+    def wake_consumers(self) -> None:
+        """Wake every waiting consumer to look again (what it may take has changed)."""
+        while self._getters:
+            fut = self._getters.popleft()
+            if not fut.done():
+                fut.set_result(None)
+
+    async def get(
+        self, most: int = 1, allowed: Callable[[_Item], bool] | None = None
+    ) -> list[_Item]:
+        """Wait until there is an item (one ``allowed`` allows, if given), then take up to
+        ``most`` of one lane."""
         while True:
-            out = self.take(most)
+            out = self.take(most, allowed)
             if out:
                 if self._live and self._getters:
                     self._wake_getter()  # more left: the next consumer need not wait

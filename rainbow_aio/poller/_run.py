@@ -1,17 +1,31 @@
 """The consumer side shared by :class:`Poller` and :class:`PollerGroup`: iteration, batches
-and the handler style (``run(handler)``), written against ``get()`` and ``get_batch()``."""
+and the handler style (``run(handler)``), written against their queue of entries.
+
+``run()`` owns its handlers' tasks itself (not a task group that a cancellation would
+tear down at once), so that stopping it, by a :class:`~rainbow_aio.Shutdown`, a signal or
+a cancellation, is one path: no new work, handlers of jobs already accepted finish within
+``shutdown_timeout``, and whatever is cut short is handed to the application.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar, overload
 
 import anyio
 
 from .._exceptions import InvalidArgumentError, RainbowError
-from ._errors import AcceptUncertainError, PollerStoppedError
+from .._models import Job
+from .._stopping import Shutdown
+from ._errors import AcceptUncertainError, PollerStoppedError, UnhandledJobsError
 from ._job import JobBatch, JobState, PolledJob
+from ._ledger import Entry
+from ._options import PollerOptions
+from ._queue import JobQueue
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -19,6 +33,7 @@ __all__ = [
     "BatchHandler",
     "Handler",
     "JobSource",
+    "RunReport",
     "check_batch_size",
 ]
 
@@ -34,7 +49,7 @@ AcceptWhen = Literal["before", "after", "manual"]
 
 DEFAULT_BATCH_SIZE: Final = 100
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", PolledJob, JobBatch)
 
 
 def check_batch_size(max_size: object) -> int:
@@ -43,18 +58,67 @@ def check_batch_size(max_size: object) -> int:
     return max_size
 
 
+def _positive(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidArgumentError(f"{name} must be a positive int, not {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class RunReport:
+    """How ``run()`` ended, when it returns (rather than raises).
+
+    - ``stopped_by``: why it stopped taking jobs: the :class:`~rainbow_aio.Shutdown`'s
+      reason (a signal's name, such as ``"SIGINT"``), or None when the poller or group
+      was stopped (``stop()``) and ``run()`` ran out of jobs.
+    - ``handled``: handler calls that returned normally; ``failed``: those that raised.
+    """
+
+    stopped_by: str | None
+    handled: int = 0
+    failed: int = 0
+
+
+@dataclass(slots=True)
+class _Tally:
+    handled: int = 0
+    failed: int = 0
+    cut_short: list[Job] = field(default_factory=list)
+
+
 class JobSource:
     """What a :class:`Poller` and a :class:`PollerGroup` share as sources of jobs: async
-    iteration, batches and the handler style (``run``), on top of their ``get()`` and
-    ``get_batch()``."""
+    iteration, batches and the handler style (``run``), on top of their queue (asked
+    for with ``_consumer_queue()``, which raises until the source is entered)."""
 
     __slots__ = ()
 
-    async def get(self) -> PolledJob:
+    def _consumer_queue(self) -> JobQueue[Entry]:
         raise NotImplementedError
 
-    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
+    @property
+    def options(self) -> PollerOptions:
         raise NotImplementedError
+
+    def halt(self) -> None:
+        """Stop polling and handing out new jobs now, without waiting (``stop()`` then
+        waits for the accepts already requested): queued jobs are given back, accepted
+        jobs still queued are handed out, then ``get()`` raises
+        :class:`PollerStoppedError`."""
+        raise NotImplementedError
+
+    async def get(self) -> PolledJob:
+        """The next job, waiting for one if needed. Raises :class:`PollerStoppedError`
+        once stopped and empty, and the error that stopped polling if one did."""
+        (entry,) = await self._consumer_queue().get()
+        return entry.hand_out()
+
+    async def get_batch(self, max_size: int = DEFAULT_BATCH_SIZE) -> JobBatch:
+        """Up to ``max_size`` jobs of one cluster, as soon as one is ready (see
+        :meth:`batches`). Raises like :meth:`get`."""
+        size = check_batch_size(max_size)
+        first, *others = await self._consumer_queue().get(size)
+        return first.hand_out_with(others)
 
     def __aiter__(self) -> JobSource:
         return self
@@ -82,9 +146,12 @@ class JobSource:
         handler: Handler,
         *,
         concurrency: int = ...,
+        per_cluster: int | None = ...,
         accept: AcceptWhen = ...,
         batch_size: None = ...,
-    ) -> None: ...
+        stop: Shutdown | None = ...,
+        stop_on_signals: bool = ...,
+    ) -> RunReport: ...
 
     @overload
     async def run(
@@ -92,58 +159,105 @@ class JobSource:
         handler: BatchHandler,
         *,
         concurrency: int = ...,
+        per_cluster: int | None = ...,
         accept: AcceptWhen = ...,
         batch_size: int,
-    ) -> None: ...
+        stop: Shutdown | None = ...,
+        stop_on_signals: bool = ...,
+    ) -> RunReport: ...
 
     async def run(
         self,
         handler: Handler | BatchHandler,
         *,
         concurrency: int = 1,
+        per_cluster: int | None = None,
         accept: AcceptWhen = "before",
         batch_size: int | None = None,
-    ) -> None:
-        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time; with
-        ``batch_size=N``, ``await handler(batch)`` for batches of up to N jobs of one
-        cluster (a :class:`JobBatch`).
+        stop: Shutdown | None = None,
+        stop_on_signals: bool = False,
+    ) -> RunReport:
+        """Run ``await handler(job)`` for each job, at most ``concurrency`` at a time and at
+        most ``per_cluster`` at a time for any one cluster; with ``batch_size=N``,
+        ``await handler(batch)`` for batches of up to N jobs of one cluster (a
+        :class:`JobBatch`; ``per_cluster`` then counts batches).
 
-        ``accept``:
+        ``accept`` (docs/delivery.md has the whole table):
 
         - ``"before"`` (default): accept first; run the handler only for what this
           process now owns (jobs lost to others, or with an uncertain accept, are skipped
-          and logged; a batch handler gets the batch of the jobs owned).
+          and logged; a batch handler gets the batch of the jobs owned). A handler that
+          raises gets the job again after ``redelivery_delay`` (doubling), in this
+          process: the server no longer has it. After ``max_deliveries`` failures it is
+          given up: logged, counted in ``stats.given_up`` and passed to ``on_give_up``.
         - ``"after"``: run the handler, then accept what it left held if it returned
           normally; if it raised, those jobs are released as failed
-          (``release(failed=True)``): handed out again after a growing delay, and no
-          more after ``max_deliveries`` failures.
-        - ``"manual"``: the handler accepts or releases itself.
+          (``release(failed=True)``): they stay on the server and are handed out again
+          after a growing delay, and no more by this process after ``max_deliveries``.
+        - ``"manual"``: the handler accepts or releases itself; what it left held is
+          released (as failed if it raised).
 
-        In every style what the handler left unsettled is released (as failed when the
-        handler raised), and a handler's exception is logged and does not stop the loop.
-        New work is taken only when a handler slot is free. Returns once the source is
-        stopped (``stop()``, possibly from a handler) and the running handlers have
-        finished; raises what ``get()`` raises when the source failed (a poller's error;
-        for a group, the ``ExceptionGroup`` of errors once every cluster failed).
-        Cancelling it cancels the running handlers.
+        A handler's exception is logged and does not stop the loop. New work is taken
+        only when a handler slot is free.
+
+        Stopping, one path for every cause: ``stop`` requested (a
+        :class:`~rainbow_aio.Shutdown`), a signal with ``stop_on_signals=True`` (SIGINT or
+        SIGTERM; a second one forces the stop), or cancellation of the task running
+        ``run()``. No new job is taken (queued ones go back to the server); accepted
+        jobs already queued are still handed to handlers; running handlers may finish
+        within ``shutdown_timeout``. Handlers still running then, or when the stop is
+        forced (a second signal, ``stop.force()``, a second cancellation), are cancelled,
+        and the accepted jobs they held are passed to ``on_unhandled``, counted in
+        ``stats.unhandled`` and raised in an :class:`UnhandledJobsError`; under
+        cancellation ``run()`` re-raises the ``CancelledError`` instead, after the same
+        steps. ``stop()`` on the poller or group (from a handler, say) ends the intake
+        the same way but waits for running handlers without a bound.
+
+        Returns a :class:`RunReport`; raises what ``get()`` raises when the source failed
+        (a poller's error; for a group, the ``ExceptionGroup`` once every cluster failed),
+        after the running handlers finished.
         """
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise InvalidArgumentError(f"concurrency must be a positive int, not {concurrency!r}")
+        _positive("concurrency", concurrency)
+        if per_cluster is not None:
+            _positive("per_cluster", per_cluster)
         if accept not in ("before", "after", "manual"):
             raise InvalidArgumentError(
                 f"accept must be 'before', 'after' or 'manual', not {accept!r}"
             )
-        if batch_size is None:
+        if stop is not None and not isinstance(stop, Shutdown):
+            raise InvalidArgumentError("stop must be a rainbow_aio.Shutdown or None")
+        size = None if batch_size is None else check_batch_size(batch_size)
+        queue = self._consumer_queue()
+        shutdown = stop if stop is not None else Shutdown()
+        tally = _Tally()
+        if size is None:
             one: Handler = handler  # type: ignore[assignment]
-            await _drive(self.get, lambda job: _handle_one(job, one, accept), concurrency)
+
+            async def handle(work: PolledJob | JobBatch) -> None:
+                assert isinstance(work, PolledJob)
+                await _handle_one(work, one, accept, tally)
+
         else:
-            size = check_batch_size(batch_size)
             many: BatchHandler = handler  # type: ignore[assignment]
-            await _drive(
-                lambda: self.get_batch(size),
-                lambda batch: _handle_batch(batch, many, accept),
-                concurrency,
+
+            async def handle(work: PolledJob | JobBatch) -> None:
+                assert isinstance(work, JobBatch)
+                await _handle_batch(work, many, accept, tally)
+
+        driver = _Driver(self, queue, handle, concurrency, per_cluster, size, shutdown)
+        if stop_on_signals:
+            with shutdown.on_signals():
+                await driver.drive()
+        else:
+            await driver.drive()
+        if tally.cut_short:
+            jobs = tally.cut_short
+            raise UnhandledJobsError(
+                f"{len(jobs)} accepted job(s) were cut short at shutdown and not finished: "
+                f"ids {sorted(job.id for job in jobs)}; they are no longer on the server",
+                jobs=jobs,
             )
+        return RunReport(shutdown.reason, tally.handled, tally.failed)
 
 
 class _Batches:
@@ -163,48 +277,150 @@ class _Batches:
             raise StopAsyncIteration from None
 
 
-async def _drive(
-    take: Callable[[], Awaitable[_T]], handle: Callable[[_T], Awaitable[None]], concurrency: int
-) -> None:
-    """Take work and handle it, ``concurrency`` pieces at a time, until the source stops."""
-    slots = anyio.Semaphore(concurrency)
-    failure: BaseException | None = None
+class _Driver:
+    """One ``run()``: takes work while there is a slot (and room in its cluster's
+    limit), runs each handler in a task of its own, and stops along the one path
+    described in :meth:`JobSource.run`."""
 
-    async def handle_and_free(work: _T) -> None:
+    def __init__(
+        self,
+        source: JobSource,
+        queue: JobQueue[Entry],
+        handle: Callable[[PolledJob | JobBatch], Coroutine[object, object, None]],
+        concurrency: int,
+        per_cluster: int | None,
+        batch: int | None,
+        shutdown: Shutdown,
+    ) -> None:
+        self.source = source
+        self.queue = queue
+        self.handle = handle
+        self.concurrency = concurrency
+        self.per_cluster = per_cluster
+        self.batch = batch
+        self.shutdown = shutdown
+        self.running: dict[asyncio.Task[None], str] = {}
+        self.by_cluster: Counter[str] = Counter()
+        self.changed: asyncio.Future[None] | None = None
+
+    def _allowed(self, entry: Entry) -> bool:
+        assert self.per_cluster is not None
+        return self.by_cluster[entry.cluster] < self.per_cluster
+
+    async def _take(self) -> PolledJob | JobBatch:
+        allowed = self._allowed if self.per_cluster is not None else None
+        if self.batch is None:
+            (entry,) = await self.queue.get(1, allowed)
+            return entry.hand_out()
+        first, *others = await self.queue.get(self.batch, allowed)
+        return first.hand_out_with(others)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        cluster = self.running.pop(task)
+        self.by_cluster[cluster] -= 1
+        if not self.by_cluster[cluster]:
+            del self.by_cluster[cluster]
+        if self.per_cluster is not None:
+            self.queue.wake_consumers()  # a cluster at its limit may have room again
+        self._wake()
+
+    def _wake(self) -> None:
+        changed, self.changed = self.changed, None
+        if changed is not None and not changed.done():
+            changed.set_result(None)
+
+    async def _slot(self) -> None:
+        while len(self.running) >= self.concurrency and not self.shutdown.requested:
+            self.changed = self.changed or asyncio.get_running_loop().create_future()
+            await self.changed
+
+    async def drive(self) -> None:
+        loop = asyncio.get_running_loop()
+        watcher = loop.create_task(self._halt_on_stop())
+        failure: Exception | None = None
+        cancelled: asyncio.CancelledError | None = None
         try:
-            await handle(work)
+            while True:
+                await self._slot()
+                if self.shutdown.requested:
+                    break
+                try:
+                    work = await self._take()
+                except PollerStoppedError:
+                    break
+                except Exception as exc:  # the source failed: let running handlers finish
+                    failure = exc
+                    break
+                task = loop.create_task(self.handle(work))
+                self.running[task] = work.cluster
+                self.by_cluster[work.cluster] += 1
+                task.add_done_callback(self._ended)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         finally:
-            slots.release()
+            watcher.cancel()
+        stopping = cancelled is not None or self.shutdown.requested
+        if stopping:
+            self.source.halt()
+        await self._drain(stopping)
+        if cancelled is not None:
+            raise cancelled
+        if failure is not None:
+            raise failure
 
-    async with anyio.create_task_group() as tg:
-        while True:
-            # take a slot before work, so no job waits in this loop for a free handler
-            await slots.acquire()
+    async def _halt_on_stop(self) -> None:
+        await self.shutdown.wait()
+        self.source.halt()  # a waiting get() ends the intake
+        self._wake()  # so does a wait for a free slot
+
+    async def _drain(self, stopping: bool) -> None:
+        """Wait for the running handlers: without a bound when the source simply stopped,
+        within ``shutdown_timeout`` after a stop request or a cancellation, not at all
+        once forced; then cut short what is left. Shielded from the cancellation that
+        may have started it; a further cancellation forces the stop."""
+        if not self.running:
+            return
+        grace = self.source.options.shutdown_timeout if stopping else None
+        why = "shutdown_timeout ran out"
+        with anyio.CancelScope(shield=True):
             try:
-                work = await take()
-            except PollerStoppedError:
-                slots.release()
-                break
-            except Exception as exc:  # the source failed: let running handlers finish
-                slots.release()
-                failure = exc
-                break
-            except BaseException:
-                slots.release()
-                raise
-            tg.start_soon(handle_and_free, work)
-    if failure is not None:
-        raise failure
+                with anyio.move_on_after(grace):
+                    forced = asyncio.ensure_future(self.shutdown.wait_forced())
+                    try:
+                        while self.running and not self.shutdown.forced:
+                            await asyncio.wait(
+                                [*self.running, forced], return_when=asyncio.FIRST_COMPLETED
+                            )
+                    finally:
+                        forced.cancel()
+            except asyncio.CancelledError:
+                why = "cancelled again"
+            if self.shutdown.forced:
+                why = f"stop forced: {self.shutdown.forced_reason}"
+            left = list(self.running)
+            if left:
+                log.error("run() stopping (%s): cutting short %d handler(s)", why, len(left))
+                for task in left:
+                    task.cancel()
+                await asyncio.wait(left)
 
 
-async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen) -> None:
+async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen, tally: _Tally) -> None:
     failed = False
+    called = True
     try:
         if accept == "before":
             if not await _accept(pj):
+                called = False
                 return
-            await handler(pj)
-        elif accept == "after":
+            try:
+                await handler(pj)
+            except Exception:
+                failed = True
+                log.exception("cluster %r: the handler of job %d failed", pj.cluster, pj.id)
+                pj.retry_later()  # ours alone: handed to a handler again, or given up
+            return
+        if accept == "after":
             await handler(pj)
             if pj.state in (JobState.HELD, JobState.ACCEPTING):
                 try:
@@ -226,18 +442,35 @@ async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen) -> No
     except Exception:
         failed = True
         log.exception("cluster %r: the handler of job %d failed", pj.cluster, pj.id)
+    except asyncio.CancelledError:
+        if pj.accepted:
+            _cut_short(pj, tally)
+        raise
     finally:
         # whatever the handler did not settle goes back to the server
         pj.release(failed=failed)
+        _count(tally, called=called, failed=failed)
 
 
-async def _handle_batch(batch: JobBatch, handler: BatchHandler, accept: AcceptWhen) -> None:
+async def _handle_batch(
+    batch: JobBatch, handler: BatchHandler, accept: AcceptWhen, tally: _Tally
+) -> None:
     failed = False
+    called = True
     try:
         if accept == "before":
             owned = await _accept_all(batch)
+            called = bool(owned)
             if owned:
-                await handler(owned)
+                try:
+                    await handler(owned)
+                except Exception:
+                    failed = True
+                    log.exception(
+                        "cluster %r: the handler of jobs %s failed", batch.cluster, owned.ids
+                    )
+                    for pj in owned:
+                        pj.retry_later()
         elif accept == "after":
             await handler(batch)
             ran = batch.held
@@ -251,8 +484,27 @@ async def _handle_batch(batch: JobBatch, handler: BatchHandler, accept: AcceptWh
     except Exception:
         failed = True
         log.exception("cluster %r: the handler of jobs %s failed", batch.cluster, batch.ids)
+    except asyncio.CancelledError:
+        for pj in batch:
+            if pj.accepted:
+                _cut_short(pj, tally)
+        raise
     finally:
         batch.release(failed=failed)
+        _count(tally, called=called, failed=failed)
+
+
+def _count(tally: _Tally, *, called: bool, failed: bool) -> None:
+    task = asyncio.current_task()
+    if failed:
+        tally.failed += 1
+    elif called and not (task is not None and task.cancelling()):
+        tally.handled += 1
+
+
+def _cut_short(pj: PolledJob, tally: _Tally) -> None:
+    tally.cut_short.append(pj.job)
+    pj.report_unhandled("its handler was cut short when run() stopped")
 
 
 async def _accept(pj: PolledJob) -> bool:

@@ -208,8 +208,8 @@ async def test_nothing_listening_says_start_a_server() -> None:
         assert result.code == 1
         assert "Traceback" not in result.err
         assert result.err.splitlines() == [
-            f"rainbow-aio: error: nothing answers at {host} — is the server running? "
-            "(start one with: rainbow-aio serve)"
+            f"rainbow-aio: error: nothing answers at {host} — is a rainbow server running "
+            "there? start one with: rainbow-aio serve (see docs/getting-started.md)"
         ]
 
 

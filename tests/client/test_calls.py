@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import grpc
 import pytest
 
@@ -139,6 +141,60 @@ async def test_accept_errors(rainbow_client: RainbowClient, alpha: Registration)
         await rainbow_client.accept_jobs("alpha", "", [1])
     with pytest.raises(DeniedError):
         await rainbow_client.accept_jobs("alpha", "wrong", [1])
+
+
+# What each denial must name (the server says only "request denied"): every possibility
+# for that call, and how to tell them apart.
+DENIAL_CAUSES = {
+    "Register": ["registration secret differs from the server's", "--secret"],
+    "SubmitJob": [
+        "the token is wrong",
+        "not its secret",
+        "not registered on this server",
+        "ClusterExistsError",
+    ],
+    "RequestJobs": [
+        "the secret is wrong",
+        "not its token",
+        "not registered on this server",
+        "--cleanup",
+        "ClusterExistsError",
+    ],
+}
+DENIAL_CAUSES["AcceptJobs"] = DENIAL_CAUSES["RequestJobs"]
+
+
+async def test_every_denial_names_what_may_be_wrong_and_no_credential(
+    rainbow_client: RainbowClient, rainbow_server: RainbowServer, alpha: Registration
+) -> None:
+    wrong = "not-the-secret-0123456789"
+    client = rainbow_client
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+        ("Register", lambda: client.register("beta", wrong)),
+        ("SubmitJob", lambda: client.submit_job("alpha", alpha.secret, "echo")),  # not the token
+        ("SubmitJob", lambda: client.submit_job("nowhere", alpha.token, "echo")),
+        ("RequestJobs", lambda: client.request_jobs("alpha", alpha.token)),  # not the secret
+        ("RequestJobs", lambda: client.request_jobs("nowhere", alpha.secret)),
+        ("AcceptJobs", lambda: client.accept_jobs("alpha", wrong, [1])),
+        ("AcceptJobs", lambda: client.accept_jobs("nowhere", alpha.secret, [1])),
+    ]
+    credentials = [wrong, alpha.token, alpha.secret, rainbow_server.secret]
+    for rpc, call in calls:
+        with pytest.raises(DeniedError) as info:
+            await call()
+        err = info.value
+        assert (err.rpc, err.details) == (rpc, "request denied")  # the server's own words
+        text = str(err)
+        assert "request denied" in text
+        for cause in DENIAL_CAUSES[rpc]:
+            assert cause in text, (rpc, cause)
+        for credential in credentials:
+            assert credential not in text
+            assert credential not in repr(err)
+    # the check the RequestJobs message suggests tells the two cases apart
+    with pytest.raises(ClusterExistsError):
+        await rainbow_client.register("alpha", rainbow_server.secret)  # so the secret was wrong
+    await rainbow_client.register("nowhere", rainbow_server.secret)  # it was not registered
 
 
 async def test_ping_measures_a_round_trip(

@@ -69,6 +69,27 @@ def test_error_from_status(
     assert str(err).startswith("[RequestJobs cluster='alpha'] ")
 
 
+@pytest.mark.parametrize("rpc", ["Register", "SubmitJob", "RequestJobs", "AcceptJobs", "Serial"])
+@pytest.mark.parametrize(
+    ("code", "details"),
+    [
+        (UNKNOWN, "request denied"),
+        (grpc.StatusCode.PERMISSION_DENIED, "no"),
+        (grpc.StatusCode.UNAUTHENTICATED, "no"),
+    ],
+)
+def test_every_denial_says_what_may_be_wrong(rpc: str, code: grpc.StatusCode, details: str) -> None:
+    err = error_from_status(code, details, rpc=rpc, cluster="alpha", attempts=2)
+    assert isinstance(err, DeniedError)
+    assert err.details == details  # the server's own string, unchanged
+    # the possibilities follow the server's words (after "gave up", if it did)
+    head, causes = str(err).split(" — ", 1)
+    assert head.endswith(details if code != UNKNOWN else f"{details} (gave up after 2 attempts)")
+    assert ("registration secret" in causes) == (rpc in ("Register", "Serial"))
+    assert ("token" in causes) == (rpc != "Register")
+    assert ("not registered on this server" in causes) == (rpc != "Register")
+
+
 def test_unavailable_names_host_and_attempts() -> None:
     err = error_from_status(
         grpc.StatusCode.UNAVAILABLE, REFUSED, rpc="Serial", host="rainbow:50051", attempts=4

@@ -17,6 +17,8 @@ from rainbow_aio import (
     Registration,
     UnavailableError,
 )
+from rainbow_aio._exceptions import NO_SERVER_HINT
+from rainbow_aio.cli._common import explain
 
 
 def closed_port() -> int:
@@ -37,6 +39,10 @@ async def test_connect_to_a_closed_port_fails_with_the_host_named() -> None:
     assert err.rpc == "connect"
     assert err.code == grpc.StatusCode.UNAVAILABLE
     assert "Connection refused" in str(err)
+    # it says how to start a server, in the command line's words
+    assert str(err).endswith(f"; {NO_SERVER_HINT}")
+    assert "rainbow-aio serve" in NO_SERVER_HINT
+    assert explain(err, host=host) == f"nothing answers at {host} — {NO_SERVER_HINT}"
     assert not client.connected
     await client.close()
 

@@ -47,7 +47,7 @@ BAD_CALLS: dict[str, tuple[Call, str]] = {
     "submit name int": (lambda c, r: c.submit_job("alpha", r.token, "x", name=3), "name"),  # type: ignore[arg-type]
     "submit surrogate": (lambda c, r: c.submit_job("alpha", r.token, "\udc80"), "unicode"),
     "request empty cluster": (lambda c, r: c.request_jobs("", r.secret), "cluster"),
-    "request max_jobs 0": (lambda c, r: c.request_jobs("alpha", r.secret, 0), "max_jobs"),
+    "request max_jobs -1": (lambda c, r: c.request_jobs("alpha", r.secret, -1), "max_jobs"),
     "request max_jobs > int32": (
         lambda c, r: c.request_jobs("alpha", r.secret, INT32_MAX + 1),
         "max_jobs",

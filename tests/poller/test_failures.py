@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator
 
 import pytest
+from support.grpc_faults import FaultInjector
 from support.proxy import TcpProxy
 
 from rainbow_aio import DeniedError, PolledJob, RainbowClient, RainbowServer, RetryPolicy
@@ -42,8 +44,9 @@ async def test_a_denied_cluster_next_to_healthy_ones(
                 await group.run(handler, concurrency=4)
             assert isinstance(group.errors[bad.name], DeniedError)
             stats = group.stats
-            # denied_attempts (5) denials in a row before the poller gives up
-            assert stats[bad.name].errors == 5
+            # no poll of it ever succeeded: 3 quick denials in a row stop it
+            assert stats[bad.name].errors == 3
+            assert stats[bad.name].polls == 0
             assert "DeniedError" in (stats[bad.name].last_error or "")
             assert all(stats[c.name].errors == 0 for c in healthy)
 
@@ -85,6 +88,81 @@ async def test_a_denied_poller_raises_at_exit_when_nobody_consumed(
     with pytest.raises(DeniedError):
         async with rainbow_client.poller(cluster.name, WRONG, denied_attempts=2, **FAST) as poller:
             await wait_until(lambda: poller.error is not None, what="the denial")
+
+
+async def test_a_wrong_secret_never_listed_fails_after_a_few_quick_polls(
+    rainbow_client: RainbowClient,
+    rainbow_server: RainbowServer,
+    make_cluster: MakeCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rainbow_aio")
+    cluster = await make_cluster(jobs=1)
+    before = rainbow_server.call_counts.get("RequestJobs", 0)
+    # the default options: denied_attempts (5) with a second or more between denials
+    poller = rainbow_client.poller(cluster.name, WRONG)
+    with pytest.raises(DeniedError) as raised:
+        async with asyncio.timeout(20), poller:
+            await poller.get()
+    # 3 denials in a row, none after a success: stopped well before denied_attempts
+    assert poller.stats.errors == 3 < poller.options.denied_attempts
+    assert poller.stats.polls == 0
+    assert rainbow_server.call_counts["RequestJobs"] - before == 3
+    assert "first polls denied, trying again" in caplog.text
+    assert "backing off" not in caplog.text
+    message = str(raised.value)
+    assert "the secret is wrong" in message
+    assert "not registered on this server" in message
+    for text in [message, repr(raised.value), caplog.text]:
+        assert WRONG not in text
+        assert cluster.secret not in text
+    assert await waiting(rainbow_client, cluster) == set(cluster.ids)
+
+
+@pytest.fixture
+async def faulty_client(faults: FaultInjector) -> AsyncIterator[RainbowClient]:
+    """A client whose calls go through the fault injector."""
+    async with RainbowClient(faults.address) as client:
+        yield client
+
+
+async def test_false_denials_before_the_first_listing_are_stepped_past(
+    faulty_client: RainbowClient, faults: FaultInjector, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    faults.deny("RequestJobs", times=2)  # the Go server's false denials, under load
+    async with asyncio.timeout(20), faulty_client.poller(cluster.name, cluster.secret) as poller:
+        job = await poller.get()
+        assert job.id == cluster.ids[0]
+        assert poller.running
+        assert poller.stats.errors == 2
+        assert await job.accept()
+
+
+async def test_after_a_success_denials_back_off_and_do_not_stop_the_poller_early(
+    faulty_client: RainbowClient,
+    faults: FaultInjector,
+    rainbow_client: RainbowClient,
+    make_cluster: MakeCluster,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rainbow_aio")
+    cluster = await make_cluster()
+    async with faulty_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+        await wait_until(lambda: poller.stats.polls >= 1, what="a successful poll")
+        # as many denials as stop a poller that never listed, fewer than denied_attempts
+        faults.deny("RequestJobs", times=3)
+        await wait_until(lambda: poller.stats.errors == 3, what="the denials")
+        [later] = await submit(rainbow_client, cluster, 1)
+        async with asyncio.timeout(20):
+            job = await poller.get()
+        assert job.id == later
+        assert poller.running
+        assert poller.stats.errors == 3
+        assert "DeniedError" in (poller.stats.last_error or "")
+        assert caplog.text.count("poll failed, backing off") == 3
+        assert "first polls denied" not in caplog.text
+        assert await job.accept()
 
 
 async def test_run_raises_once_every_cluster_of_the_group_failed(

@@ -200,3 +200,17 @@ async def test_single_takes_give_all_of_one_polls_jobs_together(
         jobs = [await group.get() for _ in range(10)]
         assert [j.cluster for j in jobs] == [a.name] * 6 + [b.name] * 4
         assert all(await asyncio.gather(*(j.accept() for j in jobs)))
+
+
+async def test_a_small_group_polls_at_once_when_entered(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """The first polls of a small group are not spread: with min_interval 30 s a spread
+    would hold them for up to 30 s; the jobs come at once, as from a single poller."""
+    clusters = [await make_cluster(jobs=3) for _ in range(3)]
+    async with rainbow_client.poll_many(
+        {c.name: c.secret for c in clusters}, min_interval=30, max_interval=30
+    ) as group:
+        async with asyncio.timeout(10):
+            taken = {(await group.get()).cluster for _ in range(9)}
+    assert taken == {c.name for c in clusters}

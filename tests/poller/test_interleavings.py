@@ -2,10 +2,12 @@
 
 A seeded driver takes jobs and batches, accepts them (one by one and as batches),
 cancels, releases, drops, stops, removes and re-adds,
-arms gRPC faults (locked database, lost calls, lost and held answers), lets another
-accepter take jobs (shared mode only: batched mode assumes it is the only one) and closes
-the client, in a random order. At the end the server's own listing decides what was
-deleted, and every run must satisfy:
+arms gRPC faults (locked database, lost calls, lost and held answers, listings cut
+short), polls the same cluster with a second client of the same process (in both modes:
+one process may open several clients), lets another process's accepter take jobs (shared
+mode only: batched mode assumes it is the only process) and ends by closing the client,
+stopping, or cancelling the whole body at a random point, in a random order. At the end
+the server's own listing decides what was deleted, and every run must satisfy:
 
 - never two owners: no job is owned by two handed-out jobs, nor by us and the other
   accepter;
@@ -13,7 +15,8 @@ deleted, and every run must satisfy:
 - never deleted but unowned without a report: every job gone from the server was owned
   here, taken by the other accepter, reported uncertain (to a consumer waiting in
   ``accept()``, or, when its consumers were cancelled, in the job's state, the cluster's
-  ``stats.uncertain`` and a warning), or reported accepted but not run (an error).
+  ``stats.uncertain`` and a warning), or handed to the application as accepted but not
+  handled (``on_unhandled``).
 
 The default run tries a few seeds per mode; ``tox -e soak`` tries many more.
 """
@@ -35,6 +38,7 @@ from support.grpc_faults import FaultInjector
 from rainbow_aio import (
     AcceptStatus,
     AcceptUncertainError,
+    Job,
     JobBatch,
     PolledJob,
     PollerStoppedError,
@@ -42,6 +46,7 @@ from rainbow_aio import (
     RainbowError,
     RainbowServer,
     RetryPolicy,
+    UnhandledJobsError,
 )
 
 from .conftest import MakeCluster, waiting
@@ -55,6 +60,7 @@ class Outcomes:
     owners: dict[int, set[int]] = field(default_factory=lambda: defaultdict(set))
     uncertain: set[int] = field(default_factory=set)
     theirs: set[int] = field(default_factory=set)
+    unhandled: set[int] = field(default_factory=set)
 
     def owned(self) -> set[int]:
         return {job_id for job_id, handles in self.owners.items() if handles}
@@ -94,9 +100,21 @@ async def scenario(
         elif isinstance(error, AcceptUncertainError):
             out.uncertain.add(job.id)
 
-    async with FaultInjector(server.address) as faults:
+    def on_unhandled(job: Job) -> None:
+        out.unhandled.add(job.id)
+
+    async with FaultInjector(server.address) as faults, RainbowClient(server.address) as second:
         client = RainbowClient(faults.address, retry=QUICK, timeout=1.0, attempt_timeout=0.3)
         await client.connect()
+        other_poller = second.poller(
+            cluster.name,
+            cluster.secret,
+            accept_mode=mode,
+            max_jobs=rng.randint(1, 3),
+            min_interval=0.005,
+            max_interval=0.02,
+            on_unhandled=on_unhandled,
+        )
         group = client.poll_many(
             {cluster.name: cluster.secret},
             accept_mode=mode,
@@ -106,93 +124,116 @@ async def scenario(
             max_interval=0.02,
             shutdown_timeout=0.3,
             redelivery_delay=0.01,
+            on_unhandled=on_unhandled,
         )
-        try:
-            async with group:
-                for _ in range(STEPS):
-                    op = rng.choice(
-                        ["get"] * 4
-                        + ["accept"] * 4
-                        + ["batch", "accept_batch"]
-                        + ["cancel", "release", "drop", "fault", "heal", "remove", "add"]
-                        + (["other"] * 2 if mode == "shared" else [])
-                        + ["pause"] * 2
-                    )
-                    if op == "get":
-                        with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
-                            async with asyncio.timeout(0.05):
-                                job = await group.get()
-                            if job.accepted:  # an accepted job whose consumer was cancelled
+
+        async def steps() -> None:
+            for _ in range(STEPS):
+                op = rng.choice(
+                    ["get"] * 4
+                    + ["accept"] * 4
+                    + ["batch", "accept_batch"]
+                    + ["cancel", "release", "drop", "fault", "heal", "remove", "add"]
+                    + ["get2", "truncate"]
+                    + (["other"] * 2 if mode == "shared" else [])
+                    + ["pause"] * 2
+                )
+                if op == "get":
+                    with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
+                        async with asyncio.timeout(0.05):
+                            job = await group.get()
+                        if job.accepted:  # an accepted job whose consumer was cancelled
+                            out.owners[job.id].add(id(job))
+                        else:
+                            held.append(job)
+                elif op == "batch":
+                    with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
+                        async with asyncio.timeout(0.05):
+                            batch = await group.get_batch(rng.randint(1, 4))
+                        for job in batch:
+                            if job.accepted:
                                 out.owners[job.id].add(id(job))
-                            else:
-                                held.append(job)
-                    elif op == "batch":
-                        with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
-                            async with asyncio.timeout(0.05):
-                                batch = await group.get_batch(rng.randint(1, 4))
-                            for job in batch:
-                                if job.accepted:
-                                    out.owners[job.id].add(id(job))
-                            batches.append(batch)
-                            held.extend(job for job in batch if not job.accepted)
-                    elif op == "accept_batch" and batches:
-                        batch = rng.choice(batches)
-                        btask = asyncio.create_task(batch.accept())
-                        btask.add_done_callback(lambda t, b=batch: record_batch(t, b))  # type: ignore[misc]
-                        batch_accepts.append(btask)
-                    elif op == "cancel" and batch_accepts and rng.random() < 0.3:
-                        rng.choice(batch_accepts).cancel()
-                    elif op == "accept" and held:
-                        job = rng.choice(held)
+                        batches.append(batch)
+                        held.extend(job for job in batch if not job.accepted)
+                elif op == "accept_batch" and batches:
+                    batch = rng.choice(batches)
+                    btask = asyncio.create_task(batch.accept())
+                    btask.add_done_callback(lambda t, b=batch: record_batch(t, b))  # type: ignore[misc]
+                    batch_accepts.append(btask)
+                elif op == "cancel" and batch_accepts and rng.random() < 0.3:
+                    rng.choice(batch_accepts).cancel()
+                elif op == "accept" and held:
+                    job = rng.choice(held)
+                    task = asyncio.create_task(job.accept())
+                    task.add_done_callback(lambda t, j=job: record(t, j))  # type: ignore[misc]
+                    accepts[task] = job
+                elif op == "cancel" and accepts:
+                    rng.choice(list(accepts)).cancel()
+                elif op == "release" and held:
+                    held.pop(rng.randrange(len(held))).release(failed=rng.random() < 0.3)
+                elif op == "drop" and held:
+                    held.pop(rng.randrange(len(held)))
+                    gc.collect()
+                elif op == "fault":
+                    kind = rng.choice(["busy", "lose_before", "lose_after", "hold"])
+                    getattr(faults, kind)("AcceptJobs", times=rng.randint(1, 3))
+                elif op == "truncate":
+                    faults.truncate("RequestJobs", times=rng.randint(1, 2))
+                elif op == "get2":
+                    # the same process's second client takes a job and accepts it
+                    with contextlib.suppress(TimeoutError, PollerStoppedError, RainbowError):
+                        async with asyncio.timeout(0.05):
+                            job = await other_poller.get()
                         task = asyncio.create_task(job.accept())
                         task.add_done_callback(lambda t, j=job: record(t, j))  # type: ignore[misc]
                         accepts[task] = job
-                    elif op == "cancel" and accepts:
-                        rng.choice(list(accepts)).cancel()
-                    elif op == "release" and held:
-                        held.pop(rng.randrange(len(held))).release(failed=rng.random() < 0.3)
-                    elif op == "drop" and held:
-                        held.pop(rng.randrange(len(held)))
-                        gc.collect()
-                    elif op == "fault":
-                        kind = rng.choice(["busy", "lose_before", "lose_after", "hold"])
-                        getattr(faults, kind)("AcceptJobs", times=rng.randint(1, 3))
-                    elif op == "heal":
-                        faults.clear("AcceptJobs")
-                    elif op == "remove" and cluster.name in group:
-                        background.append(asyncio.create_task(group.remove(cluster.name)))
-                    elif op == "add" and cluster.name not in group:
-                        group.add(cluster.name, cluster.secret)
-                    elif op == "other":
-                        listed = await checker.request_jobs(cluster.name, cluster.secret)
-                        if listed:
-                            job_id = rng.choice(listed).id
-                            result = await checker.accept_jobs(
-                                cluster.name, cluster.secret, [job_id]
-                            )
-                            if result.status is AcceptStatus.SUCCESS:
-                                out.theirs.add(job_id)
-                    else:
-                        await asyncio.sleep(rng.random() * 0.02)
-                if rng.random() < 0.3:
-                    await client.close(grace=None)  # with whatever is on the wire
-                else:
+                elif op == "heal":
                     faults.clear("AcceptJobs")
-                    await group.stop()
-                    # the rest of what is held is accepted, after stop, as the docs allow
-                    for job in held:
-                        task = asyncio.create_task(job.accept())
-                        task.add_done_callback(lambda t, j=job: record(t, j))  # type: ignore[misc]
-                        accepts[task] = job
-        except BaseExceptionGroup:
-            pass  # a closed client stops the cluster's poller; leaving then raises it
+                elif op == "remove" and cluster.name in group:
+                    background.append(asyncio.create_task(group.remove(cluster.name)))
+                elif op == "add" and cluster.name not in group:
+                    group.add(cluster.name, cluster.secret)
+                elif op == "other":
+                    listed = await checker.request_jobs(cluster.name, cluster.secret)
+                    if listed:
+                        job_id = rng.choice(listed).id
+                        result = await checker.accept_jobs(cluster.name, cluster.secret, [job_id])
+                        if result.status is AcceptStatus.SUCCESS:
+                            out.theirs.add(job_id)
+                else:
+                    await asyncio.sleep(rng.random() * 0.02)
+
+        ending = rng.random()
+        try:
+            async with other_poller, group:
+                body = asyncio.create_task(steps())
+                if ending < 0.25:
+                    # Ctrl-C at a random point: the body is cancelled where it stands
+                    await asyncio.sleep(rng.random() * 0.4)
+                    body.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await body
+                else:
+                    await body
+                    if ending < 0.5:
+                        await client.close(grace=None)  # with whatever is on the wire
+                    else:
+                        faults.clear("AcceptJobs")
+                        faults.clear("RequestJobs")
+                        await group.stop()
+                        # the rest of what is held is accepted, after stop, as the docs allow
+                        for job in held:
+                            task = asyncio.create_task(job.accept())
+                            task.add_done_callback(lambda t, j=job: record(t, j))  # type: ignore[misc]
+                            accepts[task] = job
+        except (BaseExceptionGroup, UnhandledJobsError):
+            pass  # a closed client stops the cluster's poller; unhandled jobs were recorded
         finally:
             faults.clear("AcceptJobs")
             await asyncio.gather(*accepts, *batch_accepts, *background, return_exceptions=True)
             await client.close(grace=None)
 
     remaining = await waiting(checker, cluster)
-    not_run = logged(caplog, cluster.name, logging.ERROR, "has not been run")
     out.uncertain |= logged(caplog, cluster.name, logging.WARNING, "cannot tell whether")
     owned = out.owned()
     twice = {job_id: handles for job_id, handles in out.owners.items() if len(handles) > 1}
@@ -200,7 +241,7 @@ async def scenario(
     assert not owned & out.theirs, f"seed {seed}: owned here and by the other accepter"
     assert not owned & remaining, f"seed {seed}: owned but still on the server"
     deleted = set(cluster.ids) - remaining
-    unexplained = deleted - owned - out.theirs - out.uncertain - not_run
+    unexplained = deleted - owned - out.theirs - out.uncertain - out.unhandled
     assert not unexplained, f"seed {seed}: deleted, owned by nobody, unreported: {unexplained}"
 
 

@@ -257,7 +257,7 @@ async def test_a_job_that_fails_then_succeeds_is_accepted_and_its_failures_forgo
         stats = group.stats[cluster.name]
         ledger = live_ledger(rainbow_client, cluster.name)
         assert ledger is not None
-        assert not ledger.failures  # the accepted job's failures are forgotten
+        assert not ledger.records.failures  # the accepted job's failures are forgotten
     assert attempts == 3
     assert (stats.accepted, stats.given_up) == (1, 0)
     assert await waiting(rainbow_client, cluster) == set()
@@ -389,17 +389,17 @@ async def test_the_record_of_a_given_up_job_taken_elsewhere_is_forgotten(
 ) -> None:
     # bookkeeping stays bounded: once complete listings have not shown a given-up job
     # for the grace period (shortened here), the job is gone and its record too
-    monkeypatch.setattr("rainbow_aio.poller._ledger._FORGET_AFTER", 2.0)
+    monkeypatch.setattr("rainbow_aio.poller._failures.FORGET_AFTER", 2.0)
     cluster = await make_cluster(jobs=1)
     async with client.poller(cluster.name, cluster.secret, max_deliveries=1, **FAST) as poller:
         (await poller.get()).release(failed=True)
         ledger = live_ledger(client, cluster.name)
         assert ledger is not None
-        assert ledger.given_up == set(cluster.ids)
+        assert ledger.records.given_up == set(cluster.ids)
         result = await rainbow_client.accept_jobs(cluster.name, cluster.secret, cluster.ids)
         assert result.all_accepted  # another process owns it now
         polls = poller.stats.polls
         await wait_until(lambda: poller.stats.polls >= polls + 1, what="a listing without it")
-        assert ledger.given_up == set(cluster.ids)  # not at once: a listing may miss rows
-        await wait_until(lambda: not ledger.given_up, what="the record forgotten")
-        assert not ledger.absent_since
+        assert ledger.records.given_up == set(cluster.ids)  # not at once: a listing may miss rows
+        await wait_until(lambda: not ledger.records.given_up, what="the record forgotten")
+        assert not ledger.records.absent_since

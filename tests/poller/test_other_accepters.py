@@ -38,7 +38,7 @@ def ledger_of(client: RainbowClient, cluster: Cluster) -> AcceptLedger:
 def ledger_sizes(client: RainbowClient, cluster: Cluster) -> tuple[int, int]:
     """How many ids the cluster's ledger tracks in flight, and how many tombstones."""
     ledger = ledger_of(client, cluster)
-    return len(ledger.entries), len(ledger.tombstones)
+    return len(ledger.entries), len(ledger.listings)
 
 
 async def test_partial_in_a_batch_is_uncertain_and_switches_to_one_id_per_call(

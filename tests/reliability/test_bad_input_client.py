@@ -176,9 +176,10 @@ async def test_request_jobs_any_max(env: Env, max_jobs: int | None) -> None:
         listed = await env.client.request_jobs("canary", env.canary.secret, max_jobs)
     except InvalidArgumentError:
         assert max_jobs is not None
-        assert not 1 <= max_jobs <= P.INT32_MAX
+        assert not 0 <= max_jobs <= P.INT32_MAX
     else:
-        expected = env.canary_jobs if max_jobs is None else env.canary_jobs[:max_jobs]
+        # None and 0 both mean "all", as 0 does on the wire
+        expected = env.canary_jobs if not max_jobs else env.canary_jobs[:max_jobs]
         assert listed == expected
     await env.healthy()
 
