@@ -84,8 +84,8 @@ class AgentOptions:
     - ``allow_root``: run jobs even as root.
     - ``journal_sync``: ``"full"`` (each journal commit survives a power cut) or
       ``"normal"`` (it survives the agent being killed).
-    - ``poller``: options for the poller (intervals...); ``max_jobs``, ``queue_size``
-      and ``accept_mode`` are set by the agent.
+    - ``poller``: options for the poller (intervals...); ``max_jobs``, ``queue_size``,
+      ``max_hold`` and ``accept_mode`` are set by the agent.
     """
 
     cluster: str
@@ -197,7 +197,6 @@ class Agent:
         self._capacity: Capacity | None = None
         self._waiting: list[Waiting[PolledJob]] = []
         self._owned: list[Waiting[JobRecord]] = []  # accepted before a restart, not started
-        self._refused: dict[int, PolledJob] = {}  # kept, so the poller never hands them out
         self._running: dict[int, _Running] = {}
         self._accepting: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
@@ -303,7 +302,7 @@ class Agent:
         cluster = self.options.cluster
         intents = journal.records([S.ACCEPTING], cluster=cluster)
         if intents:
-            listed = {
+            listed = {  # max_jobs None: every waiting job
                 job.id for job in await self._client.request_jobs(cluster, self._secret, None)
             }
             still = [r.id for r in intents if r.id in listed]
@@ -365,6 +364,9 @@ class Agent:
         hold = opts.hold or max(64, 2 * self._cap.total)
         poller_opts = opts.poller.updated(
             accept_mode=opts.accept_mode,
+            # the agent holds waiting jobs itself (at most `hold`, given back at stop); a
+            # job released after max_hold would lose its place, and its bounded wait
+            max_hold=None,
             max_jobs=min(hold, 1000),
             queue_size=max(opts.poller.queue_size, min(hold, 1000)),
         )
@@ -387,9 +389,6 @@ class Agent:
                 for entry in self._waiting:
                     entry.item.release()
                 self._waiting.clear()
-                for pj in self._refused.values():
-                    pj.release()
-                self._refused.clear()
                 self._changed()
 
     async def _feed(self, get: Callable[[], Any], hold: int) -> None:
@@ -407,9 +406,9 @@ class Agent:
             self._wake.set()
 
     def _decline(self, pj: PolledJob, reason: str) -> None:
-        """A job that can never run here: left on the server, reported once, and kept
-        out of the poller's hands (held, never accepted) until the agent stops."""
-        self._refused[pj.id] = pj
+        """A job that can never run here: left on the server, reported once (journal,
+        log, stats), and declined, so this poller never hands it out again."""
+        pj.decline()
         if self._jl.refuse(pj.job, self.options.cluster, reason):
             log.warning("job %d %s: not accepting it (it stays on the server)", pj.id, reason)
         self._counts["refused"] += 1
