@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
@@ -50,6 +50,8 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentError", "AgentOptions", "AgentStats"]
 
 log = logging.getLogger("rainbow_aio.agent")
+
+T = TypeVar("T")
 
 FLUSH_DELAY = 0.01
 """Seconds the journal's deferred writes (handles, ends) wait to be committed together."""
@@ -138,6 +140,7 @@ class AgentStats:
     not_taken: int = 0
     uncertain: int = 0
     reattached: int = 0
+    """Jobs found in the journal as running at start: re-attached, or found ended."""
     left_running: int = 0
 
     def line(self) -> str:
@@ -345,10 +348,10 @@ class Agent:
         self._cap.take(launch.nodes)
         run = _Running(launch, handle=record.handle)
         self._running[record.id] = run
+        self._counts["reattached"] += 1
         if isinstance(found, Ended):
             self._record_end(run, found)
             return
-        self._counts["reattached"] += 1
         if found is None:
             log.info("job %d was never started: starting it", record.id)
         else:
@@ -456,7 +459,7 @@ class Agent:
                 self._counts["failed"] += 1
                 continue
             self._cap.take(launch.nodes)
-            self._prepare_folder(launch)
+            _prepare_folders([launch], create=False)
             self._jl.running(record.cluster, record.id, self.executor.name, None)
             run = _Running(launch)
             self._running[record.id] = run
@@ -504,10 +507,13 @@ class Agent:
         launches: list[tuple[PolledJob, Launch | str]] = []
         for pj in ours:
             launch = self._launch_of(pj.job)
-            if not isinstance(launch, str):
-                self._prepare_folder(launch)
             launches.append((pj, launch))
+        ready = [launch for _, launch in launches if not isinstance(launch, str)]
+        # folders of older jobs of the same ids out of the way, before the journal says
+        # these are being launched (then the folders, created after, are theirs)
+        await self._in_writer(_prepare_folders, ready, create=False)
         await self._write(journal.accepted, cluster, [pj.id for pj in ours], launching=True)
+        failed = await self._in_writer(_prepare_folders, ready, create=True)
         self._counts["accepted"] += len(ours)
         for pj, launch in launches:
             if isinstance(launch, str):
@@ -519,7 +525,9 @@ class Agent:
                 continue
             run = _Running(launch)
             self._running[pj.id] = run
-            run.task = asyncio.create_task(self._run_job(run, started=False))
+            run.task = asyncio.create_task(
+                self._run_job(run, started=False, folder_error=failed.get(pj.id, ""))
+            )
         self._wake.set()
         self._changed()
 
@@ -544,31 +552,20 @@ class Agent:
             time_limit=self.options.time_limit,
         )
 
-    @staticmethod
-    def _prepare_folder(launch: Launch) -> None:
-        """Move a folder left by an older job of the same id (another server, a reset
-        workdir) out of the way, before the journal says this job is being launched: a
-        folder that exists once the journal says so is this job's."""
-        folder = launch.folder
-        if folder.exists():
-            n = 1
-            while (aside := folder.with_name(f"{folder.name}.old-{n}")).exists():
-                n += 1
-            with contextlib.suppress(OSError):
-                folder.rename(aside)
-
-    async def _run_job(self, run: _Running, *, started: bool) -> None:
+    async def _run_job(
+        self, run: _Running, *, started: bool, folder_error: str | None = None
+    ) -> None:
+        """Start (unless ``started``), wait, record. ``folder_error``: None when the
+        folder is still to be made here, "" when it was made, else why it could not."""
         launch = run.launch
         journal = self._jl
         span = self._telemetry.start(launch) if self._telemetry else None
         try:
             if not started:
-                try:
-                    launch.folder.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise LaunchError(
-                        f"cannot create the job folder {launch.folder}: {exc.strerror or exc}"
-                    ) from None
+                if folder_error is None:
+                    folder_error = _prepare_folders([launch], create=True).get(launch.job_id)
+                if folder_error:
+                    raise LaunchError(folder_error)
                 run.handle = await self.executor.start(launch)
                 journal.running(
                     launch.cluster, launch.job_id, self.executor.name, run.handle, defer=True
@@ -688,14 +685,41 @@ class Agent:
 
     async def _write(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         """Run one journal write on the writer thread and wait until it is committed."""
+        await self._in_writer(fn, *args, **kwargs)
+
+    async def _in_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run ``fn`` on the writer thread, in order with the journal's writes."""
         assert self._writer is not None
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
+        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
 
     def _changed(self) -> None:
         if self._on_change is not None:
             with contextlib.suppress(Exception):
                 self._on_change()
+
+
+def _prepare_folders(launches: list[Launch], *, create: bool) -> dict[int, str]:
+    """``create=False``: move folders left by older jobs of the same ids (another server,
+    a reused workdir) aside, before the journal says these jobs are being launched.
+    ``create=True``: make the folders; returns why, for those that could not be made."""
+    failed: dict[int, str] = {}
+    for launch in launches:
+        folder = launch.folder
+        if create:
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                failed[launch.job_id] = (
+                    f"cannot create the job folder {folder}: {exc.strerror or exc}"
+                )
+        elif folder.exists():
+            n = 1
+            while (aside := folder.with_name(f"{folder.name}.old-{n}")).exists():
+                n += 1
+            with contextlib.suppress(OSError):
+                folder.rename(aside)
+    return failed
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:

@@ -25,6 +25,7 @@ The handle is ``"PID:START"``: the wrapper's pid and its start time in clock tic
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import os
 import shutil
@@ -97,6 +98,11 @@ class LocalExecutor:
         self._cancel_grace = cancel_grace
         self._poll_interval = poll_interval
         self._children: dict[str, _Child] = {}
+        # spawns run here: posix_spawn returns only once the child has exec'd, which on
+        # a busy machine is milliseconds the event loop should not wait
+        self._spawner = concurrent.futures.ThreadPoolExecutor(
+            2, thread_name_prefix="rainbow-agent-spawn"
+        )
         self._found: set[str] = set()  # programs found on PATH before
         self._env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
@@ -123,14 +129,14 @@ class LocalExecutor:
         limit = "-" if launch.time_limit is None else f"{launch.time_limit:g}"
         env = {**self._env, **launch.environment}
         argv = [self._shell, "-c", WRAPPER, "rainbow-job", str(launch.folder), limit]
+        loop = asyncio.get_running_loop()
         try:
-            # posix_spawn: vfork-fast whatever the agent's size, and no thread per child
-            pid = os.posix_spawn(  # noqa: ASYNC221 - returns once the child has exec'd
-                self._shell, [*argv, *launch.argv], env, file_actions=_NULL_STDIO, setsid=True
+            pid, start = await loop.run_in_executor(
+                self._spawner, _spawn, self._shell, [*argv, *launch.argv], env
             )
         except OSError as exc:
             raise LaunchError(f"cannot start the job: {exc.strerror or exc}") from None
-        handle = f"{pid}:{_start_time(pid) or 0}"
+        handle = f"{pid}:{start}"
         self._children[handle] = _Child(pid, self._poll_interval)
         return handle
 
@@ -197,6 +203,7 @@ class LocalExecutor:
         for child in self._children.values():
             child.close()  # the jobs keep running; a later agent re-attaches
         self._children.clear()
+        self._spawner.shutdown(wait=False)
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -243,6 +250,13 @@ _NULL_STDIO: Final = [
     (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
     (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
 ]
+
+
+def _spawn(shell: str, argv: list[str], env: dict[str, str]) -> tuple[int, int]:
+    """Start the wrapper (posix_spawn: as fast whatever the agent's size, no thread per
+    child) in a session of its own; its pid and start time."""
+    pid = os.posix_spawn(shell, argv, env, file_actions=_NULL_STDIO, setsid=True)
+    return pid, _start_time(pid) or 0
 
 
 class _Child:
