@@ -7,7 +7,9 @@ same N subprocesses, 64 at a time, with nothing else (no server, no journal, no
 wrapper). Measured for the agent: jobs/s from its first accept to its last job's end
 (taken from the journal's own times; the process start-up and the reconcile listing
 come before the clock), and the whole wall time from launching the process as well.
-Both journal sync modes are run (``full``: each commit fsynced; ``normal``), in ABBA
+The journal and the job folders go on the repository's file system (see
+``_work_base``), where an operator would put them rather than in /tmp. Both journal
+sync modes are run (``full``: each commit fsynced; ``normal``), in ABBA
 order, each right after its own baselines (the machine's load moves); the target is the
 median ratio with ``full``.
 
@@ -26,6 +28,7 @@ import shutil
 import sqlite3
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -119,8 +122,7 @@ def journal_cost(tmp: Path, jobs: int, sync: str) -> float:
 async def agent_run(
     ctx: H.RunContext, checks: H.Checks, jobs: int, sync: str, n: int
 ) -> dict[str, Any]:
-    root = ctx.tmp / f"agent-{sync}-{n}"
-    root.mkdir()
+    root = Path(tempfile.mkdtemp(prefix=f"agent-{sync}-{n}-", dir=_work_base()))
     async with H.server_process(ctx, f"{NAME}-{sync}-{n}") as server:
         async with H.Admin(server.address) as admin:
             cluster = f"agent-{sync}"
@@ -178,6 +180,14 @@ async def agent_run(
                     proc.terminate()
                 await proc.wait()
             listed = await client.request_jobs(cluster, secret)
+    result = _measure(journal, jobs, wall, checks, sync, listed)
+    shutil.rmtree(root, ignore_errors=True)
+    return result
+
+
+def _measure(
+    journal: Path, jobs: int, wall: float, checks: H.Checks, sync: str, listed: list[Any]
+) -> dict[str, Any]:
     db = sqlite3.connect(f"file:{journal}?mode=ro", uri=True)
     first, last, finished, distinct = db.execute(
         "SELECT min(accepted), max(ended), count(*), count(DISTINCT id) FROM jobs "
@@ -194,6 +204,15 @@ async def agent_run(
         "jobs_per_s": round(jobs / serving, 1),
         "jobs_per_s_wall": round(jobs / wall, 1),
     }
+
+
+def _work_base() -> Path:
+    """Where the agent's journal and job folders go: ``RAINBOW_BENCH_AGENT_DIR``, else
+    ``build/bench-agent`` in the repository (on this machine /tmp's file system creates
+    files ten times slower than the repository's, and each job makes five)."""
+    base = Path(os.environ.get("RAINBOW_BENCH_AGENT_DIR") or H.ROOT / "build" / "bench-agent")
+    base.mkdir(parents=True, exist_ok=True)
+    return base
 
 
 def _finished(journal: Path) -> int:
@@ -231,14 +250,16 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             f"loop, {result['wall_s']} s wall"
         )
         runs.append(result)
-    cost = {sync: round(journal_cost(ctx.tmp, jobs, sync), 1) for sync in ("full", "normal")}
+    where = Path(tempfile.mkdtemp(prefix="journal-cost-", dir=_work_base()))
+    cost = {sync: round(journal_cost(where, jobs, sync), 1) for sync in ("full", "normal")}
+    shutil.rmtree(where, ignore_errors=True)
     H.say(f"  journal cost per job: {cost['full']} µs (full), {cost['normal']} µs (normal)")
 
     def median(sync: str) -> float:
         return statistics.median(r["ratio_vs_bare_loop"] for r in runs if r["sync"] == sync)
 
     return {
-        "params": {"jobs": jobs, "nodes": NODES, "order": order},
+        "params": {"jobs": jobs, "nodes": NODES, "order": order, "work_dir": str(_work_base())},
         "results": {
             "runs": runs,
             "median_ratio_vs_bare_loop": {sync: median(sync) for sync in set(order)},
