@@ -281,9 +281,16 @@ class Agent:
                 self.executor.name,
                 opts.journal,
             )
-            await self._reconcile()
-            await self._serve(stop)
-            await self._drain(stop)
+            try:
+                await self._reconcile()
+                await self._serve(stop)
+            except BaseException:
+                # the poller failed (denied...) or we were cancelled: running jobs are left
+                # running, for the next start to re-attach, and the journal says so
+                stop.force("the agent failed")
+                raise
+            finally:
+                await self._drain(stop)
         finally:
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
