@@ -30,6 +30,7 @@ import contextlib
 import os
 import shutil
 import signal
+import time
 from pathlib import Path
 from typing import Final
 
@@ -333,17 +334,27 @@ def _start_time(pid: int) -> int | None:
 
 
 def _alive(pid: int, start: int, folder: Path) -> bool:
-    """Whether the wrapper of the job in ``folder`` is still running as ``pid``."""
+    """Whether the wrapper of the job in ``folder`` is still running as ``pid``.
+
+    With its start time known (``start``), a match is proof enough: a reused pid has
+    another. Without it, the process's arguments must name the folder (they are empty
+    for a moment around an exec, so an empty answer is asked again)."""
     if pid <= 0:
         return False
     now = _start_time(pid)
     if now is None or (start and now != start):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-    return os.fsencode(str(folder)) in cmdline.split(b"\0")
+    if start:
+        return True
+    for _ in range(50):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            return False
+        if cmdline:
+            return os.fsencode(str(folder)) in cmdline.split(b"\0")
+        time.sleep(0.001)
+    return False
 
 
 def _claimant(folder: Path) -> int | None:
