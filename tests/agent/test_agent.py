@@ -260,3 +260,23 @@ async def test_no_credential_in_journal_logs_or_job_folders(
         assert not [name for name, text in texts if credential in text]
         leaked = [p for p in files if credential.encode() in p.read_bytes()]
         assert leaked == []
+
+
+async def test_a_job_folder_that_cannot_be_made_is_a_recorded_failure(site: Site) -> None:
+    """As root, permissions do not stop mkdir: the workdir is swapped for a file instead."""
+    async with running_agent(site) as (agent, stop, task):
+        await wait_until(lambda: site.workdir.is_dir(), what="the workdir")
+        site.workdir.rmdir()
+        site.workdir.write_text("not a folder")
+        broken = await site.submit("true")
+        await wait_until(lambda: agent.stats.failed == 1, what="the failure")
+        site.workdir.unlink()
+        site.workdir.mkdir()
+        fine = await site.submit("true")
+        await wait_until(lambda: agent.stats.finished == 1, what="the next job")
+        stop.request("done")
+        await task
+    records = site.records()
+    assert records[broken].state is S.FAILED
+    assert "cannot create the job folder" in (records[broken].reason or "")
+    assert records[fine].state is S.FINISHED
