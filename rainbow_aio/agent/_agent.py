@@ -281,16 +281,16 @@ class Agent:
                 self.executor.name,
                 opts.journal,
             )
+            failed = True
             try:
                 await self._reconcile()
                 await self._serve(stop)
-            except BaseException:
-                # the poller failed (denied...) or we were cancelled: running jobs are left
-                # running, for the next start to re-attach, and the journal says so
-                stop.force("the agent failed")
-                raise
+                failed = False
             finally:
-                await self._drain(stop)
+                # on an error (the poller failed: denied...) or a cancellation, running
+                # jobs are left running at once, for the next start to re-attach, and the
+                # journal says so (``stop`` is the caller's: read, never changed)
+                await self._drain(stop, at_once=failed)
         finally:
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
@@ -611,9 +611,9 @@ class Agent:
 
     # -- stopping -----------------------------------------------------------------------
 
-    async def _drain(self, stop: Shutdown) -> None:
+    async def _drain(self, stop: Shutdown, *, at_once: bool = False) -> None:
         tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks and not stop.forced:
+        if tasks and not stop.forced and not at_once:
             log.info(
                 "stopping: waiting up to %g s for %d running jobs",
                 self.options.drain_timeout,
@@ -634,7 +634,8 @@ class Agent:
         left = [r for r in self._running.values() if r.task is not None and not r.task.done()]
         if not left:
             return
-        if self.options.cancel_on_stop:
+        cancel = self.options.cancel_on_stop and not at_once
+        if cancel:
             for run in left:
                 run.cancelling = True
             await asyncio.gather(
@@ -646,21 +647,23 @@ class Agent:
                 return_exceptions=True,
             )
             await asyncio.wait([r.task for r in left if r.task is not None], timeout=30)
-        for run in left:
-            if run.task is not None and not run.task.done():
-                run.task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await run.task
-                self._jl.note(
-                    run.launch.cluster,
-                    run.launch.job_id,
-                    "left running when the agent stopped; the next start re-attaches to it",
-                )
-                self._counts["left_running"] += 1
+        still = [r for r in left if r.task is not None and not r.task.done()]
+        for run in still:
+            assert run.task is not None
+            run.task.cancel()  # stop watching; the job itself keeps running
+        # (a cancellation of the agent itself still propagates from here)
+        await asyncio.gather(*(r.task for r in still if r.task), return_exceptions=True)
+        for run in still:
+            self._jl.note(
+                run.launch.cluster,
+                run.launch.job_id,
+                "left running when the agent stopped; the next start re-attaches to it",
+            )
+            self._counts["left_running"] += 1
         log.info(
-            "stopped: %d jobs %s",
-            len(left),
-            "cancelled" if self.options.cancel_on_stop else "left running for the next start",
+            "stopped: %d jobs cancelled, %d left running for the next start",
+            len(left) - len(still),
+            len(still),
         )
 
     # -- helpers ------------------------------------------------------------------------
