@@ -53,8 +53,9 @@ else
   "$@" >"$d/stdout" 2>"$d/stderr" </dev/null &
   child=$!
   (
+    s=
+    trap 'if [ -n "$s" ]; then kill $s 2>/dev/null; wait $s; fi; exit 0' TERM
     sleep "$limit" & s=$!
-    trap 'kill $s 2>/dev/null; exit 0' TERM
     wait $s
     : >"$d/timed-out"
     kill -TERM $child 2>/dev/null
@@ -66,6 +67,7 @@ else
   wait $child
   rc=$?
   kill -TERM $watchdog 2>/dev/null
+  wait $watchdog
 fi
 echo $rc >"$d/exit"
 """
@@ -195,6 +197,9 @@ class LocalExecutor:
             pid, start = _parse(handle)
             if _alive(pid, start, folder):
                 return handle  # spawned, about to claim the folder
+            # a handle means it was spawned: never start it again, even if its folder
+            # (claim, exit status) is gone; how it ended is then unknown
+            return self._outcome(launch)
         if (folder / "claim").exists():  # claimed, the pid not written yet
             return self._outcome(launch)
         return None

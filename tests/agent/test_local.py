@@ -131,7 +131,9 @@ async def test_a_reused_pid_is_not_the_job(executor: LocalExecutor, tmp_path: Pa
     handle = await executor.start(la)
     pid = int(handle.split(":")[0])
     other = f"{os.getpid()}:1"  # a live process that is not the job's wrapper
-    assert await LocalExecutor().reattach(launch(tmp_path, 2, "true"), other) is None
+    found = await LocalExecutor().reattach(launch(tmp_path, 2, "true"), other)
+    # not taken for the job's wrapper; and with a handle journaled, never started again
+    assert found == Ended(None, "ended without recording an exit status (killed?)")
     await executor.cancel(la, handle)
     assert (await executor.wait(la, handle)).reason == "cancelled"
     assert pid not in job_wrappers_alive(tmp_path)
