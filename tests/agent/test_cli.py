@@ -147,3 +147,25 @@ def test_bad_command_lines_exit_2() -> None:
         )
         assert done.returncode == 2, done.stderr
         assert "required" in done.stderr
+
+
+async def test_ctrl_c_exits_130_and_leaves_the_job_running_for_the_next_start(
+    site: Site,
+) -> None:
+    job = await site.submit("sh -c 'sleep 0.5; echo once >> ../out'")
+    try:
+        async with agent_process(site, "--nodes", "1", "--drain-timeout", "0") as proc:
+            await wait_until(
+                lambda: (r := site.records().get(job)) is not None and r.handle is not None,
+                what="the job to start",
+            )
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.wait_for(proc.wait(), 30) == 130
+        assert "left running" in (site.records()[job].reason or "")
+        async with agent_process(site, "--nodes", "1") as proc:
+            await wait_until(lambda: finished(site) == 1, what="the re-attached job")
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 30) == 0
+        assert (site.workdir / "out").read_text() == "once\n"
+    finally:
+        kill_job_wrappers(site.workdir)
