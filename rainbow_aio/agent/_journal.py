@@ -209,8 +209,11 @@ class Journal:
         self._lock_fd = lock_fd
         self._readonly = readonly
         self._deferred: list[tuple[str, tuple[object, ...]]] = []
-        # writes may come from a worker thread (the agent commits off its event loop)
+        # writes may come from a worker thread (the agent commits off its event loop):
+        # one lock per transaction, and a short one for the deferred list, so that
+        # deferring a write never waits for a commit (and its fsync) in progress
         self._lock = threading.Lock()
+        self._deferred_lock = threading.Lock()
 
     # -- opening ------------------------------------------------------------------------
 
@@ -383,7 +386,7 @@ class Journal:
         now = time.time()
         row = (executor, handle, now, now, cluster, job_id)
         if defer:
-            with self._lock:
+            with self._deferred_lock:
                 self._deferred.append((self._RUNNING, row))
         else:
             self._write(self._RUNNING, [row])
@@ -411,7 +414,7 @@ class Journal:
         now = time.time()
         row = (JobStateName(state).value, exit_code, reason, ended_at or now, now, cluster, job_id)
         if defer:
-            with self._lock:
+            with self._deferred_lock:
                 self._deferred.append((self._ENDED, row))
         else:
             self._write(self._ENDED, [row])
@@ -432,9 +435,10 @@ class Journal:
         if self._readonly:
             raise JournalError(f"the journal {self.path} was opened read-only")
         with self._lock:
-            if not rows and not self._deferred:
+            with self._deferred_lock:
+                deferred, self._deferred = self._deferred, []
+            if not rows and not deferred:
                 return 0
-            deferred, self._deferred = self._deferred, []
             changed = 0
             try:
                 with self._db:

@@ -32,19 +32,22 @@ import shutil
 import signal
 import time
 from pathlib import Path
-from typing import Final
+from typing import Final, Literal
 
 from ._executor import Ended, Launch, LaunchError
 
 __all__ = ["SECRET_VARIABLES", "WRAPPER", "LocalExecutor"]
 
 CLAIMED_BY_ANOTHER: Final = 75
+CANNOT_CLAIM: Final = 73
+CANNOT_ENTER: Final = 70
+_Unread = Literal["unread"]
 
 WRAPPER: Final = r"""
 d=$1; limit=$2; shift 2
-cd "$d" || exit 70
+cd "$d" 2>/dev/null || exit 70
 set -C
-if ! echo $$ 2>/dev/null >"$d/claim"; then exit 75; fi
+if ! echo $$ 2>/dev/null >"$d/claim"; then [ -e "$d/claim" ] && exit 75; exit 73; fi
 set +C
 if [ "$limit" = - ]; then
   "$@" >"$d/stdout" 2>"$d/stderr" </dev/null
@@ -127,8 +130,6 @@ class LocalExecutor:
             if shutil.which(program, path=self._env.get("PATH", os.defpath)) is None:
                 raise LaunchError(f"command not found: {program}")
             self._found.add(program)
-        if not os.access(launch.folder, os.W_OK | os.X_OK):
-            raise LaunchError(f"cannot write the job folder {launch.folder}")
         limit = "-" if launch.time_limit is None else f"{launch.time_limit:g}"
         env = {**self._env, **launch.environment}
         argv = [self._shell, "-c", WRAPPER, "rainbow-job", str(launch.folder), limit]
@@ -157,13 +158,17 @@ class LocalExecutor:
             pid, start = _parse(handle)
             if _alive(pid, start, launch.folder):
                 await self._wait_other(launch, pid)
-        if _exit_code(launch.folder) is None:
+        code = _exit_code(launch.folder)
+        if code is None:
+            if child is not None and child.status in (CANNOT_CLAIM, CANNOT_ENTER):
+                return Ended(None, f"cannot write the job folder {launch.folder}")
             # this wrapper found the folder claimed (exit 75): a wrapper started before,
             # by an agent that died, runs the job; wait for that one
             winner = _claimant(launch.folder)
             if winner is not None and _alive(winner, 0, launch.folder):
                 await self._wait_other(launch, winner)
-        return self._outcome(launch)
+            code = _exit_code(launch.folder)
+        return self._outcome(launch, code)
 
     async def cancel(self, launch: Launch, handle: str) -> None:
         """SIGTERM to the job's session, SIGKILL after ``cancel_grace`` seconds; the job
@@ -233,9 +238,13 @@ class LocalExecutor:
         while _alive(pid, start, launch.folder):  # noqa: ASYNC110 - no event without pidfd
             await asyncio.sleep(self._poll_interval)
 
-    def _outcome(self, launch: Launch) -> Ended:
+    def _outcome(self, launch: Launch, code: int | _Unread | None = "unread") -> Ended:
         folder = launch.folder
-        code = _exit_code(folder)
+        if code == "unread":
+            code = _exit_code(folder)
+        assert not isinstance(code, str)
+        if code == 0:
+            return Ended(0, "exit 0")  # the common case: nothing else to look at
         if (folder / "cancelled").exists() and (code is None or code < 0 or code > 128):
             return Ended(None, "cancelled")
         if code is None:

@@ -137,3 +137,11 @@ async def test_a_reused_pid_is_not_the_job(executor: LocalExecutor, tmp_path: Pa
     await executor.cancel(la, handle)
     assert (await executor.wait(la, handle)).reason == "cancelled"
     assert pid not in job_wrappers_alive(tmp_path)
+
+
+async def test_a_folder_it_cannot_use_is_a_clear_outcome(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    la = Launch(1, "c", "true", ("true",), 1, 1, tmp_path / "missing", None)
+    ended = await run(executor, la)
+    assert ended == Ended(None, f"cannot write the job folder {tmp_path / 'missing'}")
