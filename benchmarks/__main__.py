@@ -26,7 +26,7 @@ from typing import Any
 from benchmarks import _harness as H
 
 # Run order: the cheapest first, so a broken set-up fails fast.
-BENCHMARKS = ["server", "client_overhead", "original", "drain", "latency", "scale"]
+BENCHMARKS = ["server", "client_overhead", "original", "drain", "latency", "scale", "agent"]
 
 
 def load(name: str) -> ModuleType:

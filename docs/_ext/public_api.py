@@ -18,7 +18,13 @@ from functools import cache
 from pathlib import Path
 
 #: the packages whose ``__all__`` is public
-PUBLIC_PACKAGES = ("rainbow_aio", "rainbow_aio.poller", "rainbow_aio.server", "rainbow_aio.testing")
+PUBLIC_PACKAGES = (
+    "rainbow_aio",
+    "rainbow_aio.poller",
+    "rainbow_aio.server",
+    "rainbow_aio.testing",
+    "rainbow_aio.agent",
+)
 
 
 @cache

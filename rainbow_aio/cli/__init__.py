@@ -32,6 +32,7 @@ _SUBCOMMANDS = {
     "submit": ".jobs",
     "poll": ".jobs",
     "demo": ".demo",
+    "agent": ".agent",
 }
 
 

@@ -1,0 +1,147 @@
+"""The local executor: outcomes, no shell, environment, folders, and exactly-once starts
+through the folder's claim (a second start of the same job never runs it again)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+from pathlib import Path
+
+import pytest
+
+from rainbow_aio.agent import Ended, Launch, LaunchError, LocalExecutor
+
+from .conftest import job_wrappers_alive, kill_job_wrappers
+
+
+def launch(tmp_path: Path, job_id: int, command: str, limit: float | None = None) -> Launch:
+    folder = tmp_path / str(job_id)
+    folder.mkdir()
+    return Launch(job_id, "c", command, tuple(shlex.split(command)), 2, 3, folder, limit)
+
+
+async def run(ex: LocalExecutor, la: Launch) -> Ended:
+    return await ex.wait(la, await ex.start(la))
+
+
+@pytest.fixture
+def executor(tmp_path: Path) -> LocalExecutor:
+    ex = LocalExecutor(cancel_grace=2.0)
+    yield ex
+    kill_job_wrappers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("command", "code", "reason"),
+    [
+        ("true", 0, "exit 0"),
+        ("sh -c 'exit 3'", 3, "exit 3"),
+        ("sh -c 'kill -KILL $$'", None, "killed by SIGKILL"),
+    ],
+)
+async def test_outcomes(
+    executor: LocalExecutor, tmp_path: Path, command: str, code: int | None, reason: str
+) -> None:
+    ended = await run(executor, launch(tmp_path, 1, command))
+    assert ended == Ended(code, reason)
+
+
+@pytest.mark.parametrize(
+    ("command", "reason"),
+    [("no-such-command-xyz --flag", "command not found: no-such-command-xyz")],
+)
+async def test_launch_errors(
+    executor: LocalExecutor, tmp_path: Path, command: str, reason: str
+) -> None:
+    with pytest.raises(LaunchError, match=reason):
+        await executor.start(launch(tmp_path, 1, command))
+
+
+async def test_no_shell_output_files_and_environment(
+    executor: LocalExecutor, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RAINBOW_SECRET", "a-secret-that-must-not-reach-jobs")
+    ex = LocalExecutor()  # reads the environment when made
+    la = launch(tmp_path, 7, "sh -c 'env; echo to-stderr >&2' ; echo $HOME")
+    assert la.argv[-3:] == (";", "echo", "$HOME")  # words, not shell syntax
+    ended = await run(ex, launch(tmp_path, 8, "echo a;b $HOME '&&' ls"))
+    assert ended.ok
+    assert (tmp_path / "8" / "stdout").read_text() == "a;b $HOME && ls\n"
+    assert (await run(ex, la)).ok
+    out = (la.folder / "stdout").read_text()
+    for line in (
+        "RAINBOW_JOB_ID=7",
+        "RAINBOW_CLUSTER=c",
+        "RAINBOW_NODES=2",
+        "RAINBOW_TASKS=3",
+        f"RAINBOW_JOB_DIR={la.folder}",
+    ):
+        assert line in out.splitlines()
+    assert "RAINBOW_SECRET" not in out
+    assert (la.folder / "stderr").read_text() == "to-stderr\n"
+
+
+async def test_time_limit(executor: LocalExecutor, tmp_path: Path) -> None:
+    ended = await run(executor, launch(tmp_path, 1, "sleep 30", limit=0.2))
+    assert ended == Ended(None, "timed out after 0.2 s")
+    assert job_wrappers_alive(tmp_path) == []
+
+
+async def test_cancel(executor: LocalExecutor, tmp_path: Path) -> None:
+    la = launch(tmp_path, 1, "sleep 30")
+    handle = await executor.start(la)
+    waiting = asyncio.create_task(executor.wait(la, handle))
+    await asyncio.sleep(0.1)
+    await executor.cancel(la, handle)
+    assert await waiting == Ended(None, "cancelled")
+
+
+async def test_a_second_start_of_a_started_job_never_runs_it_again(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    """The danger window of a restart: the job was spawned, the journal does not know.
+    Starting it again yields a wrapper that refuses; waiting on it waits for the first."""
+    la = launch(tmp_path, 1, "sh -c 'echo run >> ../runs; sleep 0.5'")
+    first = await executor.start(la)
+    second = await LocalExecutor().start(la)  # a "restarted agent"
+    ended = await LocalExecutor().wait(la, second)
+    assert ended.ok
+    assert await executor.wait(la, first) == ended
+    assert (tmp_path / "runs").read_text() == "run\n"
+
+
+async def test_reattach(executor: LocalExecutor, tmp_path: Path) -> None:
+    never = launch(tmp_path, 1, "true")
+    assert await LocalExecutor().reattach(never, None) is None
+
+    la = launch(tmp_path, 2, "sh -c 'sleep 0.3; exit 4'")
+    handle = await executor.start(la)
+    again = LocalExecutor()  # the next agent: not the wrapper's parent
+    found = await again.reattach(la, handle)
+    assert found == handle
+    assert await again.wait(la, handle) == Ended(4, "exit 4")
+    assert await LocalExecutor().reattach(la, handle) == Ended(4, "exit 4")
+    assert await LocalExecutor().reattach(la, None) == Ended(4, "exit 4")  # claim + exit
+    await executor.wait(la, handle)
+
+
+async def test_a_reused_pid_is_not_the_job(executor: LocalExecutor, tmp_path: Path) -> None:
+    la = launch(tmp_path, 1, "sleep 30")
+    handle = await executor.start(la)
+    pid = int(handle.split(":")[0])
+    other = f"{os.getpid()}:1"  # a live process that is not the job's wrapper
+    found = await LocalExecutor().reattach(launch(tmp_path, 2, "true"), other)
+    # not taken for the job's wrapper; and with a handle journaled, never started again
+    assert found == Ended(None, "ended without recording an exit status (killed?)")
+    await executor.cancel(la, handle)
+    assert (await executor.wait(la, handle)).reason == "cancelled"
+    assert pid not in job_wrappers_alive(tmp_path)
+
+
+async def test_a_folder_it_cannot_use_is_a_clear_outcome(
+    executor: LocalExecutor, tmp_path: Path
+) -> None:
+    la = Launch(1, "c", "true", ("true",), 1, 1, tmp_path / "missing", None)
+    ended = await run(executor, la)
+    assert ended == Ended(None, f"cannot write the job folder {tmp_path / 'missing'}")

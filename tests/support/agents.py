@@ -1,0 +1,189 @@
+"""Helpers for the agent tests (tests/agent, tests/compat/test_agent.py): a cluster with
+its journal and workdir (:class:`Site`), an agent running in the test's event loop, or
+as a real ``rainbow-aio agent`` process (killed by its pid afterwards), and checks that
+no job process is left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rainbow_aio import PollerOptions, RainbowClient, Shutdown
+from rainbow_aio.agent import (
+    Agent,
+    AgentOptions,
+    AgentStats,
+    JobRecord,
+    Journal,
+    JournalCorruptError,
+    JournalError,
+)
+
+FAST = PollerOptions(min_interval=0.01, max_interval=0.05)
+
+
+@dataclass
+class Site:
+    """A cluster with its credentials, a journal path and a workdir."""
+
+    client: RainbowClient
+    server: Any  # anything with an .address: RainbowServer, GoServer
+    name: str
+    token: str = field(repr=False)
+    secret: str = field(repr=False)
+    root: Path
+
+    @property
+    def journal(self) -> Path:
+        return self.root / "journal.db"
+
+    @property
+    def workdir(self) -> Path:
+        return self.root / "jobs"
+
+    def options(self, **changes: Any) -> AgentOptions:
+        base: dict[str, Any] = {
+            "cluster": self.name,
+            "journal": self.journal,
+            "workdir": self.workdir,
+            "nodes": 4,
+            "allow_root": True,  # the tests run as root here; the refusal has its own test
+            "poller": FAST,
+            "drain_timeout": 10.0,
+        }
+        return AgentOptions(**(base | changes))
+
+    async def submit(self, command: str, *, nodes: int = 1, tasks: int = 1) -> int:
+        job_id = await self.client.submit_job(
+            self.name, self.token, command, nodes=nodes, tasks=tasks
+        )
+        assert job_id is not None
+        return job_id
+
+    async def listed(self) -> set[int]:
+        return {job.id for job in await self.client.request_jobs(self.name, self.secret)}
+
+    def records(self) -> dict[int, JobRecord]:
+        try:
+            with Journal.read(self.journal) as journal:
+                return {r.id: r for r in journal.records()}
+        except JournalError as exc:  # not there yet, or being created by the agent
+            if isinstance(exc, JournalCorruptError):
+                raise
+            return {}
+
+
+async def wait_until(
+    condition: Callable[[], bool], *, within: float = 30.0, what: str = "condition"
+) -> None:
+    try:
+        async with asyncio.timeout(within):
+            while not condition():  # noqa: ASYNC110 - counters have no event to wait on
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        pytest.fail(f"timed out waiting for {what}")
+
+
+@contextlib.asynccontextmanager
+async def running_agent(
+    site: Site, options: AgentOptions | None = None, **kwargs: Any
+) -> AsyncIterator[tuple[Agent, Shutdown, asyncio.Task[AgentStats]]]:
+    """An agent running in this loop; stopped (gracefully) when the block ends."""
+    agent = Agent(site.client, site.secret, options or site.options(), **kwargs)
+    stop = Shutdown()
+    task = asyncio.create_task(agent.run(stop))
+    try:
+        yield agent, stop, task
+    finally:
+        stop.request("test over")
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(asyncio.shield(task), 30)
+        if not task.done():
+            stop.force("test over")
+            task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+
+
+def agent_argv(site: Site, *extra: str) -> list[str]:
+    """A ``rainbow-aio agent`` command line for ``site`` (secret from the environment)."""
+    return [
+        sys.executable,
+        "-m",
+        "rainbow_aio",
+        "agent",
+        "--host",
+        site.server.address,
+        "--cluster",
+        site.name,
+        "--journal",
+        str(site.journal),
+        "--workdir",
+        str(site.workdir),
+        "--allow-root",
+        "--poll-interval",
+        "0.02",
+        "--progress",
+        "never",
+        *extra,
+    ]
+
+
+@contextlib.asynccontextmanager
+async def agent_process(
+    site: Site, *extra: str, stderr: Path | None = None
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A real ``rainbow-aio agent`` process; killed (by its pid) if still running after."""
+    env = {**os.environ, "RAINBOW_SECRET": site.secret, "PYTHONWARNINGS": "error"}
+    err = open(stderr, "ab") if stderr else asyncio.subprocess.DEVNULL  # noqa: SIM115, ASYNC230
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *agent_argv(site, *extra),
+            env=env,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=err,
+        )
+        try:
+            yield proc
+        finally:
+            if proc.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                await proc.wait()
+    finally:
+        if stderr:
+            err.close()  # type: ignore[union-attr]
+
+
+def job_wrappers_alive(workdir: Path) -> list[int]:
+    """Pids of processes still running a job of ``workdir`` (for the no-leftovers check)."""
+    found = []
+    needle = os.fsencode(str(workdir))
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+            stat = (entry / "stat").read_bytes()
+        except OSError:
+            continue
+        if needle in cmdline and stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":
+            found.append(int(entry.name))
+    return found
+
+
+def kill_job_wrappers(workdir: Path) -> None:
+    for pid in job_wrappers_alive(workdir):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
