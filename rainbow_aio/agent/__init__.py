@@ -9,7 +9,8 @@ accepted it is the job's only holder. An :class:`Agent` is that holder done prop
   AcceptJobs, the outcome after it, the start, the end; on start it reconciles the
   journal with the server and re-attaches to the jobs still running;
 - it runs jobs through an :class:`Executor` (:class:`LocalExecutor` by default;
-  ``rainbow_aio.agent._flux`` for Flux), jobs that outlive the agent;
+  :class:`FluxExecutor` on a Flux instance, whose bindings are imported only when one is
+  made), jobs that outlive the agent;
 - it stops gracefully on SIGTERM / Ctrl-C (through :class:`~rainbow_aio.Shutdown`).
 
 The command line: ``rainbow-aio agent ...`` and ``rainbow-aio agent status``
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 from ._agent import Agent, AgentError, AgentOptions, AgentStats
 from ._executor import Ended, Executor, Launch, LaunchError
+from ._flux import FluxExecutor, FluxUnavailableError
 from ._journal import (
     JobRecord,
     JobStateName,
@@ -37,6 +39,8 @@ __all__ = [
     "AgentStats",
     "Ended",
     "Executor",
+    "FluxExecutor",
+    "FluxUnavailableError",
     "JobRecord",
     "JobStateName",
     "Journal",

@@ -105,8 +105,10 @@ class AgentOptions:
     poller: PollerOptions = field(default_factory=PollerOptions)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "journal", Path(self.journal))
-        object.__setattr__(self, "workdir", Path(self.workdir))
+        # absolute, so that a job (which runs in its own folder) and a later start from
+        # another directory find the same files
+        object.__setattr__(self, "journal", Path(self.journal).absolute())
+        object.__setattr__(self, "workdir", Path(self.workdir).absolute())
         if self.nodes is not None and (isinstance(self.nodes, bool) or self.nodes < 1):
             raise InvalidArgumentError(f"nodes must be 1 or more, not {self.nodes!r}")
         if self.time_limit is not None and not self.time_limit > 0:

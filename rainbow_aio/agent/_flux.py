@@ -235,9 +235,11 @@ class FluxExecutor:
 
     @property
     def uri(self) -> str | None:
+        """The instance's URI as given (None: ``FLUX_URI``, or the enclosing instance)."""
         return self._uri
 
     async def open(self) -> FluxExecutor:
+        """Connect to the instance (done by the first call that needs it)."""
         if not self._opened:
             self._opened = True
             await self._reactor.open()
@@ -260,6 +262,7 @@ class FluxExecutor:
     # -- the protocol -------------------------------------------------------------------
 
     async def free_nodes(self) -> int | None:
+        """The instance's free nodes now: the agent's capacity when ``--nodes`` is not given."""
         flux = self._flux
 
         def work(handle: Any, done: Callable[[object], None]) -> None:
@@ -296,6 +299,8 @@ class FluxExecutor:
         return spec
 
     async def start(self, launch: Launch) -> str:
+        """Submit the job held, record its Flux id in its folder, then release it; the
+        Flux id is the handle."""
         nonce = uuid.uuid4().hex
         spec = self.jobspec(launch, nonce)
         await asyncio.to_thread(_write_durably, launch.folder, NONCE_FILE, nonce)
@@ -323,6 +328,7 @@ class FluxExecutor:
         await self._call(work)
 
     async def wait(self, launch: Launch, handle: str) -> Ended:
+        """How the Flux job ended (its exit code, or why it did not run)."""
         flux = self._flux
         jobid = int(handle)
 
@@ -333,6 +339,7 @@ class FluxExecutor:
         return _ended(launch, result)
 
     async def cancel(self, launch: Launch, handle: str) -> None:
+        """Cancel the Flux job (nothing to do if it has ended already)."""
         flux = self._flux
         jobid = int(handle)
 
@@ -348,6 +355,9 @@ class FluxExecutor:
                 raise
 
     async def reattach(self, launch: Launch, handle: str | None) -> str | Ended | None:
+        """After a restart: the Flux id to wait on, how the job ended, or None when it
+        was certainly never released to run (found by its folder's record or by name
+        and nonce)."""
         if handle is None:
             recorded = await asyncio.to_thread(_read, launch.folder, JOBID_FILE)
             if recorded is not None:
