@@ -40,6 +40,7 @@ from ._exceptions import (
 from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
 from ._outcome import CallOutcome
 from ._stopping import Shutdown
+from ._version import __version__
 from .poller import (
     AcceptMode,
     AcceptUncertainError,
@@ -54,8 +55,6 @@ from .poller import (
     RunReport,
     UnhandledJobsError,
 )
-
-__version__ = "0.1.0"
 
 # names imported from a submodule on first use -> that submodule
 _LAZY = {"RainbowServer": ".server", "ServerLimits": ".server", "ServerTLSConfig": ".server"}

@@ -746,7 +746,7 @@ class _Telemetry:
     attributes, no command text and no credential on either."""
 
     def __init__(self, cluster: str, executor: str, trace_api: Any, metrics_api: Any) -> None:
-        from .. import __version__
+        from .._version import __version__
 
         self._attrs = {"rainbow.cluster": cluster, "rainbow.agent.executor": executor}
         self._tracer = trace_api.get_tracer("rainbow_aio", __version__)

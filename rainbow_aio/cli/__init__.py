@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import NoReturn
 
-from .. import __version__
+from .._version import __version__
 from ._common import interrupted
 
 # subcommand name -> module (relative to this package) that defines it

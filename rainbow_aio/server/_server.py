@@ -301,7 +301,7 @@ class RainbowServer:
                 raise ServerStartError(f"cannot listen on {self._requested}: {exc}") from None
             if not port:
                 raise ServerStartError(f"cannot listen on {self._requested}")
-            from .. import __version__
+            from .._version import __version__
 
             log.info("starting scheduler server: rainbow-aio %s", __version__)
             log.info(
