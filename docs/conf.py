@@ -64,7 +64,10 @@ html_show_sourcelink = False
 # signatures are listed one by one, so a new one is noticed.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(builtins|collections\.abc|typing|types|enum|pathlib|asyncio)\..*"),
+    (
+        r"py:.*",
+        r"(builtins|collections\.abc|typing|types|enum|pathlib|asyncio|os|signal|sqlite3)\..*",
+    ),
     (r"py:.*", r"(grpc|google|anyio|pytest|_pytest)(\..*)?"),
     (r"py:class", r"(int|str|float|bool|bytes|object|None|Exception|BaseException)"),
     (r"py:class", r"(ValueError|TimeoutError|RuntimeError|Path|Literal|Unpack)"),
