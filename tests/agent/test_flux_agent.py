@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
-import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+from support.agents import kill_9_soak
 from support.flux import FluxInstance, flux_instance, flux_prefix
 
 from rainbow_aio.agent import JobStateName
 
-from .conftest import Site, agent_process, running_agent, wait_until
+from .conftest import Site, running_agent, wait_until
 
 PREFIX = flux_prefix()
 
@@ -104,46 +103,20 @@ async def test_kill_9_soak_on_flux(
     monkeypatch.setenv(
         "PYTHONPATH", os.pathsep.join(filter(None, [bindings, os.environ.get("PYTHONPATH")]))
     )
-    out = site.root / "tokens"
-    tokens = {}
-    for start in range(0, SOAK_JOBS, 50):
-        batch = range(start, min(SOAK_JOBS, start + 50))
-        ids = await asyncio.gather(
-            *(site.submit(f"sh -c 'echo token-{i} >> {out}'") for i in batch)
-        )
-        tokens.update({job_id: f"token-{i}" for job_id, i in zip(ids, batch, strict=True)})
-    rng = random.Random(os.environ.get("SOAK_SEED", "flux"))
-
-    def done() -> int:
-        return sum(r.state is S.FINISHED for r in site.records().values())
-
-    log = site.root / "agent.log"
     loop = asyncio.get_running_loop()
     began = loop.time()
-    argv = ("--executor", "flux", "--nodes", "16")
-    for _ in range(SOAK_KILLS):
-        async with agent_process(site, *argv, stderr=log) as proc:
-            at = done() + rng.randint(10, max(11, SOAK_JOBS // (SOAK_KILLS + 1)))
-            await wait_until(
-                lambda at=at, proc=proc: done() >= at or proc.returncode is not None,
-                within=600,
-            )
-            assert proc.returncode is None, log.read_text()[-2000:]
-            await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment, not a count
-            os.kill(proc.pid, signal.SIGKILL)
-            await proc.wait()
-    async with agent_process(site, *argv, stderr=log) as proc:
-        await wait_until(lambda: done() == SOAK_JOBS, within=1200, what="every job to finish")
-        proc.send_signal(signal.SIGTERM)
-        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    await kill_9_soak(
+        site,
+        "--executor",
+        "flux",
+        "--nodes",
+        "16",
+        jobs=SOAK_JOBS,
+        kills=SOAK_KILLS,
+        seed="flux",
+        within=600,
+    )
     elapsed = loop.time() - began
-    records = site.records()
-    assert {r.id for r in records.values() if r.state is S.FINISHED} == set(tokens)
-    assert await site.listed() == set()
-    seen = Counter(out.read_text().split())
-    assert set(seen) == set(tokens.values())
-    assert [t for t, n in seen.items() if n != 1] == []
-    assert site.secret not in log.read_text()
     # every Flux job ran once: no job of the instance ran a token twice, none is left
     code, listing = await instance.run(
         "jobs", "-a", "-n", "--count=1000000", "-o", "{name} {result}"

@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import sys
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,7 @@ from rainbow_aio.agent import (
     AgentOptions,
     AgentStats,
     JobRecord,
+    JobStateName,
     Journal,
     JournalCorruptError,
     JournalError,
@@ -187,3 +190,51 @@ def kill_job_wrappers(workdir: Path) -> None:
     for pid in job_wrappers_alive(workdir):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+async def kill_9_soak(
+    site: Site, *argv: str, jobs: int, kills: int, seed: str, within: float
+) -> dict[int, str]:
+    """The kill -9 soak, for any executor: ``jobs`` jobs each append their own token to
+    one file; a real agent process (``argv`` added to its command line) is SIGKILLed at
+    a random moment ``kills`` times and started again, then let finish and stopped with
+    SIGTERM. Checks that every job is finished exactly once in the journal, the server
+    lists none, every token is in the file exactly once, and the secret is in no log.
+    Returns the tokens by job id."""
+    out = site.root / "tokens"
+    tokens: dict[int, str] = {}
+    for start in range(0, jobs, 50):
+        batch = range(start, min(jobs, start + 50))
+        ids = await asyncio.gather(
+            *(site.submit(f"sh -c 'echo token-{i} >> {out}'") for i in batch)
+        )
+        tokens.update({job_id: f"token-{i}" for job_id, i in zip(ids, batch, strict=True)})
+    rng = random.Random(os.environ.get("SOAK_SEED", seed))
+
+    def done() -> int:
+        return sum(r.state is JobStateName.FINISHED for r in site.records().values())
+
+    log = site.root / "agent.log"
+    for _ in range(kills):
+        async with agent_process(site, *argv, stderr=log) as proc:
+            at = done() + rng.randint(10, max(11, jobs // (kills + 1)))
+            await wait_until(
+                lambda at=at, proc=proc: done() >= at or proc.returncode is not None,
+                within=within,
+            )
+            assert proc.returncode is None, log.read_text()[-2000:]
+            await asyncio.sleep(rng.uniform(0, 0.2))  # a random moment, not a count
+            os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+    async with agent_process(site, *argv, stderr=log) as proc:
+        await wait_until(lambda: done() == jobs, within=2 * within, what="every job to finish")
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 60) == 0
+    records = site.records()
+    assert {r.id for r in records.values() if r.state is JobStateName.FINISHED} == set(tokens)
+    assert await site.listed() == set()
+    seen = Counter(out.read_text().split())
+    assert set(seen) == set(tokens.values())
+    assert [t for t, n in seen.items() if n != 1] == []
+    assert site.secret not in log.read_text()
+    return tokens
