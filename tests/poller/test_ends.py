@@ -532,3 +532,22 @@ async def test_aclose_leaves_like_the_block_and_twice_is_harmless(
     await poller.aclose()
     assert job.state is JobState.RELEASED  # held jobs go back when it closes
     assert await waiting(rainbow_client, cluster) == set(cluster.ids)
+
+
+async def test_one_id_per_call_after_another_accepter_lasts_a_cool_down(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A PARTIAL answer in batched mode sends accepts one id per call for a while, not
+    for the rest of the ledger's life."""
+    monkeypatch.setattr("rainbow_aio.poller._ledger._PER_ID_COOLDOWN", 0.2)
+    cluster = await make_cluster(jobs=2)
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as p:
+        first = await p.get()
+        await rainbow_client.accept_jobs(cluster.name, cluster.secret, [first.id])
+        assert await first.accept() is False  # PARTIAL: another accepter took it
+        ledger = live_ledger(rainbow_client, cluster.name)
+        assert ledger is not None
+        assert ledger.per_id
+        await wait_until(lambda: not ledger.per_id, what="the cool-down to pass")
+        second = await p.get()
+        assert await second.accept() is True

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from rainbow_aio import PolledJob, RainbowClient, RainbowServer, Shutdown
+from rainbow_aio import PolledJob, RainbowClient, RainbowServer, Shutdown, UnhandledJobsError
 
 from .conftest import FAST, MakeCluster, wait_until, waiting
 
@@ -169,3 +169,28 @@ async def test_per_cluster_is_checked(
     async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
         with pytest.raises(ValueError, match="per_cluster"):
             await poller.run(handler, per_cluster=bad)  # type: ignore[arg-type]
+
+
+async def test_a_second_sigint_cuts_handlers_short_and_says_what_was_left(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=1)
+    started = asyncio.Event()
+
+    async def handler(job: PolledJob) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    async def interrupt_twice() -> None:
+        await started.wait()
+        os.kill(os.getpid(), signal.SIGINT)
+        await asyncio.sleep(0.1)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+        interrupter = asyncio.create_task(interrupt_twice())
+        with pytest.raises(UnhandledJobsError) as caught:
+            await poller.run(handler, stop_on_signals=True)
+        await interrupter
+        assert [job.id for job in caught.value.jobs] == cluster.ids
+        assert poller.stats.unhandled == 1
