@@ -141,7 +141,7 @@ class Entry:
         "failures",
         "found",
         "handle",
-        "hold_timer",
+        "hold",
         "holder",
         "job",
         "ledger",
@@ -167,8 +167,9 @@ class Entry:
         # why the accept was uncertain, the error of a call that certainly did not act, or
         # why the job was given back without its consumer asking (hold limit, closing)
         self.error: RainbowError | None = None
-        # releases the job if its consumer holds it longer than max_hold
-        self.hold_timer: asyncio.TimerHandle | None = None
+        # releases the job if its consumer holds it longer than max_hold (one timer for
+        # the jobs handed out together)
+        self.hold: _Hold | None = None
         # failed deliveries of an accepted job (run() handlers that raised)
         self.failures = 0
 
@@ -477,13 +478,15 @@ class AcceptLedger:
     # -- consumers ----------------------------------------------------------------------
 
     def hand_out(self, entry: Entry) -> PolledJob:
+        handle = self._hand_out(entry)
+        if entry.state is JobState.HELD:
+            self._hold([entry])
+        return handle
+
+    def _hand_out(self, entry: Entry) -> PolledJob:
+        """``hand_out`` without the hold limit's timer (the caller starts it)."""
         if entry.state is JobState.QUEUED:
             entry.state = JobState.HELD
-            max_hold = entry.holder.opts.max_hold
-            if max_hold is not None:
-                entry.hold_timer = asyncio.get_running_loop().call_later(
-                    max_hold, self._hold_expired, entry
-                )
         elif entry.state is JobState.ACCEPTED:
             entry.redelivery = _CLAIMED
             self._adopted(entry)
@@ -495,7 +498,8 @@ class AcceptLedger:
         return handle
 
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
-        handles = [self.hand_out(entry) for entry in entries]
+        handles = [self._hand_out(entry) for entry in entries]
+        self._hold([entry for entry in entries if entry.state is JobState.HELD])
         # the batch holds its handles, so their ids stay theirs while it lives
         by_handle = {id(handle): entry for handle, entry in zip(handles, entries, strict=True)}
 
@@ -515,6 +519,7 @@ class AcceptLedger:
             if entry.state is JobState.HELD and not entry.holder.closed:
                 entry.state = JobState.ACCEPTING
                 entry.error = None
+                self._unhold(entry)
                 requested.setdefault(entry.holder, []).append(entry)
         for holder, batch in requested.items():
             if self._per_id(holder):
@@ -698,15 +703,37 @@ class AcceptLedger:
         elif state is JobState.HELD:
             self._give_back(entry)  # the accept certainly failed; nobody will retry it
 
+    def _hold(self, entries: list[Entry]) -> None:
+        """Start the hold limit of ``entries`` (just handed out together): one timer for
+        them all, cancelled once none of them is held any more."""
+        if not entries:
+            return
+        max_hold = entries[0].holder.opts.max_hold
+        if max_hold is None:
+            return
+        hold = _Hold(len(entries))
+        for entry in entries:
+            entry.hold = hold
+        hold.timer = asyncio.get_running_loop().call_later(
+            max_hold, self._holds_expired, hold, entries
+        )
+
     def _unhold(self, entry: Entry) -> None:
-        timer, entry.hold_timer = entry.hold_timer, None
-        if timer is not None:
-            timer.cancel()
+        hold, entry.hold = entry.hold, None
+        if hold is not None:
+            hold.held -= 1
+            if hold.held == 0 and hold.timer is not None:
+                hold.timer.cancel()
+
+    def _holds_expired(self, hold: _Hold, entries: list[Entry]) -> None:
+        for entry in entries:
+            if entry.hold is hold:
+                entry.hold = None
+                self._hold_expired(entry)
 
     def _hold_expired(self, entry: Entry) -> None:
         """A consumer held ``entry`` longer than ``max_hold``: give it back, so that a
         stray reference cannot hide a job from every listing for ever."""
-        entry.hold_timer = None
         if entry.state is not JobState.HELD:
             return
         holder = entry.holder
@@ -1130,6 +1157,17 @@ class AcceptLedger:
         self._forget(entry)
         self.records.forget(entry.job.id)
         self.listings.settled(entry.job.id)
+
+
+class _Hold:
+    """The hold limit's timer of jobs handed out together, and how many of them still
+    have it running."""
+
+    __slots__ = ("held", "timer")
+
+    def __init__(self, held: int) -> None:
+        self.held = held
+        self.timer: asyncio.TimerHandle | None = None
 
 
 class _Send:
