@@ -348,10 +348,17 @@ class AcceptLedger:
         that a listing (lowest ids first) always looks past them."""
         return len(self.entries) + len(self.listings) + self.records.hidden_count()
 
-    def hidden(self, start: int) -> Container[int]:
+    def hidden(self, start: int, queue: JobQueue[Entry] | None = None) -> Container[int]:
         """The ids a listing that started at ``start`` must not hand out. Asked right
-        after the listing's answer arrives (the client skips their JSON)."""
-        return _Hidden(self, start)
+        after the listing's answer arrives (the client skips their JSON), lowest id first.
+
+        With ``queue``, the new ids beyond the room ``queue`` has when the answer arrives
+        (at least one) are skipped too: they would not be queued (a later poll lists them
+        again), so their JSON need not be parsed. A poll asks for as many more ids as
+        this process may skip, and the jobs whose accept the server has already done
+        are no longer listed, so a listing often brings more new jobs than there is room
+        for."""
+        return _Hidden(self, start, queue)
 
     def listed(self, start: int, ids: Collection[int], asked: int) -> None:
         """A listing that started at ``start`` returned ``ids`` (every id listed).
@@ -1185,12 +1192,14 @@ class _Send:
 class _Hidden:
     """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
 
-    __slots__ = ("ledger", "now", "start")
+    __slots__ = ("ledger", "left", "now", "queue", "start")
 
-    def __init__(self, ledger: AcceptLedger, start: int) -> None:
+    def __init__(self, ledger: AcceptLedger, start: int, queue: JobQueue[Entry] | None) -> None:
         self.ledger = ledger
         self.start = start
+        self.queue = queue
         self.now: float | None = None
+        self.left: int | None = None  # new ids still let through (set at the first)
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, int):
@@ -1198,11 +1207,20 @@ class _Hidden:
         ledger = self.ledger
         if job_id in ledger.entries or ledger.listings.hides(job_id, self.start):
             return True
-        if not ledger.records:
+        if ledger.records:
+            if self.now is None:
+                self.now = time.monotonic()
+            if ledger.records.hides(job_id, self.now):
+                return True
+        if self.queue is None:
             return False
-        if self.now is None:
-            self.now = time.monotonic()
-        return ledger.records.hides(job_id, self.now)
+        left = self.left
+        if left is None:
+            left = max(self.queue.room, 1)
+        if left <= 0:
+            return True
+        self.left = left - 1
+        return False
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:

@@ -464,7 +464,7 @@ class ClusterPoller:
         queue.listing += 1
         try:
             listing = await self.client.request_listing(
-                self._cluster, self._secret, asked, skip=ledger.hidden(start)
+                self._cluster, self._secret, asked, skip=ledger.hidden(start, queue)
             )
             ledger.listed(start, listing.ids, asked)
             return len(listing.ids), listing.jobs
