@@ -26,7 +26,15 @@ from typing import Any
 from benchmarks import _harness as H
 
 # Run order: the cheapest first, so a broken set-up fails fast.
-BENCHMARKS = ["server", "client_overhead", "original", "drain", "latency", "scale"]
+BENCHMARKS = [
+    "server",
+    "client_overhead",
+    "original",
+    "batches",
+    "drain",
+    "latency",
+    "scale",
+]
 
 
 def load(name: str) -> ModuleType:
