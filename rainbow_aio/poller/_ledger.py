@@ -272,9 +272,9 @@ class Holder:
         self.stopping = False  # no more polling: accepts go out at once
         self.closed = False  # detached: its jobs can no longer be accepted
 
-    def track(self, job: Job, found: int) -> None:
-        """A listing found ``job`` waiting: record it and queue it."""
-        self.ledger.track(self, job, found)
+    def track(self, jobs: Sequence[Job], found: int) -> None:
+        """A listing found ``jobs`` waiting: record them and queue them."""
+        self.ledger.track(self, jobs, found)
 
     def stop(self) -> None:
         """Polling stopped: send the pending batch now, give back what is queued."""
@@ -416,12 +416,15 @@ class AcceptLedger:
             if entry.holder is holder and entry.state is JobState.QUEUED
         )
 
-    def track(self, holder: Holder, job: Job, found: int) -> None:
-        if job.id in self.entries:
-            return  # hidden from listings; never queued twice
-        entry = Entry(job, self, holder, found)
-        self.entries[job.id] = entry
-        holder.queue.put(entry)
+    def track(self, holder: Holder, jobs: Sequence[Job], found: int) -> None:
+        entries = self.entries
+        new: list[Entry] = []
+        for job in jobs:
+            if job.id in entries:
+                continue  # hidden from listings; never queued twice
+            entry = entries[job.id] = Entry(job, self, holder, found)
+            new.append(entry)
+        holder.queue.put_all(new)
 
     def stop_holder(self, holder: Holder) -> None:
         holder.stopping = True
@@ -1014,8 +1017,7 @@ class AcceptLedger:
     ) -> None:
         status = result.status
         if status is AcceptStatus.SUCCESS:
-            for entry in batch:
-                self._accepted(entry)
+            self._all_accepted(holder, batch)
         elif status is AcceptStatus.PARTIAL and not maybe_applied:
             # nothing of ours can have taken them before: someone else took some of them
             self._other_accepter(holder, "an AcceptJobs it sent came back PARTIAL")
@@ -1082,6 +1084,24 @@ class AcceptLedger:
         )
 
     # -- settling -----------------------------------------------------------------------
+
+    def _all_accepted(self, holder: Holder, batch: list[Entry]) -> None:
+        """``_accepted`` for each job of one call's batch (all of ``holder``)."""
+        entries = self.entries
+        records = self.records if self.records or self.records.absent_since else None
+        listings = self.listings if self.listings.running else None
+        for entry in batch:
+            entry.state = JobState.ACCEPTED
+            job_id = entry.job.id
+            if entries.get(job_id) is entry:
+                del entries[job_id]
+            if records is not None:
+                records.forget(job_id)
+            if listings is not None:
+                listings.settled(job_id)
+            if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
+                self._redeliver(entry)
+        holder.counts.accepted += len(batch)
 
     def _accepted(self, entry: Entry) -> None:
         entry.state = JobState.ACCEPTED

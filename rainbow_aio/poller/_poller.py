@@ -437,8 +437,7 @@ class ClusterPoller:
             found = ledger.seq
             # the jobs beyond the room left are not tracked: a later poll lists them again
             queue.begin_run()
-            for job in fresh[: max(queue.room, 0)]:
-                holder.track(job, found)
+            holder.track(fresh[: max(queue.room, 0)], found)
             if queue.room > 0:
                 queue.wake_room()  # pass unused room (and this poll's share) on
             if fresh:
