@@ -31,6 +31,7 @@ BENCHMARKS = [
     "client_overhead",
     "original",
     "batches",
+    "first_job",
     "drain",
     "latency",
     "scale",
