@@ -219,6 +219,16 @@ def summarise(runs: list[dict[str, Any]], modes: list[str]) -> list[dict[str, An
 
 # -- worker side ------------------------------------------------------------------------
 
+COUNTERS = ("polls", "empty_polls", "jobs_listed", "handed_out", "accepted", "accept_calls",
+            "errors", "accept_errors")  # fmt: skip
+
+
+def stats_totals(stats: Any) -> dict[str, int]:
+    """A poller's counters, or a group's summed over its clusters (result files stay
+    small): what the RPC and listing figures per job are computed from."""
+    per_cluster = [stats] if "polls" in stats else list(stats.values())
+    return {key: sum(int(s.get(key) or 0) for s in per_cluster) for key in COUNTERS}
+
 
 async def drain(params: dict[str, Any]) -> dict[str, Any]:
     """One client drains ``total`` jobs with the loop or run() form; timed from entering
@@ -274,6 +284,6 @@ async def drain(params: dict[str, Any]) -> dict[str, Any]:
         "failed_accepts": failed,
         "errors": errors,
         "accepted": accepted,
-        "poller_stats": H.jsonable(getattr(source, "stats", None)),
+        "poller_stats": stats_totals(H.jsonable(source.stats)),
         "rainbow_aio_path": str(Path(rainbow_aio.__file__).parent),
     }
