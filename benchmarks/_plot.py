@@ -88,9 +88,11 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
         ax.hlines(1.5 * b, x - 0.4, x + 0.4, colors="k", linestyles="dotted", linewidth=1)
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("jobs drained per second")
+    ax.set_ylim(0, 1.35 * max(1.5 * max(base), *(by[(*c, f)]["jobs_per_s"] for c in cells
+                                               for f in forms)))  # fmt: skip
     ax.set_title("Draining a backlog: clusters x max_jobs (dotted: 1.5x the original)",
                  fontsize=10)  # fmt: skip
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, ncol=3, loc="upper center")
     ax.grid(True, axis="y", alpha=0.3)
     fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
     fig.tight_layout()
@@ -116,9 +118,11 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
         half = 0.5 * by[(*c, forms[0])]["baseline_client_us_per_job"]
         ax.hlines(half, x - 0.4, x + 0.4, colors="k", linestyles="dotted", linewidth=1)
     ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("CPU µs per job (client solid, server hatched)")
+    ax.set_ylabel("CPU µs per job, log (client solid, server stacked, hatched)")
+    ax.set_yscale("log")
     ax.set_title("CPU per job (dotted: half the original's client CPU)", fontsize=10)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=7, ncol=3, loc="upper center")
+    ax.set_ylim(top=ax.get_ylim()[1] * 8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
     fig.tight_layout()
