@@ -510,11 +510,11 @@ class AcceptLedger:
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
         handles = [self._hand_out(entry) for entry in entries]
         self._hold([entry for entry in entries if entry.state is JobState.HELD])
-        # the batch holds its handles, so their ids stay theirs while it lives
-        by_handle = {id(handle): entry for handle, entry in zip(handles, entries, strict=True)}
+        # handles hash by identity, and the batch holds them while it lives
+        by_handle = dict(zip(handles, entries, strict=True))
 
         async def accept_together(jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
-            return await self.accept_batch([by_handle[id(job)] for job in jobs])
+            return await self.accept_batch([by_handle[job] for job in jobs])
 
         return JobBatch(self.cluster, handles, accept_together)
 
@@ -586,8 +586,8 @@ class AcceptLedger:
         If the caller is cancelled first, entries nobody else waits for are abandoned."""
         for entry in entries:
             entry.waiters += 1
-        calls = [e.done for e in {id(e.done): e for e in entries if e.done is not None}.values()]
-        pending = [done for done in calls if done is not None and not done.done()]
+        calls = dict.fromkeys(e.done for e in entries if e.done is not None)  # one per call
+        pending = [done for done in calls if not done.done()]
         try:
             if pending:
                 await asyncio.wait([asyncio.shield(done) for done in pending], timeout=at_most)
@@ -1212,32 +1212,42 @@ class _Send:
 class _Hidden:
     """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
 
-    __slots__ = ("ledger", "left", "now", "queue", "start")
+    __slots__ = ("ledger", "left", "now", "queue", "records", "start", "stones")
 
     def __init__(self, ledger: AcceptLedger, start: int, queue: JobQueue[Entry] | None) -> None:
         self.ledger = ledger
         self.start = start
         self.queue = queue
         self.now: float | None = None
-        self.left: int | None = None  # new ids still let through (set at the first)
+        # set at the first id asked (right after the answer arrived; nothing changes them
+        # while the listing is read): new ids still let through, and whether there are
+        # tombstones and failure records to ask at all
+        self.left: int | None = None
+        self.stones = False
+        self.records = False
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, int):
             return False
         ledger = self.ledger
-        if job_id in ledger.entries or ledger.listings.hides(job_id, self.start):
+        left = self.left
+        if left is None:
+            left = max(self.queue.room, 1) if self.queue is not None else -1
+            self.stones = bool(ledger.listings)
+            self.records = bool(ledger.records)
+            self.left = left
+        if job_id in ledger.entries:
             return True
-        if ledger.records:
+        if self.stones and ledger.listings.hides(job_id, self.start):
+            return True
+        if self.records:
             if self.now is None:
                 self.now = time.monotonic()
             if ledger.records.hides(job_id, self.now):
                 return True
-        if self.queue is None:
+        if left < 0:  # no queue: every new id is parsed
             return False
-        left = self.left
-        if left is None:
-            left = max(self.queue.room, 1)
-        if left <= 0:
+        if left == 0:
             return True
         self.left = left - 1
         return False
