@@ -545,7 +545,10 @@ class AcceptLedger:
         waiting = [entry for entry in entries if entry.state is JobState.ACCEPTING]
         timed_out: list[Entry] = []
         if waiting:
-            timed_out = await self._wait(waiting, min(e.holder.accept_timeout for e in waiting))
+            at_most = min(holder.accept_timeout for holder in {e.holder for e in waiting})
+            timed_out = await self._wait(waiting, at_most)
+        if not timed_out:
+            return [self._outcome(entry) for entry in entries]
         late = {id(entry) for entry in timed_out}
         return [
             self._too_slow(entry) if id(entry) in late else self._outcome(entry)
