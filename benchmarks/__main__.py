@@ -6,7 +6,8 @@ against its own server process, and writes ``benchmarks/results/<UTC stamp>-<nam
 is non-zero when any benchmark's correctness check failed; a missed speed target is
 reported, not an error. ``list`` names the benchmarks; ``summary FILE...`` prints the
 targets of result files; ``report FILE...`` prints their markdown tables (BENCHMARKS.md);
-``profile FILE`` summarises a py-spy profile written by ``run --profile``.
+``profile FILE`` summarises a py-spy profile written by ``run --profile``; ``plot FILE...``
+draws the documentation's charts from result files (``docs/_static/benchmarks/``).
 """
 
 from __future__ import annotations
@@ -26,7 +27,17 @@ from typing import Any
 from benchmarks import _harness as H
 
 # Run order: the cheapest first, so a broken set-up fails fast.
-BENCHMARKS = ["server", "client_overhead", "original", "drain", "latency", "scale", "agent"]
+BENCHMARKS = [
+    "server",
+    "client_overhead",
+    "original",
+    "batches",
+    "first_job",
+    "drain",
+    "latency",
+    "scale",
+    "agent",
+]
 
 
 def load(name: str) -> ModuleType:
@@ -165,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="name the benchmarks")
     rp = sub.add_parser("report", help="markdown tables of result files (for BENCHMARKS.md)")
     rp.add_argument("files", nargs="+", type=Path)
+    pl = sub.add_parser("plot", help="draw the documentation's charts from result files")
+    pl.add_argument("files", nargs="+", type=Path)
+    pl.add_argument("--out", type=Path, default=None, help="directory (docs/_static/benchmarks)")
     pr = sub.add_parser("profile", help="summarise a py-spy profile written by run --profile")
     pr.add_argument("file", type=Path)
     pr.add_argument("--top", type=int, default=25)
@@ -182,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks._report import render
 
         print(render(args.files))
+        return 0
+    if args.cmd == "plot":
+        from benchmarks._plot import DEFAULT_OUT, plot
+
+        for path in plot(args.files, args.out or DEFAULT_OUT):
+            print(H.shown_path(path))
         return 0
     if args.cmd == "profile":
         print(H.profile_summary(args.file, args.top))

@@ -191,7 +191,63 @@ def scale(d: dict[str, Any]) -> str:
     )  # fmt: skip
 
 
+def batches(d: dict[str, Any]) -> str:
+    """Per cell and mode: jobs/s and CPU per job against the original usage, jobs listed
+    and RPCs per job drained, and (with --client-tree) against the other tree."""
+    runs = d["results"]["runs"]
+
+    def per_job(cell: tuple[str, int, int], mode: str) -> tuple[float | None, float | None]:
+        rs = [r for r in runs if (r["kind"], r["clusters"], r["max_jobs"], r["mode"]) ==
+              (*cell, mode)]  # fmt: skip
+        jobs = sum(r["jobs"] for r in rs)
+        if not jobs:
+            return None, None
+        if mode == "baseline":
+            return None, sum(r["rpcs"] for r in rs) / jobs
+        listed = sum(r["poller_stats"]["jobs_listed"] for r in rs)
+        calls = sum(r["poller_stats"]["polls"] + r["poller_stats"]["accept_calls"] for r in rs)
+        return listed / jobs, calls / jobs
+
+    rows = []
+    order = {"short": 0, "steady": 1}
+    summary = sorted(d["results"]["summary"], key=lambda s: (order.get(s["kind"], 2),
+                     -s["clusters"], -s["max_jobs"], s["mode"]))  # fmt: skip
+    seen: set[tuple[str, int, int]] = set()
+    for s in summary:
+        cell = (s["kind"], s["clusters"], s["max_jobs"])
+        if cell not in seen:
+            seen.add(cell)
+            _, rpcs = per_job(cell, "baseline")
+            rows.append([s["kind"], f"{s['clusters']} x {s['max_jobs']}", "original",
+                         s["baseline_jobs_per_s"], "-", s["baseline_client_us_per_job"], "-",
+                         s["baseline_server_us_per_job"], 1.0, rpcs, "-"])  # fmt: skip
+        listed, rpcs = per_job(cell, s["mode"])
+        before = "-"
+        if "vs_before" in s:
+            before = f"{s['vs_before']:.2f}x, CPU {s['cpu_vs_before']:.2f}x"
+        rows.append([s["kind"], f"{s['clusters']} x {s['max_jobs']}", s["mode"],
+                     s["jobs_per_s"], f"{s['speedup']:.2f}x", s["client_us_per_job"],
+                     f"{s['cpu_ratio']:.2f}x", s["server_us_per_job"], listed, rpcs,
+                     before])  # fmt: skip
+    return _table(
+        ["cell", "clusters x max_jobs", "mode", "jobs/s", "vs original", "client µs/job",
+         "vs original", "server µs/job", "jobs listed / job", "RPCs / job",
+         "vs before (jobs/s, client CPU)"],
+        rows,
+    )  # fmt: skip
+
+
+def first_job(d: dict[str, Any]) -> str:
+    return _table(
+        ["poller or group", "median ms", "reps ms", "first rep of the process ms"],
+        ([r["variant"], r["median_ms"], " ".join(f"{x:.1f}" for x in r["reps_ms"]),
+          r["first_rep_ms"]] for r in d["results"]["variants"]),
+    )  # fmt: skip
+
+
 TABLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "batches": batches,
+    "first_job": first_job,
     "server": server,
     "client_overhead": client_overhead,
     "original": original,

@@ -9,7 +9,6 @@ job's state, whichever poller, group, batch or consumer is involved.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Protocol, overload
@@ -163,8 +162,13 @@ class PolledJob:
         )
 
     def __del__(self) -> None:
-        with contextlib.suppress(Exception):  # never raise from a finalizer
-            self._entry.collected()
+        # only a job still held needs its ledger (most are accepted by now); never
+        # raise from a finalizer
+        try:
+            if self._entry.state is JobState.HELD:
+                self._entry.collected()
+        except Exception:
+            pass
 
 
 AcceptTogether = Callable[[Sequence[PolledJob]], Awaitable[list[bool | BaseException | None]]]
@@ -236,7 +240,8 @@ class JobBatch(Sequence[PolledJob]):
     def release(self, *, failed: bool = False) -> None:
         """Give back every job of the batch still held (see :meth:`PolledJob.release`)."""
         for job in self._jobs:
-            job.release(failed=failed)
+            if job.state is JobState.HELD:
+                job.release(failed=failed)
 
     def subset(self, jobs: Sequence[PolledJob]) -> JobBatch:
         """A batch of some of these jobs (for example those a handler should see)."""

@@ -271,9 +271,9 @@ class Holder:
         self.stopping = False  # no more polling: accepts go out at once
         self.closed = False  # detached: its jobs can no longer be accepted
 
-    def track(self, job: Job, found: int) -> None:
-        """A listing found ``job`` waiting: record it and queue it."""
-        self.ledger.track(self, job, found)
+    def track(self, jobs: Sequence[Job], found: int) -> None:
+        """A listing found ``jobs`` waiting: record them and queue them."""
+        self.ledger.track(self, jobs, found)
 
     def stop(self) -> None:
         """Polling stopped: send the pending batch now, give back what is queued."""
@@ -350,10 +350,17 @@ class AcceptLedger:
         that a listing (lowest ids first) always looks past them."""
         return len(self.entries) + len(self.listings) + self.records.hidden_count()
 
-    def hidden(self, start: int) -> Container[int]:
+    def hidden(self, start: int, queue: JobQueue[Entry] | None = None) -> Container[int]:
         """The ids a listing that started at ``start`` must not hand out. Asked right
-        after the listing's answer arrives (the client skips their JSON)."""
-        return _Hidden(self, start)
+        after the listing's answer arrives (the client skips their JSON), lowest id first.
+
+        With ``queue``, the new ids beyond the room ``queue`` has when the answer arrives
+        (at least one) are skipped too: they would not be queued (a later poll lists them
+        again), so their JSON need not be parsed. A poll asks for as many more ids as
+        this process may skip, and the jobs whose accept the server has already done
+        are no longer listed, so a listing often brings more new jobs than there is room
+        for."""
+        return _Hidden(self, start, queue)
 
     def listed(self, start: int, ids: Collection[int], asked: int) -> None:
         """A listing that started at ``start`` returned ``ids`` (every id listed).
@@ -411,12 +418,15 @@ class AcceptLedger:
             if entry.holder is holder and entry.state is JobState.QUEUED
         )
 
-    def track(self, holder: Holder, job: Job, found: int) -> None:
-        if job.id in self.entries:
-            return  # hidden from listings; never queued twice
-        entry = Entry(job, self, holder, found)
-        self.entries[job.id] = entry
-        holder.queue.put(entry)
+    def track(self, holder: Holder, jobs: Sequence[Job], found: int) -> None:
+        entries = self.entries
+        new: list[Entry] = []
+        for job in jobs:
+            if job.id in entries:
+                continue  # hidden from listings; never queued twice
+            entry = entries[job.id] = Entry(job, self, holder, found)
+            new.append(entry)
+        holder.queue.put_all(new)
 
     def stop_holder(self, holder: Holder) -> None:
         holder.stopping = True
@@ -505,11 +515,11 @@ class AcceptLedger:
 
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
         handles = [self.hand_out(entry) for entry in entries]
-        # the batch holds its handles, so their ids stay theirs while it lives
-        by_handle = {id(handle): entry for handle, entry in zip(handles, entries, strict=True)}
+        # handles hash by identity, and the batch holds them while it lives
+        by_handle = dict(zip(handles, entries, strict=True))
 
         async def accept_together(jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
-            return await self.accept_batch([by_handle[id(job)] for job in jobs])
+            return await self.accept_batch([by_handle[job] for job in jobs])
 
         return JobBatch(self.cluster, handles, accept_together)
 
@@ -539,7 +549,10 @@ class AcceptLedger:
         waiting = [entry for entry in entries if entry.state is JobState.ACCEPTING]
         timed_out: list[Entry] = []
         if waiting:
-            timed_out = await self._wait(waiting, min(e.holder.accept_timeout for e in waiting))
+            at_most = min(holder.accept_timeout for holder in {e.holder for e in waiting})
+            timed_out = await self._wait(waiting, at_most)
+        if not timed_out:
+            return [self._outcome(entry) for entry in entries]
         late = {id(entry) for entry in timed_out}
         return [
             self._too_slow(entry) if id(entry) in late else self._outcome(entry)
@@ -579,8 +592,8 @@ class AcceptLedger:
         If the caller is cancelled first, entries nobody else waits for are abandoned."""
         for entry in entries:
             entry.waiters += 1
-        calls = [e.done for e in {id(e.done): e for e in entries if e.done is not None}.values()]
-        pending = [done for done in calls if done is not None and not done.done()]
+        calls = dict.fromkeys(e.done for e in entries if e.done is not None)  # one per call
+        pending = [done for done in calls if not done.done()]
         try:
             if pending:
                 await asyncio.wait([asyncio.shield(done) for done in pending], timeout=at_most)
@@ -997,8 +1010,7 @@ class AcceptLedger:
     ) -> None:
         status = result.status
         if status is AcceptStatus.SUCCESS:
-            for entry in batch:
-                self._accepted(entry)
+            self._all_accepted(holder, batch)
         elif status is AcceptStatus.PARTIAL and not maybe_applied:
             # nothing of ours can have taken them before: someone else took some of them
             self._other_accepter(holder, "an AcceptJobs it sent came back PARTIAL")
@@ -1065,6 +1077,24 @@ class AcceptLedger:
         )
 
     # -- settling -----------------------------------------------------------------------
+
+    def _all_accepted(self, holder: Holder, batch: list[Entry]) -> None:
+        """``_accepted`` for each job of one call's batch (all of ``holder``)."""
+        entries = self.entries
+        records = self.records if self.records or self.records.absent_since else None
+        listings = self.listings if self.listings.running else None
+        for entry in batch:
+            entry.state = JobState.ACCEPTED
+            job_id = entry.job.id
+            if entries.get(job_id) is entry:
+                del entries[job_id]
+            if records is not None:
+                records.forget(job_id)
+            if listings is not None:
+                listings.settled(job_id)
+            if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
+                self._redeliver(entry)
+        holder.counts.accepted += len(batch)
 
     def _accepted(self, entry: Entry) -> None:
         entry.state = JobState.ACCEPTED
@@ -1163,24 +1193,45 @@ class _Send:
 class _Hidden:
     """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
 
-    __slots__ = ("ledger", "now", "start")
+    __slots__ = ("ledger", "left", "now", "queue", "records", "start", "stones")
 
-    def __init__(self, ledger: AcceptLedger, start: int) -> None:
+    def __init__(self, ledger: AcceptLedger, start: int, queue: JobQueue[Entry] | None) -> None:
         self.ledger = ledger
         self.start = start
+        self.queue = queue
         self.now: float | None = None
+        # set at the first id asked (right after the answer arrived; nothing changes them
+        # while the listing is read): new ids still let through, and whether there are
+        # tombstones and failure records to ask at all
+        self.left: int | None = None
+        self.stones = False
+        self.records = False
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, int):
             return False
         ledger = self.ledger
-        if job_id in ledger.entries or ledger.listings.hides(job_id, self.start):
+        left = self.left
+        if left is None:
+            left = max(self.queue.room, 1) if self.queue is not None else -1
+            self.stones = bool(ledger.listings)
+            self.records = bool(ledger.records)
+            self.left = left
+        if job_id in ledger.entries:
             return True
-        if not ledger.records:
+        if self.stones and ledger.listings.hides(job_id, self.start):
+            return True
+        if self.records:
+            if self.now is None:
+                self.now = time.monotonic()
+            if ledger.records.hides(job_id, self.now):
+                return True
+        if left < 0:  # no queue: every new id is parsed
             return False
-        if self.now is None:
-            self.now = time.monotonic()
-        return ledger.records.hides(job_id, self.now)
+        if left == 0:
+            return True
+        self.left = left - 1
+        return False
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:

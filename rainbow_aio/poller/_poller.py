@@ -76,7 +76,8 @@ _RECENT: Final = 60.0
 # carrying at least max_jobs ids and _RELIST_IDS in all, are on the wire: the listing
 # would show all of those jobs again, and on a server that spends about as much on 200
 # listed jobs as on a call, re-listing them costs more than waiting one accept's round
-# trip (measured in BENCHMARKS.md section 8). Smaller accepts (per-job windows, the
+# trip (measured when this was introduced, commit c15d437, and by the batches
+# benchmark: 2.0 jobs listed per job drained). Smaller accepts (per-job windows, the
 # shared mode's one id per call) never hold a poll back.
 _RELIST_CALLS: Final = 2
 _RELIST_IDS: Final = 200
@@ -437,8 +438,7 @@ class ClusterPoller:
             found = ledger.seq
             # the jobs beyond the room left are not tracked: a later poll lists them again
             queue.begin_run()
-            for job in fresh[: max(queue.room, 0)]:
-                holder.track(job, found)
+            holder.track(fresh[: max(queue.room, 0)], found)
             if queue.room > 0:
                 queue.wake_room()  # pass unused room (and this poll's share) on
             if fresh:
@@ -464,7 +464,7 @@ class ClusterPoller:
         queue.listing += 1
         try:
             listing = await self.client.request_listing(
-                self._cluster, self._secret, asked, skip=ledger.hidden(start)
+                self._cluster, self._secret, asked, skip=ledger.hidden(start, queue)
             )
             ledger.listed(start, listing.ids, asked)
             return len(listing.ids), listing.jobs

@@ -111,17 +111,25 @@ class JobQueue(Generic[_Item]):
         """The jobs put from now on (until the next call) are the new jobs of one poll."""
         self._run += 1
 
-    def put(self, job: _Item) -> None:
-        lane = self._lanes.get(job.lane)
+    def put_all(self, jobs: list[_Item]) -> None:
+        """``put`` each of ``jobs`` (all of one lane), in order."""
+        if not jobs:
+            return
+        key = jobs[0].lane
+        lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[job.lane] = deque()
-            self._order.append(job.lane)
-        lane.append((self._run, job))
-        self._stored += 1
-        self._live += 1
+            lane = self._lanes[key] = deque()
+            self._order.append(key)
+        run = self._run
+        lane.extend([(run, job) for job in jobs])
+        self._stored += len(jobs)
+        self._live += len(jobs)
         if self._live >= self.maxsize and self.refill > 1:
             self._refilling = True
-        self._wake_getter()
+        for _ in jobs:  # one consumer per job, as many puts would wake
+            if not self._getters:
+                break
+            self._wake_getter()
 
     def put_owned(self, job: _Item) -> None:
         key = job.lane

@@ -527,11 +527,13 @@ async def _accept_all(batch: JobBatch) -> JobBatch:
     except RainbowError as exc:
         log.warning("cluster %r: jobs %s not accepted: %s", batch.cluster, batch.ids, exc)
         return batch.subset([])
+    if len(owned) == len(batch):
+        return batch
     for pj in batch.uncertain:
         log.warning(
             "cluster %r: job %d skipped: its accept had an unknown outcome", pj.cluster, pj.id
         )
-    return batch if len(owned) == len(batch) else batch.subset(owned)
+    return batch.subset(owned)
 
 
 def _ran_but_lost(pj: PolledJob) -> None:

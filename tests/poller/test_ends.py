@@ -438,6 +438,26 @@ async def test_a_job_held_too_long_is_given_back_and_counted(
         assert await again.accept() is True
 
 
+async def test_a_batch_shares_its_hold_limit_and_each_job_leaves_it_alone(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=3)
+    async with rainbow_client.poller(
+        cluster.name, cluster.secret, max_jobs=3, max_hold=0.3, **FAST
+    ) as p:
+        await wait_until(lambda: p.qsize() == 3, what="three jobs queued")
+        batch = await p.get_batch(3)
+        assert len(batch) == 3
+        first, second, third = batch
+        assert await first.accept() is True  # accepted: the limit no longer applies
+        second.release()  # given back by its consumer: not counted as expired
+        await wait_until(lambda: p.stats.hold_expired == 1, what="the hold limit")
+        assert third.state is JobState.RELEASED
+        assert first.state is JobState.ACCEPTED
+        with pytest.raises(JobReleasedError, match="max_hold"):
+            await third.accept()
+
+
 # smaller surprises ------------------------------------------------------------------------
 
 

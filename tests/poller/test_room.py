@@ -10,9 +10,17 @@ from collections.abc import Container
 
 import pytest
 
-from rainbow_aio import DeniedError, PolledJob, RainbowClient, RainbowServer
+from rainbow_aio import (
+    DeniedError,
+    PolledJob,
+    PollerOptions,
+    RainbowClient,
+    RainbowServer,
+    _accepters,
+)
 from rainbow_aio._models import JobListing
-from rainbow_aio.poller._ledger import live_ledger
+from rainbow_aio.poller._ledger import AcceptLedger, Entry, live_ledger
+from rainbow_aio.poller._queue import JobQueue
 
 from .conftest import FAST, MakeCluster, waiting
 
@@ -134,6 +142,32 @@ async def test_request_listing_parses_only_ids_not_skipped_and_fails_like_reques
     with pytest.raises(DeniedError) as request_error:
         await rainbow_client.request_jobs(cluster.name, "wrong")
     assert str(listing_error.value) == str(request_error.value)
+
+
+async def test_a_listing_parses_only_the_new_jobs_its_queue_has_room_for(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=6)
+    ids = tuple(sorted(cluster.ids))
+    ledger = AcceptLedger(rainbow_client, cluster.name)
+    try:
+        queue: JobQueue[Entry] = JobQueue(4)
+        skip = ledger.hidden(ledger.begin_listing(), queue)
+        listing = await rainbow_client.request_listing(cluster.name, cluster.secret, skip=skip)
+        # every id is listed, but only as many new jobs as there is room for are parsed
+        assert listing.ids == ids
+        assert [job.id for job in listing.jobs] == list(ids[:4])
+
+        full: JobQueue[Entry] = JobQueue(1)
+        holder = ledger.attach(cluster.secret, full, PollerOptions())
+        ledger.track(holder, listing.jobs[:1], ledger.seq)  # the queue is full now
+        assert full.room == 0
+        skip = ledger.hidden(ledger.begin_listing(), full)
+        listing = await rainbow_client.request_listing(cluster.name, cluster.secret, skip=skip)
+        # one new job even without room: the poll found jobs, and is not an empty one
+        assert [job.id for job in listing.jobs] == [ids[1]]
+    finally:
+        _accepters.leave(cluster.name, ledger)
 
 
 async def test_a_full_shared_queue_refills_in_polls_of_max_jobs(
