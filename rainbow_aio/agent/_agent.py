@@ -204,6 +204,7 @@ class Agent:
         self._owned: list[Waiting[JobRecord]] = []  # accepted before a restart, not started
         self._running: dict[int, _Running] = {}
         self._accepting: set[asyncio.Task[None]] = set()
+        self._intending = 0  # accepts not answered yet (at most one: see _schedule)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._counts: dict[str, int] = dict.fromkeys(
@@ -434,6 +435,13 @@ class Agent:
             # a job the poller took back (held too long, or its poller stopping) is not ours
             # to accept any more
             self._waiting = [e for e in self._waiting if e.item.state is JobState.HELD]
+            if self._intending:
+                # one intent and AcceptJobs at a time: the nodes that free up meanwhile go
+                # into the next batch, which the answer wakes us for (one intent commit
+                # and one AcceptJobs per batch, not per job ended: one per job made the
+                # writer thread a queue of fsyncs, each job waiting for all before it)
+                self._changed()
+                continue
             free = await self.executor.free_nodes()
             plan = self._cap.plan(self._waiting, free)
             if plan:
@@ -444,6 +452,7 @@ class Agent:
                     self._cap.take(entry.nodes)
                 task = asyncio.create_task(self._accept([entry.item for entry in plan]))
                 self._accepting.add(task)
+                self._intending += 1
                 task.add_done_callback(self._accepting.discard)
             elif self._waiting and self._cap.blocked(self._waiting) is not None:
                 # nodes are kept for a job that waited too long; a finish wakes us
@@ -477,8 +486,13 @@ class Agent:
     async def _accept(self, jobs: list[PolledJob]) -> None:
         journal = self._jl
         cluster = self.options.cluster
-        await self._write(journal.intend, [pj.job for pj in jobs], cluster)
-        outcomes = await asyncio.gather(*(pj.accept() for pj in jobs), return_exceptions=True)
+        try:
+            await self._write(journal.intend, [pj.job for pj in jobs], cluster)
+            outcomes = await asyncio.gather(*(pj.accept() for pj in jobs), return_exceptions=True)
+        finally:
+            # the next batch may go now, while this one is launched
+            self._intending -= 1
+            self._wake.set()
         ours: list[PolledJob] = []
         lost: list[int] = []
         unsure: list[int] = []
@@ -520,9 +534,8 @@ class Agent:
         ready = [launch for _, launch in launches if not isinstance(launch, str)]
         # folders of older jobs of the same ids out of the way, before the journal says
         # these are being launched (then the folders, created after, are theirs)
-        await self._in_writer(_prepare_folders, ready, create=False)
-        await self._write(journal.accepted, cluster, [pj.id for pj in ours], launching=True)
-        failed = await self._in_writer(_prepare_folders, ready, create=True)
+        # (one trip to the writer thread for the three, in this order)
+        failed = await self._in_writer(_launching, journal, cluster, [pj.id for pj in ours], ready)
         self._counts["accepted"] += len(ours)
         for pj, launch in launches:
             if isinstance(launch, str):
@@ -709,6 +722,16 @@ class Agent:
         if self._on_change is not None:
             with contextlib.suppress(Exception):
                 self._on_change()
+
+
+def _launching(
+    journal: Journal, cluster: str, ids: list[int], launches: list[Launch]
+) -> dict[int, str]:
+    """Older folders of these ids aside, then the journal says the jobs are being
+    launched (committed), then their folders made; why, for those that could not be."""
+    _prepare_folders(launches, create=False)
+    journal.accepted(cluster, ids, launching=True)
+    return _prepare_folders(launches, create=True)
 
 
 def _prepare_folders(launches: list[Launch], *, create: bool) -> dict[int, str]:

@@ -10,9 +10,12 @@ agent:
    and it exits 75 without running anything. This is what makes "started twice"
    impossible, whatever moment the agent is killed at: a restarted agent that starts the
    job again gets a wrapper that refuses, and it waits for the first one instead;
-2. runs the command in the folder, stdout and stderr to ``stdout`` and ``stderr`` there,
-   with the job's environment (``RAINBOW_JOB_ID``, ``RAINBOW_CLUSTER``, ``RAINBOW_NODES``,
-   ``RAINBOW_TASKS``, ``RAINBOW_JOB_DIR``) and none of the agent's credentials;
+2. runs the command in the folder (a program named without a ``/`` by the path the
+   agent found it at on ``PATH``, so that a name such as ``true`` or ``echo`` runs the
+   program and never the shell's builtin of that name), stdout and stderr to
+   ``stdout`` and ``stderr`` there, with the job's environment (``RAINBOW_JOB_ID``,
+   ``RAINBOW_CLUSTER``, ``RAINBOW_NODES``, ``RAINBOW_TASKS``, ``RAINBOW_JOB_DIR``) and
+   none of the agent's credentials;
 3. with a time limit, a watchdog sends SIGTERM at the limit (SIGKILL 5 s later) and
    leaves a ``timed-out`` marker;
 4. writes the exit status to ``exit`` (one line, ending in a newline: a line without one
@@ -109,7 +112,7 @@ class LocalExecutor:
         self._spawner = concurrent.futures.ThreadPoolExecutor(
             2, thread_name_prefix="rainbow-agent-spawn"
         )
-        self._found: set[str] = set()  # programs found on PATH before
+        self._found: dict[str, str] = {}  # programs found on PATH before: their paths
         self._env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
     async def free_nodes(self) -> int | None:
@@ -127,16 +130,20 @@ class LocalExecutor:
             if not os.access(program, os.X_OK) or Path(program).is_dir():  # noqa: ASYNC240
                 raise LaunchError(f"command not found or not executable: {program}")
         elif program not in self._found:
-            if shutil.which(program, path=self._env.get("PATH", os.defpath)) is None:
+            found = shutil.which(program, path=self._env.get("PATH", os.defpath))
+            if found is None:
                 raise LaunchError(f"command not found: {program}")
-            self._found.add(program)
+            self._found[program] = found
+        # the program by its path: a bare name that is also a shell builtin (true, echo,
+        # printf, kill, test...) would run as the wrapper's builtin, not as the program
+        command = [self._found.get(program, program), *launch.argv[1:]]
         limit = "-" if launch.time_limit is None else f"{launch.time_limit:g}"
         env = {**self._env, **launch.environment}
         argv = [self._shell, "-c", WRAPPER, "rainbow-job", str(launch.folder), limit]
         loop = asyncio.get_running_loop()
         try:
             pid, start = await loop.run_in_executor(
-                self._spawner, _spawn, self._shell, [*argv, *launch.argv], env
+                self._spawner, _spawn, self._shell, [*argv, *command], env
             )
         except OSError as exc:
             raise LaunchError(f"cannot start the job: {exc.strerror or exc}") from None

@@ -82,6 +82,21 @@ async def test_no_shell_output_files_and_environment(
     assert (la.folder / "stderr").read_text() == "to-stderr\n"
 
 
+async def test_a_program_named_like_a_shell_builtin_runs_the_program(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "true"  # `true` is also a builtin of the wrapper's shell
+    fake.write_text("#!/bin/sh\necho the-program\nexit 5\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    ex = LocalExecutor()  # reads the environment when made
+    la = launch(tmp_path, 9, "true")
+    assert await run(ex, la) == Ended(5, "exit 5")
+    assert (la.folder / "stdout").read_text() == "the-program\n"
+
+
 async def test_time_limit(executor: LocalExecutor, tmp_path: Path) -> None:
     ended = await run(executor, launch(tmp_path, 1, "sleep 30", limit=0.2))
     assert ended == Ended(None, "timed out after 0.2 s")
