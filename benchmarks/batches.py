@@ -29,7 +29,7 @@ from typing import Any
 
 from benchmarks import _harness as H
 from benchmarks.original import baseline as _baseline
-from benchmarks.original import same_directory
+from benchmarks.original import check_drain
 
 NAME = "batches"
 TITLE = "the documented batch loop and run() vs the original bindings' usage"
@@ -106,23 +106,15 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 tree=tree,
             )
             s1 = H.process_cpu(server.pid)
-            if role != "baseline":
-                used = res.pop("rainbow_aio_path")
-                expected = (tree if tree is not None else H.ROOT) / "rainbow_aio"
-                checks.check(
-                    f"{label}: ran the rainbow_aio of {tree or 'this checkout'}",
-                    same_directory(Path(used), expected),
-                    f"imported {used}",
-                )
-            async with H.Admin(server.address) as admin:
-                remaining = await admin.waiting_many({c: creds[c] for c in cs})
-            ok = H.verify_drain(
-                checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
-            )
-            checks.check(
-                f"{label}: every accept answered success",
-                res["failed_accepts"] == 0 and not res["errors"],
-                f"{res['failed_accepts']} failed accepts, errors: {res['errors'][:3]}",
+            ok = await check_drain(
+                checks,
+                label,
+                res,
+                tree=tree,
+                library=role != "baseline",
+                address=server.address,
+                creds={c: creds[c] for c in cs},
+                loaded={c: loaded[c] for c in cs},
             )
             row = {
                 "mode": mode,

@@ -135,23 +135,15 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 tree=tree,
             )
             s1 = H.process_cpu(server.pid)
-            if role != "baseline":
-                used = res.pop("rainbow_aio_path")
-                expected = (tree if tree is not None else H.ROOT) / "rainbow_aio"
-                checks.check(
-                    f"{label}: ran the rainbow_aio of {shown_tree(tree)}",
-                    same_directory(Path(used), expected),
-                    f"imported {used}",
-                )
-            async with H.Admin(server.address) as admin:
-                remaining = await admin.waiting_many({c: creds[c] for c in cs})
-            verify_ok = H.verify_drain(
-                checks, label, {c: loaded[c] for c in cs}, res.pop("accepted"), remaining
-            )
-            checks.check(
-                f"{label}: every accept answered success",
-                res["failed_accepts"] == 0 and not res["errors"],
-                f"{res['failed_accepts']} failed accepts, errors: {res['errors'][:3]}",
+            verify_ok = await check_drain(
+                checks,
+                label,
+                res,
+                tree=tree,
+                library=role != "baseline",
+                address=server.address,
+                creds={c: creds[c] for c in cs},
+                loaded={c: loaded[c] for c in cs},
             )
             row = {
                 "mode": mode,
@@ -304,6 +296,40 @@ def chart(payload: dict[str, Any], path: str) -> bool:
 
 
 # -- worker side: the original usage --------------------------------------------------------
+
+
+async def check_drain(
+    checks: H.Checks,
+    label: str,
+    res: dict[str, Any],
+    *,
+    tree: Path | None,
+    library: bool,
+    address: str,
+    creds: dict[str, str],
+    loaded: dict[str, Any],
+) -> bool:
+    """The checks after one drain by a worker: with ``library``, it imported the
+    ``rainbow_aio`` of ``tree`` (None: this checkout); every loaded job was accepted
+    once and none is left, and every accept answered success. Pops the worker's
+    ``rainbow_aio_path`` and ``accepted`` from ``res``; whether the drain was correct."""
+    if library:
+        used = res.pop("rainbow_aio_path")
+        expected = (tree if tree is not None else H.ROOT) / "rainbow_aio"
+        checks.check(
+            f"{label}: ran the rainbow_aio of {shown_tree(tree)}",
+            same_directory(Path(used), expected),
+            f"imported {used}",
+        )
+    async with H.Admin(address) as admin:
+        remaining = await admin.waiting_many(creds)
+    ok = H.verify_drain(checks, label, loaded, res.pop("accepted"), remaining)
+    checks.check(
+        f"{label}: every accept answered success",
+        res["failed_accepts"] == 0 and not res["errors"],
+        f"{res['failed_accepts']} failed accepts, errors: {res['errors'][:3]}",
+    )
+    return ok
 
 
 def shown_tree(tree: Path | None) -> str:
