@@ -20,7 +20,7 @@ The command line: ``rainbow-aio agent ...`` and ``rainbow-aio agent status``
 from __future__ import annotations
 
 from ._agent import Agent, AgentError, AgentOptions, AgentStats
-from ._executor import Ended, Executor, Launch, LaunchError
+from ._executor import SECRET_VARIABLES, Ended, Executor, Launch, LaunchError
 from ._flux import FluxExecutor, FluxUnavailableError
 from ._journal import (
     JobRecord,
@@ -33,6 +33,7 @@ from ._journal import (
 from ._local import LocalExecutor
 
 __all__ = [
+    "SECRET_VARIABLES",
     "Agent",
     "AgentError",
     "AgentOptions",

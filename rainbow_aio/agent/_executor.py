@@ -26,13 +26,25 @@ twice. ``start`` must make that possible by leaving a durable trace in ``launch.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from .._exceptions import RainbowError
 
-__all__ = ["Ended", "Executor", "Launch", "LaunchError"]
+__all__ = ["SECRET_VARIABLES", "Ended", "Executor", "Launch", "LaunchError", "job_environment"]
+
+SECRET_VARIABLES: Final = frozenset(
+    {"RAINBOW_SECRET", "RAINBOW_TOKEN", "RAINBOW_REGISTRATION_SECRET"}
+)
+"""Variables of the agent's environment that never reach a job."""
+
+
+def job_environment() -> dict[str, str]:
+    """The agent's environment without its secrets: what every executor gives a job (to
+    which it adds the job's own variables, :attr:`Launch.environment`)."""
+    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
 
 @dataclass(frozen=True, slots=True)

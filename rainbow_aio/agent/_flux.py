@@ -34,8 +34,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .._exceptions import RainbowError
-from ._executor import Ended, Launch, LaunchError
-from ._local import SECRET_VARIABLES
+from ._executor import Ended, Launch, LaunchError, job_environment
 
 __all__ = ["FLUX_URI_ENV", "FluxExecutor", "FluxUnavailableError"]
 
@@ -284,7 +283,7 @@ class FluxExecutor:
                 num_tasks=launch.tasks,
                 num_nodes=launch.nodes,
                 cwd=str(launch.folder),
-                environment={**_agent_environment(), **launch.environment},
+                environment={**job_environment(), **launch.environment},
                 name=job_name(launch),
                 output=str(launch.folder / STDOUT_FILE),
                 error=str(launch.folder / STDERR_FILE),
@@ -433,11 +432,6 @@ class FluxExecutor:
         if first["state"] == inactive:
             return await self.wait(launch, str(first["id"]))
         return str(first["id"])
-
-
-def _agent_environment() -> dict[str, str]:
-    """The agent's environment without its secrets (as the local executor passes it)."""
-    return {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
 
 
 def _write_durably(folder: Path, name: str, text: str) -> None:

@@ -37,9 +37,9 @@ import time
 from pathlib import Path
 from typing import Final, Literal
 
-from ._executor import Ended, Launch, LaunchError
+from ._executor import Ended, Launch, LaunchError, job_environment
 
-__all__ = ["SECRET_VARIABLES", "WRAPPER", "LocalExecutor"]
+__all__ = ["WRAPPER", "LocalExecutor"]
 
 CLAIMED_BY_ANOTHER: Final = 75
 CANNOT_CLAIM: Final = 73
@@ -78,11 +78,6 @@ fi
 echo $rc >"$d/exit"
 """
 
-SECRET_VARIABLES: Final = frozenset(
-    {"RAINBOW_SECRET", "RAINBOW_TOKEN", "RAINBOW_REGISTRATION_SECRET"}
-)
-"""Variables of the agent's environment that never reach a job."""
-
 _SIGNALS: Final = {int(s): s.name for s in signal.Signals}
 
 
@@ -113,7 +108,7 @@ class LocalExecutor:
             2, thread_name_prefix="rainbow-agent-spawn"
         )
         self._found: dict[str, str] = {}  # programs found on PATH before: their paths
-        self._env = {k: v for k, v in os.environ.items() if k not in SECRET_VARIABLES}
+        self._env = job_environment()
 
     async def free_nodes(self) -> int | None:
         """None: the agent counts nodes itself (``nodes`` / ``--nodes``)."""

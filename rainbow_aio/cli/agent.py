@@ -28,15 +28,16 @@ from .._exceptions import RainbowError
 from .._protocol import DEFAULT_CLUSTER, INT32_MAX
 from .._stopping import Shutdown
 from ..agent import (
+    SECRET_VARIABLES,
     Agent,
     AgentOptions,
     Executor,
+    FluxExecutor,
     JobRecord,
     JobStateName,
     Journal,
     LocalExecutor,
 )
-from ..agent._local import SECRET_VARIABLES
 from ..poller import PollerOptions
 from ._common import (
     EXIT_INTERRUPTED,
@@ -157,12 +158,8 @@ def agent(args: argparse.Namespace) -> int:
 
 
 def _executor(name: str) -> Executor:
-    if name == "flux":
-        from ..agent import _flux
-
-        flux_executor: Executor = _flux.FluxExecutor()
-        return flux_executor
-    return LocalExecutor()
+    # the Flux bindings are imported only when the executor is made
+    return FluxExecutor() if name == "flux" else LocalExecutor()
 
 
 async def _run(args: argparse.Namespace) -> int:
