@@ -46,6 +46,17 @@ def plot(files: list[Path], out: Path = DEFAULT_OUT) -> list[Path]:
     return written
 
 
+def _save(fig: Any, source: str, path: Path) -> Path:
+    """Finish a chart: the result file it came from in a corner, then write and close it."""
+    import matplotlib.pyplot as plt
+
+    fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _cells(summary: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
     order = {"short": 0, "steady": 1}
     cells = {(s["kind"], s["clusters"], s["max_jobs"]) for s in summary}
@@ -94,12 +105,7 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
                  fontsize=10)  # fmt: skip
     ax.legend(fontsize=8, ncol=3, loc="upper center")
     ax.grid(True, axis="y", alpha=0.3)
-    fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
-    fig.tight_layout()
-    path = out / "batches-jobs.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(fig, source, out / "batches-jobs.png"))
 
     fig, ax = plt.subplots(figsize=(10, 4.6))
     modes = ["baseline", *forms]
@@ -124,12 +130,7 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     ax.set_ylim(top=ax.get_ylim()[1] * 8)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
-    fig.tight_layout()
-    path = out / "batches-cpu.png"
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    paths.append(path)
+    paths.append(_save(fig, source, out / "batches-cpu.png"))
     return paths
 
 
@@ -155,11 +156,7 @@ def _scale(data: dict[str, Any], source: str, path: Path) -> Path:
     axes[0].axhline(500, color="k", linestyle="dotted", linewidth=1)
     axes[0].annotate("budget: 500/s", (n[0], 500), fontsize=7, va="bottom")
     fig.suptitle("What an idle PollerGroup costs", fontsize=11)
-    fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, source, path)
 
 
 def _first_job(data: dict[str, Any], source: str, path: Path) -> Path:
@@ -178,8 +175,4 @@ def _first_job(data: dict[str, Any], source: str, path: Path) -> Path:
     ax.set_title("Entering a poller or group with jobs waiting, to its first batch "
                  "(dotted: 10 ms)", fontsize=9)  # fmt: skip
     ax.grid(True, axis="y", alpha=0.3)
-    fig.text(0.99, 0.01, source, ha="right", fontsize=6, color="0.4")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return _save(fig, source, path)
