@@ -477,7 +477,7 @@ class Agent:
                 self._counts["failed"] += 1
                 continue
             self._cap.take(launch.nodes)
-            _prepare_folders([launch], create=False)
+            _set_aside_old_folders([launch])
             self._jl.running(record.cluster, record.id, self.executor.name, None)
             run = _Running(launch)
             self._running[record.id] = run
@@ -533,9 +533,9 @@ class Agent:
             launches.append((pj, launch))
         ready = [launch for _, launch in launches if not isinstance(launch, str)]
         # folders of older jobs of the same ids out of the way, before the journal says
-        # these are being launched (then the folders, created after, are theirs)
-        # (one trip to the writer thread for the three, in this order)
-        failed = await self._in_writer(_launching, journal, cluster, [pj.id for pj in ours], ready)
+        # these are being launched (then the folders, made by the executor after, are
+        # theirs); one trip to the writer thread for both, in this order
+        await self._in_writer(_launching, journal, cluster, [pj.id for pj in ours], ready)
         self._counts["accepted"] += len(ours)
         for pj, launch in launches:
             if isinstance(launch, str):
@@ -547,9 +547,7 @@ class Agent:
                 continue
             run = _Running(launch)
             self._running[pj.id] = run
-            run.task = asyncio.create_task(
-                self._run_job(run, started=False, folder_error=failed.get(pj.id, ""))
-            )
+            run.task = asyncio.create_task(self._run_job(run, started=False))
         self._wake.set()
         self._changed()
 
@@ -574,20 +572,13 @@ class Agent:
             time_limit=self.options.time_limit,
         )
 
-    async def _run_job(
-        self, run: _Running, *, started: bool, folder_error: str | None = None
-    ) -> None:
-        """Start (unless ``started``), wait, record. ``folder_error``: None when the
-        folder is still to be made here, "" when it was made, else why it could not."""
+    async def _run_job(self, run: _Running, *, started: bool) -> None:
+        """Start (unless ``started``), wait, record."""
         launch = run.launch
         journal = self._jl
         span = self._telemetry.start(launch) if self._telemetry else None
         try:
             if not started:
-                if folder_error is None:
-                    folder_error = _prepare_folders([launch], create=True).get(launch.job_id)
-                if folder_error:
-                    raise LaunchError(folder_error)
                 run.handle = await self.executor.start(launch)
                 journal.running(
                     launch.cluster, launch.job_id, self.executor.name, run.handle, defer=True
@@ -724,37 +715,26 @@ class Agent:
                 self._on_change()
 
 
-def _launching(
-    journal: Journal, cluster: str, ids: list[int], launches: list[Launch]
-) -> dict[int, str]:
+def _launching(journal: Journal, cluster: str, ids: list[int], launches: list[Launch]) -> None:
     """Older folders of these ids aside, then the journal says the jobs are being
-    launched (committed), then their folders made; why, for those that could not be."""
-    _prepare_folders(launches, create=False)
+    launched (committed)."""
+    _set_aside_old_folders(launches)
     journal.accepted(cluster, ids, launching=True)
-    return _prepare_folders(launches, create=True)
 
 
-def _prepare_folders(launches: list[Launch], *, create: bool) -> dict[int, str]:
-    """``create=False``: move folders left by older jobs of the same ids (another server,
-    a reused workdir) aside, before the journal says these jobs are being launched.
-    ``create=True``: make the folders; returns why, for those that could not be made."""
-    failed: dict[int, str] = {}
+def _set_aside_old_folders(launches: list[Launch]) -> None:
+    """Move folders left by older jobs of the same ids (another server, a reused
+    workdir) aside, before the journal says these jobs are being launched: the folder
+    the executor makes then is the job's own, and a restart that finds it knows the job
+    was started."""
     for launch in launches:
         folder = launch.folder
-        if create:
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                failed[launch.job_id] = (
-                    f"cannot create the job folder {folder}: {exc.strerror or exc}"
-                )
-        elif folder.exists():
+        if folder.exists():
             n = 1
             while (aside := folder.with_name(f"{folder.name}.old-{n}")).exists():
                 n += 1
             with contextlib.suppress(OSError):
                 folder.rename(aside)
-    return failed
 
 
 def _log_failure(future: concurrent.futures.Future[None]) -> None:

@@ -53,7 +53,7 @@ class Launch:
 
     ``argv`` is ``shlex.split(command)``, checked not empty (the agent never adds a shell);
     ``folder`` is the job's own directory under the agent's workdir (``<workdir>/<id>``),
-    created by the agent before ``start``; stdout and stderr go there.
+    made by the executor's ``start`` when missing; stdout and stderr go there.
     ``time_limit`` is in seconds (None: no limit).
     """
 
@@ -121,9 +121,11 @@ class Executor(Protocol):
         ...
 
     async def start(self, launch: Launch) -> str:
-        """Start the job; return the handle to journal. Raise :class:`LaunchError` for a
-        job that cannot be started (it is recorded as failed with the reason). Once this
-        returns or raises anything but LaunchError, ``reattach`` must find the job."""
+        """Make ``launch.folder`` if it is missing, start the job, and return the handle
+        to journal. Raise :class:`LaunchError` for a job that cannot be started (a folder
+        that cannot be made or written included: it is recorded as failed with the
+        reason). Once this returns or raises anything but LaunchError, ``reattach`` must
+        find the job."""
         ...
 
     async def wait(self, launch: Launch, handle: str) -> Ended:

@@ -302,7 +302,12 @@ class FluxExecutor:
         Flux id is the handle."""
         nonce = uuid.uuid4().hex
         spec = self.jobspec(launch, nonce)
-        await asyncio.to_thread(_write_durably, launch.folder, NONCE_FILE, nonce)
+        try:
+            await asyncio.to_thread(_write_durably, launch.folder, NONCE_FILE, nonce, make=True)
+        except OSError as exc:
+            raise LaunchError(
+                f"cannot write the job folder {launch.folder}: {exc.strerror or exc}"
+            ) from None
         flux = self._flux
 
         def submit(handle: Any, done: Callable[[object], None]) -> None:
@@ -434,9 +439,11 @@ class FluxExecutor:
         return str(first["id"])
 
 
-def _write_durably(folder: Path, name: str, text: str) -> None:
+def _write_durably(folder: Path, name: str, text: str, *, make: bool = False) -> None:
     """``folder/name`` holds ``text`` (whole, fsynced, with the folder's entry) or is
-    unchanged."""
+    unchanged; ``make``: the folder is made first if missing."""
+    if make:
+        folder.mkdir(parents=True, exist_ok=True)
     path = folder / name
     tmp = folder / (name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as out:

@@ -15,9 +15,10 @@ from support.agents import (
     Site,
     agent_argv,
     agent_process,
-    job_wrappers_alive,
-    kill_job_wrappers,
+    jobs_alive,
+    kill_job_processes,
     running_agent,
+    supervisors_alive,
     wait_until,
 )
 
@@ -28,9 +29,10 @@ __all__ = [
     "Site",
     "agent_argv",
     "agent_process",
-    "job_wrappers_alive",
-    "kill_job_wrappers",
+    "jobs_alive",
+    "kill_job_processes",
     "running_agent",
+    "supervisors_alive",
     "site",
     "wait_until",
 ]

@@ -16,7 +16,7 @@ from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 from rainbow_aio.agent import Agent, AgentError, JobStateName, Journal
 from rainbow_aio.agent._capacity import Capacity
 
-from .conftest import Site, job_wrappers_alive, kill_job_wrappers, running_agent, wait_until
+from .conftest import Site, jobs_alive, kill_job_processes, running_agent, wait_until
 
 S = JobStateName
 
@@ -220,7 +220,7 @@ async def test_stop_leaves_jobs_running_and_the_next_start_reattaches(site: Site
         assert site.records()[job].state is S.FINISHED
         assert (site.workdir / "out").read_text() == "once\n"
     finally:
-        kill_job_wrappers(site.workdir)
+        kill_job_processes(site.workdir)
 
 
 async def test_cancel_on_stop_records_interrupted(site: Site) -> None:
@@ -237,7 +237,7 @@ async def test_cancel_on_stop_records_interrupted(site: Site) -> None:
     record = site.records()[job]
     assert record.state is S.INTERRUPTED
     assert record.reason == "cancelled"
-    assert job_wrappers_alive(site.workdir) == []
+    assert jobs_alive(site.workdir) == []
 
 
 async def test_no_credential_in_journal_logs_or_job_folders(
@@ -278,5 +278,7 @@ async def test_a_job_folder_that_cannot_be_made_is_a_recorded_failure(site: Site
         await task
     records = site.records()
     assert records[broken].state is S.FAILED
-    assert "cannot create the job folder" in (records[broken].reason or "")
+    reason = records[broken].reason or ""
+    assert reason.startswith("cannot "), reason
+    assert str(site.workdir) in reason, reason
     assert records[fine].state is S.FINISHED

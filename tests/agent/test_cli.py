@@ -15,7 +15,7 @@ import pytest
 
 from rainbow_aio.agent import JobStateName
 
-from .conftest import Site, agent_argv, agent_process, kill_job_wrappers, wait_until
+from .conftest import Site, agent_argv, agent_process, kill_job_processes, wait_until
 
 S = JobStateName
 
@@ -83,7 +83,7 @@ async def test_a_second_agent_on_the_journal_is_refused(site: Site) -> None:
         assert second.returncode == 1
         assert str(site.journal) in err.decode()
         assert f"pid {first.pid}" in err.decode()
-    kill_job_wrappers(site.workdir)
+    kill_job_processes(site.workdir)
 
 
 async def test_a_damaged_journal_is_an_error_naming_it(site: Site) -> None:
@@ -131,7 +131,7 @@ async def test_kill_9_while_a_job_runs_then_restart_runs_it_once(site: Site) -> 
         assert (site.workdir / "out").read_text() == "once\n"
         assert await site.listed() == set()
     finally:
-        kill_job_wrappers(site.workdir)
+        kill_job_processes(site.workdir)
 
 
 def test_bad_command_lines_exit_2() -> None:
@@ -168,4 +168,4 @@ async def test_ctrl_c_exits_130_and_leaves_the_job_running_for_the_next_start(
             assert await asyncio.wait_for(proc.wait(), 30) == 0
         assert (site.workdir / "out").read_text() == "once\n"
     finally:
-        kill_job_wrappers(site.workdir)
+        kill_job_processes(site.workdir)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import asyncio
 import os
 import shlex
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from rainbow_aio.agent import Ended, Launch, LaunchError, LocalExecutor
 
-from .conftest import job_wrappers_alive, kill_job_wrappers
+from .conftest import jobs_alive, kill_job_processes, supervisors_alive, wait_until
 
 
 def launch(tmp_path: Path, job_id: int, command: str, limit: float | None = None) -> Launch:
@@ -26,10 +27,11 @@ async def run(ex: LocalExecutor, la: Launch) -> Ended:
 
 
 @pytest.fixture
-def executor(tmp_path: Path) -> LocalExecutor:
+async def executor(tmp_path: Path) -> AsyncIterator[LocalExecutor]:
     ex = LocalExecutor(cancel_grace=2.0)
     yield ex
-    kill_job_wrappers(tmp_path)
+    kill_job_processes(tmp_path)
+    await ex.aclose()
 
 
 @pytest.mark.parametrize(
@@ -100,7 +102,7 @@ async def test_a_program_named_like_a_shell_builtin_runs_the_program(
 async def test_time_limit(executor: LocalExecutor, tmp_path: Path) -> None:
     ended = await run(executor, launch(tmp_path, 1, "sleep 30", limit=0.2))
     assert ended == Ended(None, "timed out after 0.2 s")
-    assert job_wrappers_alive(tmp_path) == []
+    assert jobs_alive(tmp_path) == []
 
 
 async def test_cancel(executor: LocalExecutor, tmp_path: Path) -> None:
@@ -119,11 +121,14 @@ async def test_a_second_start_of_a_started_job_never_runs_it_again(
     Starting it again yields a wrapper that refuses; waiting on it waits for the first."""
     la = launch(tmp_path, 1, "sh -c 'echo run >> ../runs; sleep 0.5'")
     first = await executor.start(la)
-    second = await LocalExecutor().start(la)  # a "restarted agent"
+    restarted = LocalExecutor()  # a "restarted agent"
+    second = await restarted.start(la)
+    assert second == first  # the job that runs, not a second one
     ended = await LocalExecutor().wait(la, second)
     assert ended.ok
     assert await executor.wait(la, first) == ended
     assert (tmp_path / "runs").read_text() == "run\n"
+    await restarted.aclose()
 
 
 async def test_reattach(executor: LocalExecutor, tmp_path: Path) -> None:
@@ -151,12 +156,57 @@ async def test_a_reused_pid_is_not_the_job(executor: LocalExecutor, tmp_path: Pa
     assert found == Ended(None, "ended without recording an exit status (killed?)")
     await executor.cancel(la, handle)
     assert (await executor.wait(la, handle)).reason == "cancelled"
-    assert pid not in job_wrappers_alive(tmp_path)
+    assert pid not in jobs_alive(tmp_path)
 
 
 async def test_a_folder_it_cannot_use_is_a_clear_outcome(
     executor: LocalExecutor, tmp_path: Path
 ) -> None:
-    la = Launch(1, "c", "true", ("true",), 1, 1, tmp_path / "missing", None)
-    ended = await run(executor, la)
-    assert ended == Ended(None, f"cannot write the job folder {tmp_path / 'missing'}")
+    (tmp_path / "1").write_text("a file where the folder should be")
+    la = Launch(1, "c", "true", ("true",), 1, 1, tmp_path / "1", None)
+    with pytest.raises(LaunchError, match=f"cannot write the job folder {tmp_path / '1'}"):
+        await executor.start(la)
+    made = Launch(2, "c", "true", ("true",), 1, 1, tmp_path / "2", None)
+    assert await run(executor, made) == Ended(0, "exit 0")  # a missing folder is made
+
+
+async def test_jobs_outlive_the_executor_and_the_supervisor_leaves_after_them(
+    tmp_path: Path,
+) -> None:
+    """The agent gone (its executor closed), the job runs on; its end is written by the
+    supervisor, read back by the next executor; then no process of the workdir is left."""
+    first = LocalExecutor()
+    la = launch(tmp_path, 1, "sh -c 'sleep 0.3; exit 6'")
+    handle = await first.start(la)
+    assert supervisors_alive(tmp_path)
+    await first.aclose()
+    again = LocalExecutor()
+    assert await again.reattach(la, handle) == handle  # still running
+    await again.aclose()
+    await wait_until(lambda: "exit 6" in (la.folder / "claim").read_text(), what="the job to end")
+    again = LocalExecutor()
+    assert await again.reattach(la, handle) == Ended(6, "exit 6")
+    await again.aclose()
+    await wait_until(
+        lambda: not supervisors_alive(tmp_path) and not jobs_alive(tmp_path),
+        what="the supervisor to leave",
+    )
+
+
+async def test_a_job_of_a_killed_supervisor_is_still_waited_for(tmp_path: Path) -> None:
+    """A supervisor killed on its own: its job runs on, the executor waits for it by its
+    pid, and says its end is unknown (nobody recorded it); the next job gets a new
+    supervisor."""
+    ex = LocalExecutor()
+    try:
+        la = launch(tmp_path, 1, "sleep 0.5")
+        handle = await ex.start(la)
+        (supervisor,) = supervisors_alive(tmp_path)
+        os.kill(supervisor, 9)
+        ended = await ex.wait(la, handle)
+        assert ended == Ended(None, "ended without recording an exit status (killed?)")
+        assert await run(ex, launch(tmp_path, 2, "true")) == Ended(0, "exit 0")
+        assert supervisors_alive(tmp_path) != [supervisor]
+    finally:
+        await ex.aclose()
+        kill_job_processes(tmp_path)

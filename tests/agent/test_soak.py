@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from support.agents import kill_9_soak
 
-from .conftest import Site, kill_job_wrappers
+from .conftest import Site, kill_job_processes
 
 pytestmark = pytest.mark.slow
 
@@ -20,4 +20,4 @@ async def test_kill_9_soak_every_job_runs_exactly_once(site: Site) -> None:
     try:
         await kill_9_soak(site, "--nodes", "16", jobs=JOBS, kills=KILLS, seed="agent", within=120)
     finally:
-        kill_job_wrappers(site.workdir)
+        kill_job_processes(site.workdir)

@@ -169,25 +169,39 @@ async def agent_process(
             err.close()  # type: ignore[union-attr]
 
 
-def job_wrappers_alive(workdir: Path) -> list[int]:
-    """Pids of processes still running a job of ``workdir`` (for the no-leftovers check)."""
+def jobs_alive(workdir: Path) -> list[int]:
+    """Pids of job processes still running in a folder of ``workdir`` (a job runs in
+    its folder)."""
+    return _processes(workdir, supervisors=False)
+
+
+def supervisors_alive(workdir: Path) -> list[int]:
+    """Pids of the job supervisors of ``workdir`` still running (they name it)."""
+    return [pid for pid in _processes(workdir, supervisors=True) if pid not in jobs_alive(workdir)]
+
+
+def _processes(workdir: Path, *, supervisors: bool) -> list[int]:
     found = []
     needle = os.fsencode(str(workdir))
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes()
             stat = (entry / "stat").read_bytes()
+            cwd = os.fsencode(os.readlink(entry / "cwd"))
+            cmdline = (entry / "cmdline").read_bytes() if supervisors else b""
         except OSError:
             continue
-        if needle in cmdline and stat[stat.rfind(b")") + 2 :].split()[0] != b"Z":
+        if stat[stat.rfind(b")") + 2 :].split()[0] == b"Z":
+            continue
+        if cwd.startswith(needle + b"/") or (supervisors and needle in cmdline.split(b"\0")):
             found.append(int(entry.name))
     return found
 
 
-def kill_job_wrappers(workdir: Path) -> None:
-    for pid in job_wrappers_alive(workdir):
+def kill_job_processes(workdir: Path) -> None:
+    """SIGKILL the jobs (their sessions) and supervisors of ``workdir`` still running."""
+    for pid in jobs_alive(workdir) + supervisors_alive(workdir):
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
 
