@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from support.agents import Site, agent_process, kill_job_wrappers, wait_until
+from support.agents import Site, agent_process, kill_job_processes, wait_until
 from support.gofixtures import MakeGoCluster
 from support.goserver import GoServer
 
@@ -53,7 +53,7 @@ async def test_agent_runs_refuses_and_survives_kill_9(
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 60) == 0
     finally:
-        kill_job_wrappers(site.workdir)
+        kill_job_processes(site.workdir)
     records = site.records()
     listed = await go_client.request_jobs(cluster.name, cluster.secret)
     assert [job.nodes for job in listed] == [3]  # only the job that never fits is left
