@@ -30,7 +30,7 @@ import logging
 import os
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
 from .._stopping import Shutdown
-from ..poller import AcceptUncertainError, JobState, PolledJob, PollerOptions
+from ..poller import AcceptUncertainError, JobBatch, JobState, PolledJob, PollerOptions
 from ._capacity import Capacity, Waiting
 from ._executor import Ended, Executor, Launch, LaunchError
 from ._journal import JobRecord, JobStateName, Journal, Sync
@@ -201,6 +201,7 @@ class Agent:
         self._journal: Journal | None = None
         self._capacity: Capacity | None = None
         self._waiting: list[Waiting[PolledJob]] = []
+        self._batch_of: dict[int, JobBatch] = {}  # a waiting job's batch, by job id
         self._owned: list[Waiting[JobRecord]] = []  # accepted before a restart, not started
         self._running: dict[int, _Running] = {}
         self._accepting: set[asyncio.Task[None]] = set()
@@ -384,7 +385,7 @@ class Agent:
             queue_size=max(opts.poller.queue_size, min(hold, 1000)),
         )
         async with self._client.poller(opts.cluster, self._secret, poller_opts) as poller:
-            feeder = asyncio.create_task(self._feed(poller.get, hold))
+            feeder = asyncio.create_task(self._feed(poller.get_batch, hold))
             scheduler = asyncio.create_task(self._schedule())
             stopped = asyncio.create_task(stop.wait())
             try:
@@ -402,20 +403,24 @@ class Agent:
                 for entry in self._waiting:
                     entry.item.release()
                 self._waiting.clear()
+                self._batch_of.clear()
                 self._changed()
 
-    async def _feed(self, get: Callable[[], Any], hold: int) -> None:
+    async def _feed(self, get_batch: Callable[[int], Awaitable[JobBatch]], hold: int) -> None:
         cap = self._cap
         while True:
             while len(self._waiting) >= hold:
                 self._room.clear()
                 await self._room.wait()
-            pj: PolledJob = await get()
-            why = cap.never_fits(pj.job.nodes)
-            if why is not None:
-                self._decline(pj, why)
-                continue
-            self._waiting.append(Waiting(pj, pj.job.nodes, time.monotonic()))
+            batch = await get_batch(hold - len(self._waiting))
+            now = time.monotonic()
+            for pj in batch:
+                why = cap.never_fits(pj.job.nodes)
+                if why is not None:
+                    self._decline(pj, why)
+                    continue
+                self._batch_of[pj.id] = batch  # accepted together with its batch-mates
+                self._waiting.append(Waiting(pj, pj.job.nodes, now))
             self._wake.set()
 
     def _decline(self, pj: PolledJob, reason: str) -> None:
@@ -434,7 +439,12 @@ class Agent:
             self._start_owned()
             # a job the poller took back (held too long, or its poller stopping) is not ours
             # to accept any more
-            self._waiting = [e for e in self._waiting if e.item.state is JobState.HELD]
+            if any(e.item.state is not JobState.HELD for e in self._waiting):
+                kept = [e for e in self._waiting if e.item.state is JobState.HELD]
+                for entry in self._waiting:
+                    if entry.item.state is not JobState.HELD:
+                        self._batch_of.pop(entry.item.id, None)
+                self._waiting = kept
             if self._intending:
                 # one intent and AcceptJobs at a time: the nodes that free up meanwhile go
                 # into the next batch, which the answer wakes us for (one intent commit
@@ -488,7 +498,7 @@ class Agent:
         cluster = self.options.cluster
         try:
             await self._write(journal.intend, [pj.job for pj in jobs], cluster)
-            outcomes = await asyncio.gather(*(pj.accept() for pj in jobs), return_exceptions=True)
+            outcomes = await self._accept_together(jobs)
         finally:
             # the next batch may go now, while this one is launched
             self._intending -= 1
@@ -550,6 +560,44 @@ class Agent:
             run.task = asyncio.create_task(self._run_job(run, started=False))
         self._wake.set()
         self._changed()
+
+    async def _accept_together(self, jobs: list[PolledJob]) -> list[object]:
+        """Accept ``jobs`` with one AcceptJobs per batch they came in; per job: True
+        (ours), False (taken by another), or the error (uncertain, or not sent)."""
+        groups: dict[int, tuple[JobBatch, list[PolledJob]]] = {}
+        for pj in jobs:
+            batch = self._batch_of.pop(pj.id)
+            groups.setdefault(id(batch), (batch, []))[1].append(pj)
+
+        async def one(batch: JobBatch, mine: list[PolledJob]) -> BaseException | None:
+            try:
+                await batch.subset(mine).accept()
+            except Exception as exc:
+                return exc
+            return None
+
+        errors = await asyncio.gather(*(one(b, mine) for b, mine in groups.values()))
+        failed = {
+            pj.id: error
+            for (_, mine), error in zip(groups.values(), errors, strict=True)
+            if error is not None
+            for pj in mine
+        }
+        outcomes: list[object] = []
+        for pj in jobs:
+            state = pj.state
+            if state is JobState.ACCEPTED:
+                outcomes.append(True)
+            elif state is JobState.LOST:
+                outcomes.append(False)
+            elif state is JobState.UNCERTAIN:
+                try:  # not a new call: the job's own accept() raises the reason at once
+                    outcomes.append(await pj.accept())
+                except Exception as exc:
+                    outcomes.append(exc)
+            else:  # still held: its call certainly did not act
+                outcomes.append(failed.get(pj.id) or RainbowError("the accept did not act"))
+        return outcomes
 
     # -- running one job ----------------------------------------------------------------
 

@@ -92,7 +92,7 @@ class LocalExecutor:
 
     async def wait(self, launch: Launch, handle: str) -> Ended:
         """Wait for the job to end and say how: told by the supervisor, or read from
-        the folder's ``exit`` file, or (its supervisor gone) watched through its pid."""
+        the folder's claim, or (its supervisor gone) watched through its pid."""
         folder = launch.folder
         while True:
             link = self._links.get(folder.parent)
@@ -100,6 +100,8 @@ class LocalExecutor:
                 link = await self._link(folder.parent, start=False)
             if link is not None:
                 code = link.take_end(folder)
+                if code is None and link.started(folder):
+                    code = await link.end_of(folder)  # told when it ends: no file to read
                 if code is not None:
                     return self._outcome(launch, code)
             code = _exit_code(folder)
@@ -334,6 +336,11 @@ class _Link:
             self._mine.add(key)
             return True
         return False
+
+    def started(self, folder: Path) -> bool:
+        """Whether the job of ``folder`` was started (or re-attached) through this link,
+        so that its end will be told here unless the supervisor leaves first."""
+        return str(folder) in self._mine and not self.closed
 
     def take_end(self, folder: Path) -> int | None:
         return self._ends.pop(str(folder), None)
