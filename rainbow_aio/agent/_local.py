@@ -57,7 +57,7 @@ class LocalExecutor:
         self._cancel_grace = cancel_grace
         self._poll_interval = poll_interval
         self._links: dict[Path, _Link] = {}  # by workdir: the supervisor's connection
-        self._connecting: dict[Path, asyncio.Future[_Link]] = {}
+        self._connecting: dict[Path, asyncio.Future[_Link | None]] = {}
         self._found: dict[str, str] = {}  # programs found on PATH before: their paths
         self._env = job_environment()
 
@@ -84,7 +84,8 @@ class LocalExecutor:
         argv = [self._found.get(program, program), *launch.argv[1:]]
         for _ in range(3):  # a supervisor may leave as it answers: ask the next one
             link = await self._link(launch.folder.parent, start=True)
-            assert link is not None
+            if link is None:  # another caller's connect was cancelled: connect again
+                continue
             answer = await link.start(launch, argv)
             if answer is not None:
                 return answer
@@ -190,21 +191,22 @@ class LocalExecutor:
         pending = self._connecting.get(workdir)
         if pending is not None:
             return await asyncio.shield(pending)
-        future: asyncio.Future[_Link] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[_Link | None] = asyncio.get_running_loop().create_future()
         self._connecting[workdir] = future
         try:
             link = await _Link.connect(workdir, self._env, start=start)
         except BaseException as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: waiters get it themselves
+            if isinstance(exc, asyncio.CancelledError):
+                future.set_result(None)  # the others try again themselves
+            else:
+                future.set_exception(exc)
+                future.exception()  # retrieved: the others get it themselves
             raise
         finally:
             del self._connecting[workdir]
-        if link is None:
-            future.cancel()
-            return None
         future.set_result(link)
-        self._links[workdir] = link
+        if link is not None:
+            self._links[workdir] = link
         return link
 
     async def _wait_other(self, pid: int, start: int, folder: Path) -> None:
@@ -299,6 +301,8 @@ class _Link:
 
     async def start(self, launch: Launch, argv: list[str]) -> str | None:
         """The handle; None if the supervisor left before it answered (ask another)."""
+        if self.closed:
+            return None
         key = str(launch.folder)
         request = {
             "start": key,
