@@ -486,10 +486,16 @@ def _connect(path: Path, *, readonly: bool) -> sqlite3.Connection:
 def _check(db: sqlite3.Connection, path: Path, *, create: bool) -> None:
     """Refuse a file that is not an intact journal of this version (never reset it)."""
     try:
-        tables = {
-            name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
-        }
-        (version,) = db.execute("PRAGMA user_version").fetchone()
+        # one read transaction for both: read apart, an agent creating the journal
+        # between the two reads would show a version without its tables
+        db.execute("BEGIN")
+        try:
+            tables = {
+                name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            (version,) = db.execute("PRAGMA user_version").fetchone()
+        finally:
+            db.execute("ROLLBACK")
         if not tables and version == 0:
             if not create:
                 raise JournalError(f"{path} holds no journal yet (is an agent creating it?)")

@@ -84,3 +84,27 @@ def test_states_times_and_reopen(tmp_path: Path) -> None:
     assert records[3].state is JobStateName.ACCEPTING
     assert records[9].state is JobStateName.REFUSED
     assert records[1].as_dict()["command"] == "echo 1"
+
+
+def test_reading_a_journal_while_it_is_created_never_calls_it_damaged(tmp_path: Path) -> None:
+    """``agent status`` while an agent creates its journal: "no journal yet" or the
+    journal, never "not an agent journal" (the schema and its version are one commit,
+    and the reader reads both in one transaction)."""
+    import threading
+
+    for n in range(60):
+        path = tmp_path / f"j{n}.db"
+        sqlite3.connect(path).close()  # the empty file exists before the agent's create
+        creating = threading.Thread(target=lambda p=path: Journal.open(p).close())
+        creating.start()
+        try:
+            while True:
+                try:
+                    Journal.read(path).close()
+                except JournalCorruptError:
+                    raise
+                except RainbowError:
+                    continue  # not created yet
+                break
+        finally:
+            creating.join()
