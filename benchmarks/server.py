@@ -122,72 +122,17 @@ SIZES: dict[str, dict[str, Any]] = {
         "floods": [("defaults", []), ("100 calls in flight", ["--max-calls-in-flight", "100"])],
     },
 }
+# part 2 alone, at full size, with a third full listing (``--size backlog``): the
+# slowest small call during a million-job listing, in a few minutes rather than twenty
+SIZES["backlog"] = {**SIZES["full"], "stored": [], "floods": [], "listings": 3}
 
 
 async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     p = SIZES[ctx.size]
     phases: list[dict[str, Any]] = []
     preloads: list[dict[str, Any]] = []
-    async with H.server_process(ctx, NAME) as server:
-        async with H.Admin(server.address) as admin:
-            creds = await admin.register_many(["stored", "submits"])
-        stored_now = 0
-        lowest: list[int] = []
-        for level in p["stored"]:
-            loaded, note = await H.preload(server, creds, {"stored": level - stored_now})
-            preloads.append({"to_level": level, **note})
-            stored_now = level
-            if not lowest:
-                lowest = sorted(loaded["stored"])[:LIST_SIZE]
-            H.say(f"  {level:,} jobs stored (loaded by {note['method']} in {note['seconds']} s)")
-            result = await H.run_worker(
-                "benchmarks.server:load",
-                {
-                    "address": server.address,
-                    "server_pid": server.pid,
-                    "creds": creds,
-                    "in_flight": p["in_flight"],
-                    "seconds": p["seconds"],
-                    "warmup": p["warmup"],
-                    "expect_ids": lowest,
-                },
-                limit=120 + 4 * len(p["in_flight"]) * p["seconds"],
-            )
-            submitted_before = 0  # the previous level's submits were deleted
-            for ph in result["phases"]:
-                ph["stored"] = level
-                # every job in the table when the phase began: the level, plus what the
-                # SubmitJob phases of this level before it added
-                ph["stored_total_at_start"] = level + submitted_before
-                submitted_before += len(ph.get("acked_ids", []))
-                phases.append(ph)
-                lat = ph["latency"]
-                H.say(
-                    f"    {ph['rpc']:<11} {ph['in_flight']:>3} in flight: "
-                    f"{ph['calls_per_s']:>8,.0f} calls/s  p50 {lat['p50_ms']} ms  "
-                    f"p99 {lat['p99_ms']} ms  server CPU {ph['server_cpu_pct']}%"
-                )
-                checks.check(
-                    f"{ph['rpc']} x{ph['in_flight']} @{level}: every call answered correctly",
-                    ph["errors"] == 0 and ph["wrong"] == 0,
-                    f"{ph['calls']} calls, {ph['errors']} errors, {ph['wrong']} wrong answers",
-                )
-            acked = [i for ph in result["phases"] for i in ph.get("acked_ids", [])]
-            async with H.Admin(server.address) as admin:
-                waiting = await admin.waiting("submits", creds["submits"][1])
-                checks.check(
-                    f"SubmitJob @{level}: ids distinct",
-                    len(acked) == len(set(acked)),
-                    f"{len(acked)} acknowledged",
-                )
-                checks.check(
-                    f"SubmitJob @{level}: exactly the acknowledged jobs are stored",
-                    waiting == set(acked),
-                    f"{len(waiting)} waiting vs {len(set(acked))} acknowledged",
-                )
-                # delete them, so that the next level starts with exactly its jobs stored
-                gone = await admin.accept_all("submits", creds["submits"][1], sorted(waiting))
-                checks.check(f"SubmitJob @{level}: submitted jobs deleted after", gone)
+    if p["stored"]:
+        await _rates(ctx, checks, p, phases, preloads)
     for ph in phases:
         ph.pop("acked_ids", None)
 
@@ -261,6 +206,76 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
         },
         "targets": targets,
     }
+
+
+async def _rates(
+    ctx: H.RunContext,
+    checks: H.Checks,
+    p: dict[str, Any],
+    phases: list[dict[str, Any]],
+    preloads: list[dict[str, Any]],
+) -> None:
+    """Part 1: each RPC's rate and latency at each number of jobs stored (into ``phases``)."""
+    async with H.server_process(ctx, NAME) as server:
+        async with H.Admin(server.address) as admin:
+            creds = await admin.register_many(["stored", "submits"])
+        stored_now = 0
+        lowest: list[int] = []
+        for level in p["stored"]:
+            loaded, note = await H.preload(server, creds, {"stored": level - stored_now})
+            preloads.append({"to_level": level, **note})
+            stored_now = level
+            if not lowest:
+                lowest = sorted(loaded["stored"])[:LIST_SIZE]
+            H.say(f"  {level:,} jobs stored (loaded by {note['method']} in {note['seconds']} s)")
+            result = await H.run_worker(
+                "benchmarks.server:load",
+                {
+                    "address": server.address,
+                    "server_pid": server.pid,
+                    "creds": creds,
+                    "in_flight": p["in_flight"],
+                    "seconds": p["seconds"],
+                    "warmup": p["warmup"],
+                    "expect_ids": lowest,
+                },
+                limit=120 + 4 * len(p["in_flight"]) * p["seconds"],
+            )
+            submitted_before = 0  # the previous level's submits were deleted
+            for ph in result["phases"]:
+                ph["stored"] = level
+                # every job in the table when the phase began: the level, plus what the
+                # SubmitJob phases of this level before it added
+                ph["stored_total_at_start"] = level + submitted_before
+                submitted_before += len(ph.get("acked_ids", []))
+                phases.append(ph)
+                lat = ph["latency"]
+                H.say(
+                    f"    {ph['rpc']:<11} {ph['in_flight']:>3} in flight: "
+                    f"{ph['calls_per_s']:>8,.0f} calls/s  p50 {lat['p50_ms']} ms  "
+                    f"p99 {lat['p99_ms']} ms  server CPU {ph['server_cpu_pct']}%"
+                )
+                checks.check(
+                    f"{ph['rpc']} x{ph['in_flight']} @{level}: every call answered correctly",
+                    ph["errors"] == 0 and ph["wrong"] == 0,
+                    f"{ph['calls']} calls, {ph['errors']} errors, {ph['wrong']} wrong answers",
+                )
+            acked = [i for ph in result["phases"] for i in ph.get("acked_ids", [])]
+            async with H.Admin(server.address) as admin:
+                waiting = await admin.waiting("submits", creds["submits"][1])
+                checks.check(
+                    f"SubmitJob @{level}: ids distinct",
+                    len(acked) == len(set(acked)),
+                    f"{len(acked)} acknowledged",
+                )
+                checks.check(
+                    f"SubmitJob @{level}: exactly the acknowledged jobs are stored",
+                    waiting == set(acked),
+                    f"{len(waiting)} waiting vs {len(set(acked))} acknowledged",
+                )
+                # delete them, so that the next level starts with exactly its jobs stored
+                gone = await admin.accept_all("submits", creds["submits"][1], sorted(waiting))
+                checks.check(f"SubmitJob @{level}: submitted jobs deleted after", gone)
 
 
 # -- part 2: a backlog of a million jobs --------------------------------------------------
