@@ -724,9 +724,30 @@ def _op_submit(
     return job_id
 
 
+IDS_PER_DELETE: Final = 512
+"""Ids in one DELETE statement at most (SQLite before 3.32 binds at most 999 values)."""
+
+_DELETE_IDS: Final = {
+    n: f"DELETE FROM jobs WHERE cluster = ? AND id IN ({', '.join('?' * n)})"
+    for n in (1 << k for k in range(IDS_PER_DELETE.bit_length()))
+}
+"""One statement per power-of-two length of the id list: a shorter list is padded with
+its own last id (which ``IN`` reads once), so that a few prepared statements serve
+every length."""
+
+
 def _op_accept(conn: sqlite3.Connection, cluster: str, job_ids: tuple[int, ...]) -> int:
-    """Delete up to :data:`ACCEPT_CHUNK` ids in one statement run by SQLite's own loop."""
-    cur = conn.executemany(
-        "DELETE FROM jobs WHERE id = ? AND cluster = ?", [(job_id, cluster) for job_id in job_ids]
-    )
-    return cur.rowcount
+    """Delete up to :data:`ACCEPT_CHUNK` ids; how many rows were deleted.
+
+    One ``DELETE ... IN`` per :data:`IDS_PER_DELETE` ids, rather than a statement run
+    per id: SQLite looks each id up in its primary key all the same, but the rows
+    cost no Python call, no bound statement and no reset each. An id listed twice is
+    deleted once, as before: only the rows deleted count, so the answer is PARTIAL.
+    """
+    deleted = 0
+    for start in range(0, len(job_ids), IDS_PER_DELETE):
+        chunk = job_ids[start : start + IDS_PER_DELETE]
+        size = 1 << (len(chunk) - 1).bit_length()
+        cur = conn.execute(_DELETE_IDS[size], (cluster, *chunk, *chunk[-1:] * (size - len(chunk))))
+        deleted += cur.rowcount
+    return deleted
