@@ -136,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     size = r.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="short run (about a minute)")
     size.add_argument("--toy", action="store_true", help=argparse.SUPPRESS)  # smoke test size
+    size.add_argument(
+        "--size",
+        metavar="NAME",
+        help="a size some benchmarks define besides toy, quick and full (the server's "
+        "`backlog`: only its part with a million waiting jobs); every benchmark run "
+        "must define it",
+    )
     r.add_argument(
         "--only",
         action="append",
@@ -206,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "profile":
         print(H.profile_summary(args.file, args.top))
         return 0
-    size = "toy" if args.toy else "quick" if args.quick else "full"
+    size = args.size or ("toy" if args.toy else "quick" if args.quick else "full")
+    names = [n for n in BENCHMARKS if not args.only or n in args.only]
+    lacking = [n for n in names if size not in getattr(load(n), "SIZES", {size: None})]
+    if lacking:
+        parser.error(f"no size {size!r} in {', '.join(lacking)} (choose them with --only)")
     shown = ["python", "-m", "benchmarks", *(argv if argv is not None else sys.argv[1:])]
     ctx = H.RunContext(
         size=size,
@@ -219,7 +230,6 @@ def main(argv: list[str] | None = None) -> int:
         compare_tree=args.compare_tree.resolve() if args.compare_tree else None,
         client_tree=args.client_tree.resolve() if args.client_tree else None,
     )
-    names = [n for n in BENCHMARKS if not args.only or n in args.only]
     # debug=False: tox sets PYTHONDEVMODE, whose slow-callback reports are noise here
     return asyncio.run(run_all(ctx, names), debug=False)
 

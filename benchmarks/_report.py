@@ -49,7 +49,7 @@ def targets(data: dict[str, Any]) -> str:
 
 def server(d: dict[str, Any]) -> str:
     rows = sorted(d["results"]["phases"], key=lambda p: (p["rpc"], p["stored"], p["in_flight"]))
-    out = [_table(
+    out = [] if not rows else [_table(
         ["RPC", "jobs stored at start", "in flight", "calls/s", "p50 ms", "p99 ms", "server CPU %",
          "load-gen CPU %"],
         ([p["rpc"], p.get("stored_total_at_start", p["stored"]), p["in_flight"],
@@ -86,6 +86,23 @@ def server(d: dict[str, Any]) -> str:
               x["small_calls_outside"]["max_ms"], x["server_rss"]["peak_mb"],
               x["server_rss"]["after_1s_mb"]] for i, x in enumerate(backlog["listings"])),
         ))  # fmt: skip
+    drain = d["results"].get("drain")
+    if drain:
+        out.append(_table(
+            ["drain round", "server", "jobs", "listed", "calls", "seconds", "jobs/s",
+             "server us per job", "event loop thread us", "other threads us"],
+            ([r["round"], r["server"], r["jobs"], r["listed"], r["calls"], r["seconds"],
+              r["jobs_per_s"], r["server_us_per_job"], r["event_loop_thread_us_per_job"],
+              r["other_threads_us_per_job"]] for r in drain["rounds"]),
+        ))  # fmt: skip
+        if drain.get("this_over_other") is not None:
+            m = drain["medians"]
+            out.append(
+                f"Drain side by side with `{drain['other_tree']['path']}`: median server CPU "
+                f"per listed and accepted job, this / other, "
+                f"{m['this']['server_us_per_job']} / {m['other']['server_us_per_job']} us "
+                f"({drain['this_over_other']:.3f}x)."
+            )
     side = d["results"].get("side_by_side")
     if side:
         out.append(_table(

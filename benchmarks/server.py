@@ -37,10 +37,17 @@ them. Checks: exactly the acknowledged jobs are stored (by a serial in each comm
 submit that failed for good failed only with that retryable answer; with the bound of
 100, the server did refuse calls. Its RSS is sampled throughout.
 
-With ``--compare-tree DIR``, RequestJobs(10) at 16 in flight and SubmitJob at 64 also
-run against the server of another source tree (an older commit) and this one's, in
-alternating ABBA rounds, each on a fresh server, for a before/after comparison that
-background load cannot tilt.
+Part 4, cost per job: one process on the raw stub drains a pre-loaded backlog of 100
+clusters (600 jobs each at full size) as the batch cells do, each cluster in turn
+RequestJobs(maxJobs 100) then AcceptJobs of every id listed, so every job is listed
+once and accepted once; the figure is the server process's CPU (all its threads) per
+job, from /proc, with the event loop's thread apart. Checks: every loaded job accepted
+exactly once, every accept SUCCESS, nothing left. ``--size cost`` runs only this part.
+
+With ``--compare-tree DIR``, RequestJobs(10) at 16 in flight and SubmitJob at 64, and
+the drain of part 4, also run against the server of another source tree (an older
+commit) and this one's, in alternating ABBA rounds, each on a fresh server, for a
+before/after comparison that background load cannot tilt.
 """
 
 from __future__ import annotations
@@ -90,6 +97,7 @@ SIZES: dict[str, dict[str, Any]] = {
         # low bounds, so that even the toy flood surely gets past them
         "side_by_side_rounds": 1,
         "floods": [("bounds of 5", ["--max-calls-in-flight", "5", "--max-queued-writes", "5"])],
+        "drain": {"clusters": 3, "per_cluster": 150, "rounds": 1},
     },
     "quick": {
         "stored": [LIST_SIZE, 1_000],
@@ -104,6 +112,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "flood_each": 500,
         "side_by_side_rounds": 1,
         "floods": [("100 calls in flight", ["--max-calls-in-flight", "100"])],
+        "drain": {"clusters": 100, "per_cluster": 100, "rounds": 1},
     },
     "full": {
         "stored": [LIST_SIZE, 1_000, 100_000],
@@ -120,14 +129,116 @@ SIZES: dict[str, dict[str, Any]] = {
         # the defaults, then a bound the flood surely passes (whether 10,000 calls get
         # past 500 in flight depends on how fast the event loop takes them in)
         "floods": [("defaults", []), ("100 calls in flight", ["--max-calls-in-flight", "100"])],
+        "drain": {"clusters": 100, "per_cluster": 600, "rounds": 1},
     },
 }
+# part 2 alone, at full size, with a third full listing (``--size backlog``): the
+# slowest small call during a million-job listing, in a few minutes rather than twenty
+SIZES["backlog"] = {**SIZES["full"], "stored": [], "floods": [], "listings": 3, "drain": None}
+# part 4 alone, at full size, three ABBA rounds with --compare-tree (``--size cost``)
+SIZES["cost"] = {**SIZES["full"], "stored": [], "backlog": 0, "floods": [],
+                 "side_by_side_rounds": 0,
+                 "drain": {"clusters": 100, "per_cluster": 600, "rounds": 3}}  # fmt: skip
 
 
 async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     p = SIZES[ctx.size]
     phases: list[dict[str, Any]] = []
     preloads: list[dict[str, Any]] = []
+    if p["stored"]:
+        await _rates(ctx, checks, p, phases, preloads)
+    for ph in phases:
+        ph.pop("acked_ids", None)
+
+    def rate(rpc: str, k: int, level: int) -> float | None:
+        for ph in phases:
+            if ph["rpc"] == rpc and ph["in_flight"] == k and ph["stored"] == level:
+                return float(ph["calls_per_s"])
+        return None
+
+    def p99(rpc: str, k: int, level: int) -> float | None:
+        for ph in phases:
+            if ph["rpc"] == rpc and ph["in_flight"] == k and ph["stored"] == level:
+                return ph["latency"]["p99_ms"]  # type: ignore[no-any-return]
+        return None
+
+    targets = []
+    for level in p["stored"]:
+        if 64 in p["in_flight"]:
+            targets.append(
+                H.target(
+                    f"SubmitJob calls/s, 64 in flight, {level:,} stored",
+                    rate("SubmitJob", 64, level),
+                    GOAL_SUBMIT_RATE,
+                    unit="calls/s",
+                )
+            )
+            targets.append(
+                H.target(
+                    f"SubmitJob p99 ms, 64 in flight, {level:,} stored",
+                    p99("SubmitJob", 64, level),
+                    250,
+                    higher_is_better=False,
+                    unit="ms",
+                )
+            )
+        if 16 in p["in_flight"]:
+            targets.append(
+                H.target(
+                    f"RequestJobs calls/s, 16 in flight, {level:,} stored",
+                    rate("RequestJobs", 16, level),
+                    2000,
+                    unit="calls/s",
+                )
+            )
+    backlog = None
+    if p["backlog"]:
+        H.say(f"  backlog of {p['backlog']:,} jobs")
+        backlog = await _backlog(ctx, checks, p)
+        targets += backlog.pop("targets")
+    drain = None
+    if p["drain"]:
+        d = p["drain"]
+        H.say(f"  cost per job: {d['clusters']} clusters x {d['per_cluster']} jobs drained")
+        drain = await _drain_cost(ctx, checks, d, ctx.compare_tree)
+    side_by_side = None
+    if ctx.compare_tree is not None and p["side_by_side_rounds"]:
+        H.say(f"  side by side with the server of {ctx.compare_tree}")
+        side_by_side = await _side_by_side(ctx, checks, p, ctx.compare_tree)
+    floods = []
+    for label, args in p["floods"]:
+        if args and ctx.server_tree is not None:
+            H.say(f"  flood, {label}: skipped (another tree's server may lack the options)")
+            continue
+        H.say(f"  flood of {p['flood_clients'] * p['flood_each']:,} submits, {label}")
+        floods.append(await _flood(ctx, checks, p, label, args))
+    return {
+        "params": {
+            **p,
+            "list_size": LIST_SIZE,
+            "backlog_server_args": BACKLOG_SERVER_ARGS,
+            "load_generator": "raw grpc.aio stub, 1 process; the flood: RainbowClient",
+        },
+        "preload": preloads,
+        "results": {
+            "phases": phases,
+            **({"backlog": backlog} if backlog else {}),
+            **({"drain": drain} if drain else {}),
+            "floods": floods,
+            **({"side_by_side": side_by_side} if side_by_side else {}),
+        },
+        "targets": targets,
+    }
+
+
+async def _rates(
+    ctx: H.RunContext,
+    checks: H.Checks,
+    p: dict[str, Any],
+    phases: list[dict[str, Any]],
+    preloads: list[dict[str, Any]],
+) -> None:
+    """Part 1: each RPC's rate and latency at each number of jobs stored (into ``phases``)."""
     async with H.server_process(ctx, NAME) as server:
         async with H.Admin(server.address) as admin:
             creds = await admin.register_many(["stored", "submits"])
@@ -188,82 +299,15 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 # delete them, so that the next level starts with exactly its jobs stored
                 gone = await admin.accept_all("submits", creds["submits"][1], sorted(waiting))
                 checks.check(f"SubmitJob @{level}: submitted jobs deleted after", gone)
-    for ph in phases:
-        ph.pop("acked_ids", None)
-
-    def rate(rpc: str, k: int, level: int) -> float | None:
-        for ph in phases:
-            if ph["rpc"] == rpc and ph["in_flight"] == k and ph["stored"] == level:
-                return float(ph["calls_per_s"])
-        return None
-
-    def p99(rpc: str, k: int, level: int) -> float | None:
-        for ph in phases:
-            if ph["rpc"] == rpc and ph["in_flight"] == k and ph["stored"] == level:
-                return ph["latency"]["p99_ms"]  # type: ignore[no-any-return]
-        return None
-
-    targets = []
-    for level in p["stored"]:
-        if 64 in p["in_flight"]:
-            targets.append(
-                H.target(
-                    f"SubmitJob calls/s, 64 in flight, {level:,} stored",
-                    rate("SubmitJob", 64, level),
-                    GOAL_SUBMIT_RATE,
-                    unit="calls/s",
-                )
-            )
-            targets.append(
-                H.target(
-                    f"SubmitJob p99 ms, 64 in flight, {level:,} stored",
-                    p99("SubmitJob", 64, level),
-                    250,
-                    higher_is_better=False,
-                    unit="ms",
-                )
-            )
-        if 16 in p["in_flight"]:
-            targets.append(
-                H.target(
-                    f"RequestJobs calls/s, 16 in flight, {level:,} stored",
-                    rate("RequestJobs", 16, level),
-                    2000,
-                    unit="calls/s",
-                )
-            )
-    H.say(f"  backlog of {p['backlog']:,} jobs")
-    backlog = await _backlog(ctx, checks, p)
-    targets += backlog.pop("targets")
-    side_by_side = None
-    if ctx.compare_tree is not None:
-        H.say(f"  side by side with the server of {ctx.compare_tree}")
-        side_by_side = await _side_by_side(ctx, checks, p, ctx.compare_tree)
-    floods = []
-    for label, args in p["floods"]:
-        if args and ctx.server_tree is not None:
-            H.say(f"  flood, {label}: skipped (another tree's server may lack the options)")
-            continue
-        H.say(f"  flood of {p['flood_clients'] * p['flood_each']:,} submits, {label}")
-        floods.append(await _flood(ctx, checks, p, label, args))
-    return {
-        "params": {
-            **p,
-            "list_size": LIST_SIZE,
-            "load_generator": "raw grpc.aio stub, 1 process; the flood: RainbowClient",
-        },
-        "preload": preloads,
-        "results": {
-            "phases": phases,
-            "backlog": backlog,
-            "floods": floods,
-            **({"side_by_side": side_by_side} if side_by_side else {}),
-        },
-        "targets": targets,
-    }
 
 
 # -- part 2: a backlog of a million jobs --------------------------------------------------
+
+BACKLOG_SERVER_ARGS = ["--max-held-bytes", str(512 * MB)]
+"""The full listing's answer (161 MB) is larger than the default bound on bytes held
+(128 MiB), which lets an answer past it through only while no other call holds bytes:
+with the small calls going on it would be answered 'database is locked'. The bound is
+raised so that the listing is served and the small calls' wait can be measured."""
 
 
 def backlog_command(cluster: str, i: int) -> str:
@@ -479,7 +523,7 @@ async def _backlog(ctx: H.RunContext, checks: H.Checks, p: dict[str, Any]) -> di
     states: list[dict[str, Any]] = []
     loads: list[dict[str, Any]] = []
     listings: list[dict[str, Any]] = []
-    async with H.server_process(ctx, f"{NAME}-backlog") as server:
+    async with H.server_process(ctx, f"{NAME}-backlog", args=BACKLOG_SERVER_ARGS) as server:
         async with H.Admin(server.address) as admin:
             creds = await admin.register_many(["stored", "probe", "submits"])
         # an otherwise empty server: 10 jobs in the listed cluster, 10 in the probe one
@@ -655,6 +699,113 @@ async def _side_by_side(
     }
 
 
+# -- part 4: the server's CPU per listed and accepted job ---------------------------------
+
+DRAIN_MAX_JOBS = 100
+
+
+def _thread_cpu(pid: int | None) -> dict[str, float]:
+    """CPU seconds of each thread of a process so far ("main" for the one that runs the
+    event loop, the process's first), from /proc; empty when unreadable."""
+    out: dict[str, float] = {}
+    if pid is None:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    with contextlib.suppress(OSError):
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    fields = f.read().rpartition(")")[2].split()
+                key = "main" if tid == str(pid) else tid
+                out[key] = (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+async def _drain_cost(
+    ctx: H.RunContext, checks: H.Checks, d: dict[str, Any], other: Path | None
+) -> dict[str, Any]:
+    """Part 4: server CPU per job drained by a raw-stub client (each job listed once and
+    accepted once), on a fresh server per round; ABBA rounds with another tree's server
+    when ``other`` is given."""
+    order = SIDE_BY_SIDE_ORDER if other is not None else ("this",)
+    rounds = []
+    for n, which in enumerate(order * d["rounds"]):
+        tree = other if which == "other" else None
+        async with H.server_process(ctx, f"{NAME}-drain", tree=tree) as server:
+            names = H.names(f"drain{n}", d["clusters"])
+            async with H.Admin(server.address) as admin:
+                creds = await admin.register_many(names)
+            loaded, _ = await H.preload(server, creds, dict.fromkeys(names, d["per_cluster"]))
+            threads0, cpu0 = _thread_cpu(server.pid), H.process_cpu(server.pid)
+            result = await H.run_worker(
+                "benchmarks.server:raw_drain",
+                {
+                    "address": server.address,
+                    "secrets": {c: creds[c][1] for c in names},
+                    "max_jobs": DRAIN_MAX_JOBS,
+                },
+                limit=600,
+            )
+            threads1, cpu1 = _thread_cpu(server.pid), H.process_cpu(server.pid)
+            async with H.Admin(server.address) as admin:
+                left = await admin.waiting_many(creds)
+        jobs = sum(len(ids) for ids in loaded.values())
+        accepted = result["accepted"]
+        label = f"drain, round {n} ({which})"
+        checks.check(
+            f"{label}: every job accepted once, nothing else",
+            all(sorted(accepted[c]) == sorted(loaded[c]) for c in names),
+            f"{sum(len(a) for a in accepted.values()):,} accepted of {jobs:,}",
+        )
+        checks.check(
+            f"{label}: every accept answered SUCCESS",
+            result["not_success"] == 0,
+            f"{result['not_success']} not SUCCESS",
+        )
+        checks.check(f"{label}: nothing left", not any(left.values()))
+        main = threads1.get("main", 0.0) - threads0.get("main", 0.0)
+        others = sum(v - threads0.get(k, 0.0) for k, v in threads1.items() if k != "main")
+        row = {
+            "round": n,
+            "server": which,
+            "jobs": jobs,
+            "listed": result["listed"],
+            "calls": result["calls"],
+            "seconds": result["seconds"],
+            "jobs_per_s": round(jobs / result["seconds"], 1),
+            "server_us_per_job": (
+                round(1e6 * (cpu1 - cpu0) / jobs, 2)
+                if cpu0 is not None and cpu1 is not None
+                else None
+            ),
+            "event_loop_thread_us_per_job": round(1e6 * main / jobs, 2),
+            "other_threads_us_per_job": round(1e6 * others / jobs, 2),
+        }
+        H.say(
+            f"    round {n}, {which} server: {jobs:,} jobs in {row['seconds']} s, server "
+            f"{row['server_us_per_job']} us/job (event loop thread "
+            f"{row['event_loop_thread_us_per_job']}, others {row['other_threads_us_per_job']})"
+        )
+        rounds.append(row)
+
+    def median(which: str, key: str) -> float | None:
+        values = [r[key] for r in rounds if r["server"] == which and r[key] is not None]
+        return round(statistics.median(values), 2) if values else None
+
+    keys = ("server_us_per_job", "event_loop_thread_us_per_job", "other_threads_us_per_job")
+    medians = {which: {k: median(which, k) for k in keys} for which in dict.fromkeys(order)}
+    out: dict[str, Any] = {
+        "params": {**d, "max_jobs": DRAIN_MAX_JOBS},
+        "rounds": rounds,
+        "medians": medians,
+    }
+    if other is not None:
+        out["other_tree"] = H.tree_info(other)
+        this, them = medians["this"]["server_us_per_job"], medians["other"]["server_us_per_job"]
+        out["this_over_other"] = round(this / them, 3) if this and them else None
+    return out
+
+
 # -- part 3: a flood of submits ----------------------------------------------------------
 
 _BUSY_LINE = re.compile(r"(\d+) calls were answered 'database is locked'")
@@ -763,6 +914,8 @@ def chart(payload: dict[str, Any], path: str) -> bool:
     import matplotlib.pyplot as plt
 
     phases = payload["results"]["phases"]
+    if not phases:  # a size without part 1
+        return False
     levels = sorted({ph["stored"] for ph in phases})
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for ax, metric, label in (
@@ -1124,3 +1277,35 @@ async def flood(params: dict[str, Any]) -> dict[str, Any]:
 
         await asyncio.gather(*(one(i) for i in range(params["count"])))
     return {"acked": acked, "errors": errors, "error_samples": samples, "latencies": latencies}
+
+
+async def raw_drain(params: dict[str, Any]) -> dict[str, Any]:
+    """Drain every cluster of ``secrets`` on one channel, all clusters at once, each in
+    turn listing ``max_jobs`` and accepting every id listed, until a listing is empty."""
+    channel, stub = await _connect(params["address"])
+    accepted: dict[str, list[int]] = {}
+    counts = {"listed": 0, "calls": 0, "not_success": 0}
+
+    async def one(cluster: str, secret: str) -> None:
+        mine = accepted.setdefault(cluster, [])
+        listing = pb.RequestJobsRequest(cluster=cluster, secret=secret, maxJobs=params["max_jobs"])
+        while True:
+            ids = list((await stub.RequestJobs(listing, timeout=60)).jobs)
+            counts["calls"] += 1
+            if not ids:
+                return
+            counts["listed"] += len(ids)
+            r = await stub.AcceptJobs(
+                pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids), timeout=60
+            )
+            counts["calls"] += 1
+            counts["not_success"] += r.status != pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
+            mine.extend(ids)
+
+    try:
+        t0 = time.perf_counter()
+        await asyncio.gather(*(one(c, s) for c, s in params["secrets"].items()))
+        seconds = time.perf_counter() - t0
+    finally:
+        await channel.close()
+    return {"seconds": round(seconds, 4), "accepted": accepted, **counts}

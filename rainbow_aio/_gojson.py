@@ -19,9 +19,10 @@ Go's rules for a string value, as implemented here:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["SHORT_BF", "encode_job", "encode_string"]
+__all__ = ["SHORT_BF", "JobRow", "encode_job", "encode_jobs", "encode_string"]
 
 SHORT_BF: Final = False
 """Whether U+0008/U+000C are written ``\\b``/``\\f`` (Go >= 1.22) instead of ``\\u0008``/
@@ -93,3 +94,47 @@ def encode_job(job_id: int, cluster: str, name: str, nodes: int, tasks: int, com
         f'{{"id":{job_id:d},"cluster":{encode_string(cluster)},"name":{encode_string(name)},'
         f'"nodes":{nodes:d},"tasks":{tasks:d},"command":{encode_string(command)}}}'
     )
+
+
+JobRow = tuple[int, str, int, int, str]
+"""A job as the server's store reads it: id, name, nodes, tasks, command."""
+
+# the characters Go escapes, less the two that escaped text itself contains (" and \)
+_ESCAPED_ELSEWHERE: Final = re.compile("[\x00-\x1f&<>\u2028\u2029\ud800-\udfff]")
+_ASCII_ESCAPED: Final = _CONTROL_BYTES + b'"\\&<>'
+
+
+def encode_jobs(cluster: str, rows: Sequence[JobRow]) -> list[str]:
+    """The JSON of each job of ``cluster``, exactly as :func:`encode_job` writes it.
+
+    Most names and commands need no escaping, and checking each one costs more than
+    formatting it. So every job is first formatted with its name and command as they
+    are, and the whole text is checked once: the template and the escaped cluster hold
+    a known number of the characters that escaping adds or removes (``"`` and ``\\``)
+    and none of the others, and no text can take such a character away, so the count
+    is exact only when no name or command holds one. Otherwise the names and commands
+    are escaped one by one.
+    """
+    quoted = encode_string(cluster).replace("%", "%%")
+    plain = f'{{"id":%d,"cluster":{quoted},"name":"%s","nodes":%d,"tasks":%d,"command":"%s"}}'
+    texts = [plain % row for row in rows]
+    if _plain(texts, plain % (0, "", 0, 0, "")):
+        return texts
+    escaped = f'{{"id":%d,"cluster":{quoted},"name":%s,"nodes":%d,"tasks":%d,"command":%s}}'
+    return [
+        escaped % (job_id, encode_string(name), nodes, tasks, encode_string(command))
+        for job_id, name, nodes, tasks, command in rows
+    ]
+
+
+def _plain(texts: list[str], blank: str) -> bool:
+    """Whether each of ``texts`` holds the escape-relevant characters of ``blank`` (a job
+    with an empty name and command) and nothing else that Go would escape."""
+    joined = "".join(texts)
+    expected = len(texts) * (blank.count('"') + blank.count("\\"))
+    if joined.isascii():  # the usual case: counted in one pass over the bytes, in C
+        data = joined.encode("ascii")
+        return len(data) - len(data.translate(None, _ASCII_ESCAPED)) == expected
+    if _ESCAPED_ELSEWHERE.search(joined) is not None:
+        return False
+    return joined.count('"') + joined.count("\\") == expected

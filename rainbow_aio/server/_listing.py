@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Final
 
 from .. import _protocol as P
-from .._gojson import encode_job
+from .._gojson import JobRow, encode_jobs
 from .._proto import rainbow_pb2 as pb
 
 __all__ = ["PIECE_CHARS", "PIECE_ROWS", "Answer", "AnswerTooLarge", "Listing"]
@@ -40,9 +40,19 @@ PIECE_ROWS: Final = 500
 the longest a listing holds the store's thread before other calls get their turn."""
 
 PIECE_CHARS: Final = 1 << 20
-"""A piece also ends after the job that takes its JSON past this many characters, so
-that large jobs cost one piece each (a 4 MB command of ``&`` is 23 MB of JSON, a few
-tens of milliseconds), not 500 of them at once."""
+"""A piece also ends after the job that could take its JSON past this many characters,
+so that large jobs cost one piece each (a 4 MB command of ``&`` is 23 MB of JSON, a few
+tens of milliseconds), not 500 of them at once. The jobs are read before they are
+encoded, so it is their names and commands that are counted, each character as the
+most JSON it can make (:data:`_MOST_PER_CHAR`)."""
+
+_MOST_PER_CHAR: Final = 6
+"""The most characters of JSON one character of a name or command becomes (``&`` is
+written ``\\u0026``)."""
+
+_PIECE_TEXT: Final = PIECE_CHARS // _MOST_PER_CHAR
+"""Characters of names and commands after which a piece ends (with the job that passes
+it): about 170,000, more than 500 ordinary jobs hold."""
 
 _ENTRY_MIN: Final = 4
 """The fewest bytes a map entry adds around its JSON (tags and lengths)."""
@@ -58,7 +68,7 @@ _SUCCESS: Final = pb.RequestJobsResponse(
 _BEFORE_ANY_ID: Final = -(2**63)
 
 # One row as the store reads it: id, name, nodes, tasks, command.
-Row = tuple[int, str, int, int, str]
+Row = JobRow
 
 
 class AnswerTooLarge(Exception):
@@ -214,37 +224,47 @@ class Listing:
     def add(self, rows: Iterable[Row], asked: int) -> bool:
         """Encode one piece read with ``LIMIT asked``; True when the answer is complete.
 
-        ``rows`` is read one at a time (a cursor): the piece stops after
-        :data:`PIECE_CHARS` characters of JSON, and the next one starts after the last
-        job taken. Raises :class:`AnswerTooLarge` as soon as the jobs encoded so far
-        would pass the size limit, before any more are read or encoded.
+        ``rows`` is read one at a time (a cursor) until the names and commands read
+        could make :data:`PIECE_CHARS` characters of JSON; the next piece starts after
+        the last job taken. The piece is encoded in one go (most jobs need no escaping,
+        and one check of the whole piece says so). Raises :class:`AnswerTooLarge` when
+        the jobs encoded so far would pass the size limit, before any more are read.
         """
         self.pieces += 1
-        cluster = self.cluster
-        jobs: dict[int, str] = {}
-        floor = self._pieces.size + len(_SUCCESS)  # bytes the answer has at least
-        read = 0
+        taken: list[Row] = []
+        text = 0  # characters of names and commands read
         full = False
         for row in rows:
-            read += 1
-            text = encode_job(row[0], cluster, *row[1:])
-            jobs[row[0]] = text
-            floor += len(text) + _ENTRY_MIN  # characters: never more than the bytes
-            if floor > self._max_bytes:
-                raise AnswerTooLarge(self._max_bytes, self._count + len(jobs) - 1)
-            if floor - self._pieces.size >= PIECE_CHARS:
+            taken.append(row)
+            text += len(row[1]) + len(row[4])
+            if text >= _PIECE_TEXT:
                 full = True
                 break
-        if jobs:
+        if taken:
+            texts = encode_jobs(self.cluster, taken)
+            # characters: never more than the bytes
+            floor = self._pieces.size + len(_SUCCESS) + sum(map(len, texts))
+            if floor + _ENTRY_MIN * len(texts) > self._max_bytes:
+                raise AnswerTooLarge(self._max_bytes, self._count + self._fitting(texts))
+            jobs = {row[0]: json for row, json in zip(taken, texts, strict=True)}
             piece = pb.RequestJobsResponse(jobs=jobs).SerializeToString()
             if self._pieces.size + len(piece) + len(_SUCCESS) > self._max_bytes:
                 raise AnswerTooLarge(self._max_bytes, self._count)
             self._pieces.add(piece)
             self._count += len(jobs)
-            self.after_id = next(reversed(jobs))
+            self.after_id = taken[-1][0]
         if self._limit and self._count >= self._limit:
             return True
-        return not full and read < asked
+        return not full and len(taken) < asked
+
+    def _fitting(self, texts: list[str]) -> int:
+        """How many of ``texts`` (this piece's jobs) the answer could still hold."""
+        floor = self._pieces.size + len(_SUCCESS)
+        for n, json in enumerate(texts):
+            floor += len(json) + _ENTRY_MIN
+            if floor > self._max_bytes:
+                return n
+        return len(texts)
 
     def answer(self) -> Answer:
         """The finished answer, to be joined: empty (REQUEST_JOBS_NORESULTS) when no job

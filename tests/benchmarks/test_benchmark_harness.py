@@ -94,3 +94,16 @@ def test_original_benchmark_compares_with_the_client_of_another_tree(tmp_path: P
     assert per_job
     assert all(s["vs_before"] > 0 for s in per_job)
     assert any(t["name"].startswith("per-job jobs/s vs before") for t in result["targets"])
+
+
+def test_a_size_some_benchmarks_lack_is_refused_before_anything_runs() -> None:
+    # --size NAME (the server's "backlog" and "cost"): every benchmark chosen must have it
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--size", "backlog", "--only", "batches"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "no size 'backlog' in batches" in proc.stderr

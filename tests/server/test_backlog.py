@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from rainbow_aio._gojson import encode_job
 from rainbow_aio._proto import rainbow_pb2 as pb
 from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 from rainbow_aio.server import RainbowServer
@@ -154,3 +155,43 @@ async def test_a_listing_given_up_by_its_caller_leaves_the_server_serving(
         assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         assert list(await listed(stub, alpha, 10)) == list(ids[:10])
         assert len(await listed(stub, alpha)) == len(ids)
+
+
+async def test_listed_json_is_each_job_encoded_alone_in_pieces_plain_or_not(
+    tmp_path: Path,
+) -> None:
+    """A listing encodes a piece's jobs together, checking once whether any needs
+    escaping: pieces with and without such a job list the JSON of each job alone."""
+    specials = ["a && b", 'say "hi"', "tab\there", "\x00", "x > y", "é", "\u2028", "back\\"]
+    db = tmp_path / "mixed.db"
+    server = RainbowServer(db=db, secret=SECRET)
+    async with server, grpc.aio.insecure_channel(server.address) as channel:
+        alpha = await register(pb_grpc.RainbowSchedulerStub(channel), "alpha")
+    rows = []
+    for i in range(3 * PIECE_ROWS):
+        odd = (
+            specials[i % len(specials)] if PIECE_ROWS <= i < 2 * PIECE_ROWS and i % 97 == 0 else ""
+        )
+        rows.append(
+            (f"job-{i}{odd if i % 2 else ''}", i % 5, i % 3, f"echo {i}{odd if not i % 2 else ''}")
+        )
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        conn.execute("BEGIN")
+        ids = [
+            conn.execute(
+                "INSERT INTO jobs (cluster, name, nodes, tasks, command) "
+                "VALUES ('alpha', ?, ?, ?, ?)",
+                row,
+            ).lastrowid
+            for row in rows
+        ]
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    async with (
+        RainbowServer(db=db, secret=SECRET) as server,
+        grpc.aio.insecure_channel(server.address, options=UNLIMITED) as channel,
+    ):
+        got = await listed(pb_grpc.RainbowSchedulerStub(channel), alpha)
+    assert got == {i: encode_job(i, "alpha", *row) for i, row in zip(ids, rows, strict=True)}

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rainbow_aio import Job
-from rainbow_aio._gojson import encode_job, encode_string
+from rainbow_aio._gojson import JobRow, encode_job, encode_jobs, encode_string
 
 GO_STRINGS = [
     ("", '""'),
@@ -105,3 +105,36 @@ def test_escaping_agrees_with_the_per_character_rules_on_every_special_character
         + '"'
     )
     assert encode_string(text) == expected
+
+
+# -- a listing's jobs, encoded together ---------------------------------------------------
+
+ROWS = st.lists(
+    st.tuples(
+        st.integers(1, 2**31 - 1),
+        st.text(),
+        st.integers(-(2**31), 2**31 - 1),
+        st.integers(-(2**31), 2**31 - 1),
+        st.text(),
+    ),
+    max_size=8,
+)
+
+
+@given(st.text(), ROWS)
+def test_jobs_encoded_together_are_each_encoded_alone(cluster: str, rows: list[JobRow]) -> None:
+    assert encode_jobs(cluster, rows) == [encode_job(row[0], cluster, *row[1:]) for row in rows]
+
+
+@pytest.mark.parametrize("cluster", ["alpha", 'a"b', "a\\b", "a&b<c>", "50%d %s", "日本", "\x00"])
+@pytest.mark.parametrize("special", [*GO_STRINGS, ("", "")])
+def test_one_job_that_needs_escaping_among_plain_ones(
+    cluster: str, special: tuple[str, str]
+) -> None:
+    """Whichever job holds the character, whether in its name or its command, and
+    whatever the cluster's name holds (``%`` included): the same JSON as one by one."""
+    text = special[0]
+    for n in range(3):
+        rows: list[JobRow] = [(i + 1, f"job-{i}", 1, 0, f"echo {i}") for i in range(3)]
+        rows[n] = (n + 1, text, 2, 3, "echo plain") if n % 2 else (n + 1, "j", 2, 3, text)
+        assert encode_jobs(cluster, rows) == [encode_job(r[0], cluster, *r[1:]) for r in rows]
