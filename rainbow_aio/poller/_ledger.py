@@ -1191,7 +1191,8 @@ class _Send:
 
 
 class _Hidden:
-    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
+    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``);
+    ``pick(ids)`` asks the same of a whole listing at once."""
 
     __slots__ = ("ledger", "left", "now", "queue", "records", "start", "stones")
 
@@ -1206,6 +1207,21 @@ class _Hidden:
         self.left: int | None = None
         self.stones = False
         self.records = False
+
+    def pick(self, ids: Sequence[int]) -> list[int]:
+        """The ids of ``ids`` (ascending, asked right after the answer arrived) not to
+        skip: what ``not in`` says of each, in passes over the whole listing that make no
+        Python call per id unless there are tombstones or failure records to ask."""
+        ledger = self.ledger
+        entries = ledger.entries
+        new = [job_id for job_id in ids if job_id not in entries]
+        if ledger.listings and new:
+            new = ledger.listings.unhidden(new, self.start)
+        if ledger.records and new:
+            new = ledger.records.unhidden(new, time.monotonic())
+        if self.queue is not None:
+            del new[max(self.queue.room, 1) :]
+        return new
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, int):

@@ -51,3 +51,8 @@ class ListingClock:
     def hides(self, job_id: int, start: int) -> bool:
         """Whether the listing that started at ``start`` must skip ``job_id``."""
         return self.tombstones.get(job_id, -1) >= start
+
+    def unhidden(self, ids: list[int], start: int) -> list[int]:
+        """The ids of ``ids`` that the listing that started at ``start`` may show."""
+        stones = self.tombstones
+        return [job_id for job_id in ids if stones.get(job_id, -1) < start]
