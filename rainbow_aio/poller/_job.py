@@ -192,7 +192,7 @@ class JobBatch(Sequence[PolledJob]):
     - ``release()``: gives back every job not accepted (``failed=True``: as for a job).
     """
 
-    __slots__ = ("_accept_together", "_jobs", "cluster")
+    __slots__ = ("_accept_together", "_all_owned", "_jobs", "cluster")
 
     def __init__(
         self, cluster: str, jobs: Sequence[PolledJob], accept_together: AcceptTogether
@@ -200,6 +200,9 @@ class JobBatch(Sequence[PolledJob]):
         self.cluster = cluster
         self._jobs = list(jobs)
         self._accept_together = accept_together
+        # set once accept() found every job owned: ACCEPTED is final, so no job of the
+        # batch can be lost, uncertain or held any more
+        self._all_owned = False
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -227,6 +230,9 @@ class JobBatch(Sequence[PolledJob]):
         Cancelling the caller never loses a job (see :meth:`PolledJob.accept`)."""
         outcomes = await self._accept_together(self._jobs)
         owned = [job for job, outcome in zip(self._jobs, outcomes, strict=True) if outcome is True]
+        if len(owned) == len(self._jobs):
+            self._all_owned = True
+            return owned
         refused = [
             outcome
             for outcome in outcomes
@@ -253,16 +259,22 @@ class JobBatch(Sequence[PolledJob]):
     @property
     def lost(self) -> list[PolledJob]:
         """The jobs someone else took first."""
+        if self._all_owned:
+            return []
         return [job for job in self._jobs if job.state is JobState.LOST]
 
     @property
     def uncertain(self) -> list[PolledJob]:
         """The jobs whose accept had an unknown outcome (``job.accept()`` says why)."""
+        if self._all_owned:
+            return []
         return [job for job in self._jobs if job.state is JobState.UNCERTAIN]
 
     @property
     def held(self) -> list[PolledJob]:
         """The jobs still held by this consumer: neither accepted nor given back."""
+        if self._all_owned:
+            return []
         return [job for job in self._jobs if job.state is JobState.HELD]
 
     def __repr__(self) -> str:

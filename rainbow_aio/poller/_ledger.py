@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, cast
 
 from .. import _accepters
 from .._exceptions import DeniedError, MissingCredentialError, RainbowError
@@ -493,35 +493,47 @@ class AcceptLedger:
     # -- consumers ----------------------------------------------------------------------
 
     def hand_out(self, entry: Entry) -> PolledJob:
-        if entry.state is JobState.QUEUED:
-            entry.state = JobState.HELD
-            max_hold = entry.holder.opts.max_hold
-            if max_hold is not None:
-                loop = asyncio.get_running_loop()
-                entry.held_at = loop.time()
-                if self.hold_sweep is None:
-                    # one timer per ledger, not one per job: holds are checked in sweeps
-                    interval = min(max(max_hold / 4, 0.01), 60.0)
-                    self.hold_sweep = loop.call_later(interval, self._sweep_holds, interval)
-        elif entry.state is JobState.ACCEPTED:
-            entry.redelivery = _CLAIMED
-            self._adopted(entry)
-        entry.holder.counts.handed_out += 1
-        handle = entry.handle() if entry.handle is not None else None
-        if handle is None:
-            handle = PolledJob(entry)
-            entry.handle = weakref.ref(handle)
-        return handle
+        return self.hand_out_all([entry])[0]
+
+    def hand_out_all(self, entries: list[Entry]) -> list[PolledJob]:
+        """Give ``entries`` (out of a queue) to a consumer: their handles, in order. The
+        loop time and the hold sweep's timer are looked up once for all of them."""
+        loop = asyncio.get_running_loop()
+        now = -1.0
+        handles: list[PolledJob] = []
+        append = handles.append
+        for entry in entries:
+            holder = entry.holder
+            state = entry.state
+            if state is JobState.QUEUED:
+                entry.state = JobState.HELD
+                max_hold = holder.opts.max_hold
+                if max_hold is not None:
+                    if now < 0:
+                        now = loop.time()
+                    entry.held_at = now
+                    if self.hold_sweep is None:
+                        # one timer per ledger, not one per job: holds are checked in sweeps
+                        interval = min(max(max_hold / 4, 0.01), 60.0)
+                        self.hold_sweep = loop.call_later(interval, self._sweep_holds, interval)
+            elif state is JobState.ACCEPTED:
+                entry.redelivery = _CLAIMED
+                self._adopted(entry)
+            holder.counts.handed_out += 1
+            ref = entry.handle
+            handle = ref() if ref is not None else None
+            if handle is None:
+                handle = PolledJob(entry)
+                entry.handle = weakref.ref(handle)
+            append(handle)
+        return handles
 
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
-        handles = [self.hand_out(entry) for entry in entries]
-        # handles hash by identity, and the batch holds them while it lives
-        by_handle = dict(zip(handles, entries, strict=True))
+        return JobBatch(self.cluster, self.hand_out_all(entries), self._accept_handles)
 
-        async def accept_together(jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
-            return await self.accept_batch([by_handle[job] for job in jobs])
-
-        return JobBatch(self.cluster, handles, accept_together)
+    async def _accept_handles(self, jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
+        # a batch's handles, all made by this ledger (JobBatch.subset() checks membership)
+        return await self.accept_batch([cast(Entry, job._entry) for job in jobs])
 
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
@@ -530,11 +542,19 @@ class AcceptLedger:
 
         Waits on the calls' futures (one per call), not on one task per job."""
         requested: dict[Holder, list[Entry]] = {}
+        last: Holder | None = None
+        mine: list[Entry] = []
         for entry in entries:
-            if entry.state is JobState.HELD and not entry.holder.closed:
+            if entry.state is JobState.HELD:
+                holder = entry.holder
+                if holder is not last:  # a batch's jobs are (almost always) one holder's
+                    if holder.closed:
+                        continue
+                    last = holder
+                    mine = requested.setdefault(holder, [])
                 entry.state = JobState.ACCEPTING
                 entry.error = None
-                requested.setdefault(entry.holder, []).append(entry)
+                mine.append(entry)
         for holder, batch in requested.items():
             if self._per_id(holder):
                 for entry in batch:
@@ -551,13 +571,18 @@ class AcceptLedger:
         if waiting:
             at_most = min(holder.accept_timeout for holder in {e.holder for e in waiting})
             timed_out = await self._wait(waiting, at_most)
-        if not timed_out:
-            return [self._outcome(entry) for entry in entries]
         late = {id(entry) for entry in timed_out}
-        return [
-            self._too_slow(entry) if id(entry) in late else self._outcome(entry)
-            for entry in entries
-        ]
+        outcomes: list[bool | BaseException | None] = []
+        append = outcomes.append
+        for entry in entries:
+            if late and id(entry) in late:
+                append(self._too_slow(entry))
+            elif entry.state is JobState.ACCEPTED and entry.redelivery != _IN_QUEUE:
+                entry.redelivery = _CLAIMED  # what _outcome() does, without a call per job
+                append(True)
+            else:
+                append(self._outcome(entry))
+        return outcomes
 
     async def accept(self, entry: Entry) -> bool:
         state = entry.state
@@ -592,11 +617,11 @@ class AcceptLedger:
         If the caller is cancelled first, entries nobody else waits for are abandoned."""
         for entry in entries:
             entry.waiters += 1
-        calls = dict.fromkeys(e.done for e in entries if e.done is not None)  # one per call
-        pending = [done for done in calls if not done.done()]
+        calls = {e.done for e in entries}  # one per call
+        pending = [done for done in calls if done is not None and not done.done()]
         try:
             if pending:
-                await asyncio.wait([asyncio.shield(done) for done in pending], timeout=at_most)
+                await _all_done(pending, at_most)
         except asyncio.CancelledError:
             self._unwait(entries, abandon=True)
             raise
@@ -1248,6 +1273,25 @@ class _Hidden:
             return True
         self.left = left - 1
         return False
+
+
+async def _all_done(futures: list[asyncio.Future[None]], timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until every one of ``futures`` is done, or ``timeout`` seconds: what
+    ``asyncio.wait(futures, timeout=timeout)`` does, without a task or a shield per future.
+    The futures are never cancelled, also not when the caller is."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    _resolve_when_all(waiter, futures)
+    timer = loop.call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:
