@@ -1107,18 +1107,18 @@ class AcceptLedger:
         """``_accepted`` for each job of one call's batch (all of ``holder``)."""
         entries = self.entries
         records = self.records if self.records or self.records.absent_since else None
-        listings = self.listings if self.listings.running else None
+        ids = []
         for entry in batch:
             entry.state = JobState.ACCEPTED
             job_id = entry.job.id
+            ids.append(job_id)
             if entries.get(job_id) is entry:
                 del entries[job_id]
             if records is not None:
                 records.forget(job_id)
-            if listings is not None:
-                listings.settled(job_id)
             if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
                 self._redeliver(entry)
+        self.listings.settled_all(ids)
         holder.counts.accepted += len(batch)
 
     def _accepted(self, entry: Entry) -> None:
