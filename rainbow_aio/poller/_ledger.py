@@ -45,7 +45,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Container, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol, cast
+from typing import Any, Final, Protocol
 
 from .. import _accepters
 from .._exceptions import DeniedError, MissingCredentialError, RainbowError
@@ -538,7 +538,8 @@ class AcceptLedger:
 
     async def _accept_handles(self, jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
         # a batch's handles, all made by this ledger (JobBatch.subset() checks membership)
-        return await self.accept_batch([cast(Entry, job._entry) for job in jobs])
+        entries: list[Entry] = [job._entry for job in jobs]  # type: ignore[misc]
+        return await self.accept_batch(entries)
 
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
