@@ -272,6 +272,8 @@ class JobBatch(Sequence[PolledJob]):
 
     def release(self, *, failed: bool = False) -> None:
         """Give back every job of the batch still held (see :meth:`PolledJob.release`)."""
+        if self._all_owned:
+            return  # nothing is held any more
         for job in self._jobs:
             if job.state is HELD:
                 job.release(failed=failed)

@@ -504,18 +504,20 @@ class AcceptLedger:
         """Give ``entries`` (out of a queue) to a consumer: their handles, in order. The
         loop time and the hold sweep's timer are looked up once for all of them."""
         loop = asyncio.get_running_loop()
-        now = -1.0
+        now = loop.time()
         handles: list[PolledJob] = []
         append = handles.append
+        last: Holder | None = None
+        max_hold: float | None = None
         for entry in entries:
             holder = entry.holder
+            if holder is not last:  # a batch's jobs are (almost always) one holder's
+                last = holder
+                max_hold = holder.opts.max_hold
             state = entry.state
             if state is QUEUED:
                 entry.state = HELD
-                max_hold = holder.opts.max_hold
                 if max_hold is not None:
-                    if now < 0:
-                        now = loop.time()
                     entry.held_at = now
                     if self.hold_sweep is None:
                         # one timer per ledger, not one per job: holds are checked in sweeps
