@@ -35,7 +35,14 @@ from ._exceptions import (
     ProtocolError,
     RainbowError,
 )
-from ._models import AcceptResult, AcceptStatus, Job, JobListing, Registration
+from ._models import (
+    AcceptResult,
+    AcceptStatus,
+    Job,
+    JobListing,
+    Registration,
+    jobs_from_listing,
+)
 from ._outcome import CallOutcome
 from ._proto import rainbow_pb2 as pb
 from ._telemetry import load as load_telemetry
@@ -347,9 +354,7 @@ class RainbowClient:
         :class:`ProtocolError` when a job is not valid job JSON.
         """
         listing = await self._listing(cluster, secret, max_jobs, timeout=timeout)
-        return [
-            Job.from_json(job_id, listing[job_id], cluster=cluster) for job_id in sorted(listing)
-        ]
+        return jobs_from_listing(listing, sorted(listing), cluster=cluster)
 
     async def request_listing(
         self,
@@ -363,18 +368,16 @@ class RainbowClient:
         """``request_jobs`` for code that lists the same jobs again and again (pollers).
 
         Returns every id listed and the parsed jobs whose ids are not in ``skip`` (both
-        ascending): jobs already known are not parsed again. ``skip`` is asked once per
-        listed id, right after the answer arrives. Same checks, retries and errors as
-        ``request_jobs``.
+        ascending): jobs already known are not parsed again. ``skip`` is asked right after
+        the answer arrives, once per listed id (or once for all of them, through its
+        ``pick(ids)`` method if it has one, which returns the ids not skipped, in order).
+        Same checks, retries and errors as ``request_jobs``.
         """
         listing = await self._listing(cluster, secret, max_jobs, timeout=timeout)
         ids = tuple(sorted(listing))
-        jobs = [
-            Job.from_json(job_id, listing[job_id], cluster=cluster)
-            for job_id in ids
-            if job_id not in skip
-        ]
-        return JobListing(ids=ids, jobs=jobs)
+        pick = getattr(skip, "pick", None)
+        wanted = pick(ids) if pick is not None else [i for i in ids if i not in skip]
+        return JobListing(ids=ids, jobs=jobs_from_listing(listing, wanted, cluster=cluster))
 
     async def _listing(
         self, cluster: str, secret: str, max_jobs: int | None, *, timeout: float | None
@@ -594,8 +597,8 @@ def _check_job_ids(job_ids: object) -> tuple[int, ...]:
     ids = tuple(job_ids)
     if not ids:
         raise InvalidArgumentError("job_ids is empty: accept at least one job id")
-    # one pass for the usual case (plain ints in range); the slow one names the culprit
-    if not all(type(job_id) is int and 0 < job_id <= P.INT32_MAX for job_id in ids):
+    # passes in C for the usual case (plain ints in range); the slow one names the culprit
+    if set(map(type, ids)) != {int} or min(ids) < 1 or max(ids) > P.INT32_MAX:
         for job_id in ids:
             _check_int("job id", job_id, minimum=1)
     if len(set(ids)) != len(ids):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,14 @@ from ._exceptions import ProtocolError
 from ._gojson import encode_job
 from ._outcome import CallOutcome
 
-__all__ = ["AcceptResult", "AcceptStatus", "Job", "JobListing", "Registration"]
+__all__ = [
+    "AcceptResult",
+    "AcceptStatus",
+    "Job",
+    "JobListing",
+    "Registration",
+    "jobs_from_listing",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +108,39 @@ def _job_maker() -> Callable[[int, str, str, int, int, str], Job]:
 
 
 _new_job = _job_maker()
+
+
+def jobs_from_listing(
+    listing: Mapping[int, str], ids: Iterable[int], *, cluster: str | None = None
+) -> list[Job]:
+    """The jobs ``ids`` of one RequestJobs answer (``listing``: id -> job JSON), parsed
+    in one loop: what :meth:`Job.from_json` does for each, without a call per job for
+    the jobs a conforming server sends (every field, of its own type). Anything else
+    goes through ``Job.from_json``, which converts or raises :class:`ProtocolError`."""
+    jobs: list[Job] = []
+    append = jobs.append
+    for job_id in ids:
+        text = listing[job_id]
+        try:
+            raw: Any = _loads(text)
+            c, n, nodes, tasks, cmd = (
+                raw["cluster"], raw["name"], raw["nodes"], raw["tasks"], raw["command"]
+            )  # fmt: skip
+        except (ValueError, TypeError, KeyError):
+            append(Job.from_json(job_id, text, cluster=cluster))  # raises, or converts
+            continue
+        if (
+            type(job_id) is int
+            and type(c) is str
+            and type(n) is str
+            and type(nodes) is int
+            and type(tasks) is int
+            and type(cmd) is str
+        ):
+            append(_new_job(job_id, c, n, nodes, tasks, cmd))
+        else:
+            append(Job.from_json(job_id, text, cluster=cluster))
+    return jobs
 
 
 @dataclass(frozen=True, slots=True)

@@ -57,6 +57,10 @@ class FailureRecords:
         failure = self.failures.get(job_id)
         return failure is not None and failure[1] > now
 
+    def unhidden(self, ids: list[int], now: float) -> list[int]:
+        """The ids of ``ids`` these records do not hide now."""
+        return [job_id for job_id in ids if not self.hides(job_id, now)]
+
     def failed(self, job_id: int, opts: PollerOptions) -> int | None:
         """Count one failed delivery of ``job_id``: None while it will be handed out
         again (after its delay), or the number of failures once it is given up."""

@@ -11,13 +11,27 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Protocol, overload
+from typing import Final, Protocol, overload
 
 from .._exceptions import InvalidArgumentError
 from .._models import Job
 from ._errors import AcceptUncertainError
 
-__all__ = ["AcceptTogether", "JobBatch", "JobEntry", "JobState", "PolledJob"]
+__all__ = [
+    "ACCEPTED",
+    "ACCEPTING",
+    "DROPPED",
+    "HELD",
+    "LOST",
+    "QUEUED",
+    "RELEASED",
+    "UNCERTAIN",
+    "AcceptTogether",
+    "JobBatch",
+    "JobEntry",
+    "JobState",
+    "PolledJob",
+]
 
 
 class JobState(enum.Enum):
@@ -39,6 +53,19 @@ class JobState(enum.Enum):
     """Given back: the job stays on the server and can be handed out again."""
     DROPPED = "dropped"
     """Taken out of the queue before anyone got it (stopped poller, or the job is gone)."""
+
+
+# JobState's members as module constants, for the paths that ask them for every job: on
+# Python 3.11 each ``JobState.X`` goes through EnumType.__getattr__, which costs about
+# ten times a global (Python 3.12 dropped that hook)
+QUEUED: Final = JobState.QUEUED
+HELD: Final = JobState.HELD
+ACCEPTING: Final = JobState.ACCEPTING
+ACCEPTED: Final = JobState.ACCEPTED
+LOST: Final = JobState.LOST
+UNCERTAIN: Final = JobState.UNCERTAIN
+RELEASED: Final = JobState.RELEASED
+DROPPED: Final = JobState.DROPPED
 
 
 class JobEntry(Protocol):
@@ -106,7 +133,7 @@ class PolledJob:
     @property
     def accepted(self) -> bool:
         """True once this process owns the job; ``accept()`` then returns True at once."""
-        return self._entry.state is JobState.ACCEPTED
+        return self._entry.state is ACCEPTED
 
     @property
     def state(self) -> JobState:
@@ -165,7 +192,7 @@ class PolledJob:
         # only a job still held needs its ledger (most are accepted by now); never
         # raise from a finalizer
         try:
-            if self._entry.state is JobState.HELD:
+            if self._entry.state is HELD:
                 self._entry.collected()
         except Exception:
             pass
@@ -192,7 +219,7 @@ class JobBatch(Sequence[PolledJob]):
     - ``release()``: gives back every job not accepted (``failed=True``: as for a job).
     """
 
-    __slots__ = ("_accept_together", "_jobs", "cluster")
+    __slots__ = ("_accept_together", "_all_owned", "_jobs", "cluster")
 
     def __init__(
         self, cluster: str, jobs: Sequence[PolledJob], accept_together: AcceptTogether
@@ -200,6 +227,9 @@ class JobBatch(Sequence[PolledJob]):
         self.cluster = cluster
         self._jobs = list(jobs)
         self._accept_together = accept_together
+        # set once accept() found every job owned: ACCEPTED is final, so no job of the
+        # batch can be lost, uncertain or held any more
+        self._all_owned = False
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -227,6 +257,9 @@ class JobBatch(Sequence[PolledJob]):
         Cancelling the caller never loses a job (see :meth:`PolledJob.accept`)."""
         outcomes = await self._accept_together(self._jobs)
         owned = [job for job, outcome in zip(self._jobs, outcomes, strict=True) if outcome is True]
+        if len(owned) == len(self._jobs):
+            self._all_owned = True
+            return owned
         refused = [
             outcome
             for outcome in outcomes
@@ -239,8 +272,10 @@ class JobBatch(Sequence[PolledJob]):
 
     def release(self, *, failed: bool = False) -> None:
         """Give back every job of the batch still held (see :meth:`PolledJob.release`)."""
+        if self._all_owned:
+            return  # nothing is held any more
         for job in self._jobs:
-            if job.state is JobState.HELD:
+            if job.state is HELD:
                 job.release(failed=failed)
 
     def subset(self, jobs: Sequence[PolledJob]) -> JobBatch:
@@ -253,17 +288,23 @@ class JobBatch(Sequence[PolledJob]):
     @property
     def lost(self) -> list[PolledJob]:
         """The jobs someone else took first."""
-        return [job for job in self._jobs if job.state is JobState.LOST]
+        if self._all_owned:
+            return []
+        return [job for job in self._jobs if job.state is LOST]
 
     @property
     def uncertain(self) -> list[PolledJob]:
         """The jobs whose accept had an unknown outcome (``job.accept()`` says why)."""
-        return [job for job in self._jobs if job.state is JobState.UNCERTAIN]
+        if self._all_owned:
+            return []
+        return [job for job in self._jobs if job.state is UNCERTAIN]
 
     @property
     def held(self) -> list[PolledJob]:
         """The jobs still held by this consumer: neither accepted nor given back."""
-        return [job for job in self._jobs if job.state is JobState.HELD]
+        if self._all_owned:
+            return []
+        return [job for job in self._jobs if job.state is HELD]
 
     def __repr__(self) -> str:
         return f"JobBatch(cluster={self.cluster!r}, ids={self.ids})"

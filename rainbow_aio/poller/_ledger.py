@@ -53,7 +53,18 @@ from .._models import AcceptResult, AcceptStatus, Job, JobListing
 from .._outcome import CallOutcome
 from ._errors import AcceptUncertainError, JobReleasedError, PollerStoppedError
 from ._failures import FailureRecords
-from ._job import JobBatch, JobState, PolledJob
+from ._job import (
+    ACCEPTED,
+    ACCEPTING,
+    DROPPED,
+    HELD,
+    LOST,
+    QUEUED,
+    RELEASED,
+    UNCERTAIN,
+    JobBatch,
+    PolledJob,
+)
 from ._listings import ListingClock
 from ._options import AcceptMode, PollerOptions
 from ._queue import JobQueue
@@ -73,7 +84,7 @@ _PER_ID_COOLDOWN: Final = 60.0
 # (_IN_QUEUE), or will be once its retry delay is over (_WAITING)
 _NOT_NEEDED, _IN_QUEUE, _CLAIMED, _WAITING = 0, 1, 2, 3
 
-_GIVEN_BACK = (JobState.RELEASED, JobState.DROPPED)
+_GIVEN_BACK = (RELEASED, DROPPED)
 
 # answers that refuse a repeated accept before the server acts: a wrong secret, or the Go
 # server's false "request denied" under load; repeated up to denied_attempts in a row
@@ -154,7 +165,7 @@ class Entry:
         self.job = job
         self.ledger = ledger
         self.holder = holder
-        self.state = JobState.QUEUED
+        self.state = QUEUED
         # the ledger's listing counter when the job was last known to be waiting
         self.found = found
         # resolved when the AcceptJobs call carrying this job's accept has settled it (one
@@ -185,9 +196,7 @@ class Entry:
     def deliverable(self) -> bool:
         """Whether a consumer may be given this entry from a queue."""
         state = self.state
-        return state is JobState.QUEUED or (
-            state is JobState.ACCEPTED and self.redelivery == _IN_QUEUE
-        )
+        return state is QUEUED or (state is ACCEPTED and self.redelivery == _IN_QUEUE)
 
     def hand_out(self) -> PolledJob:
         """Give the job to a consumer (it came out of a queue): the handle it works with."""
@@ -389,10 +398,10 @@ class AcceptLedger:
             vanished = [
                 entry
                 for job_id, entry in self.entries.items()
-                if job_id not in seen and entry.state is JobState.QUEUED and entry.found < start
+                if job_id not in seen and entry.state is QUEUED and entry.found < start
             ]
             for entry in vanished:
-                entry.state = JobState.DROPPED
+                entry.state = DROPPED
                 self._forget(entry)
                 entry.holder.counts.vanished += 1
                 entry.holder.queue.discard()
@@ -413,9 +422,7 @@ class AcceptLedger:
 
     def queued_of(self, holder: Holder) -> int:
         return sum(
-            1
-            for entry in self.entries.values()
-            if entry.holder is holder and entry.state is JobState.QUEUED
+            1 for entry in self.entries.values() if entry.holder is holder and entry.state is QUEUED
         )
 
     def track(self, holder: Holder, jobs: Sequence[Job], found: int) -> None:
@@ -432,8 +439,8 @@ class AcceptLedger:
         holder.stopping = True
         self._flush(holder)
         for entry in self._entries_of(holder):
-            if entry.state is JobState.QUEUED:
-                entry.state = JobState.DROPPED
+            if entry.state is QUEUED:
+                entry.state = DROPPED
                 self._forget(entry)
                 holder.queue.discard()
                 holder.counts.released += 1
@@ -458,7 +465,7 @@ class AcceptLedger:
                 task.cancel()  # each reports its jobs uncertain as it ends
             await asyncio.gather(*sends, return_exceptions=True)
         for entry in self._entries_of(holder):
-            if entry.state is JobState.HELD:
+            if entry.state is HELD:
                 self._give_back(entry)
         # accepted jobs no consumer took, and those waiting out a retry delay: this
         # process is their only holder, so the application is told (never only a log)
@@ -482,9 +489,7 @@ class AcceptLedger:
 
     def held_of(self, holder: Holder) -> int:
         return sum(
-            1
-            for entry in self.entries.values()
-            if entry.holder is holder and entry.state is JobState.HELD
+            1 for entry in self.entries.values() if entry.holder is holder and entry.state is HELD
         )
 
     def _entries_of(self, holder: Holder) -> list[Entry]:
@@ -493,35 +498,50 @@ class AcceptLedger:
     # -- consumers ----------------------------------------------------------------------
 
     def hand_out(self, entry: Entry) -> PolledJob:
-        if entry.state is JobState.QUEUED:
-            entry.state = JobState.HELD
-            max_hold = entry.holder.opts.max_hold
-            if max_hold is not None:
-                loop = asyncio.get_running_loop()
-                entry.held_at = loop.time()
-                if self.hold_sweep is None:
-                    # one timer per ledger, not one per job: holds are checked in sweeps
-                    interval = min(max(max_hold / 4, 0.01), 60.0)
-                    self.hold_sweep = loop.call_later(interval, self._sweep_holds, interval)
-        elif entry.state is JobState.ACCEPTED:
-            entry.redelivery = _CLAIMED
-            self._adopted(entry)
-        entry.holder.counts.handed_out += 1
-        handle = entry.handle() if entry.handle is not None else None
-        if handle is None:
-            handle = PolledJob(entry)
-            entry.handle = weakref.ref(handle)
-        return handle
+        return self.hand_out_all([entry])[0]
+
+    def hand_out_all(self, entries: list[Entry]) -> list[PolledJob]:
+        """Give ``entries`` (out of a queue) to a consumer: their handles, in order. The
+        loop time and the hold sweep's timer are looked up once for all of them."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        handles: list[PolledJob] = []
+        append = handles.append
+        last: Holder | None = None
+        max_hold: float | None = None
+        for entry in entries:
+            holder = entry.holder
+            if holder is not last:  # a batch's jobs are (almost always) one holder's
+                last = holder
+                max_hold = holder.opts.max_hold
+            state = entry.state
+            if state is QUEUED:
+                entry.state = HELD
+                if max_hold is not None:
+                    entry.held_at = now
+                    if self.hold_sweep is None:
+                        # one timer per ledger, not one per job: holds are checked in sweeps
+                        interval = min(max(max_hold / 4, 0.01), 60.0)
+                        self.hold_sweep = loop.call_later(interval, self._sweep_holds, interval)
+            elif state is ACCEPTED:
+                entry.redelivery = _CLAIMED
+                self._adopted(entry)
+            holder.counts.handed_out += 1
+            ref = entry.handle
+            handle = ref() if ref is not None else None
+            if handle is None:
+                handle = PolledJob(entry)
+                entry.handle = weakref.ref(handle)
+            append(handle)
+        return handles
 
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
-        handles = [self.hand_out(entry) for entry in entries]
-        # handles hash by identity, and the batch holds them while it lives
-        by_handle = dict(zip(handles, entries, strict=True))
+        return JobBatch(self.cluster, self.hand_out_all(entries), self._accept_handles)
 
-        async def accept_together(jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
-            return await self.accept_batch([by_handle[job] for job in jobs])
-
-        return JobBatch(self.cluster, handles, accept_together)
+    async def _accept_handles(self, jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
+        # a batch's handles, all made by this ledger (JobBatch.subset() checks membership)
+        entries: list[Entry] = [job._entry for job in jobs]  # type: ignore[misc]
+        return await self.accept_batch(entries)
 
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
@@ -530,11 +550,19 @@ class AcceptLedger:
 
         Waits on the calls' futures (one per call), not on one task per job."""
         requested: dict[Holder, list[Entry]] = {}
+        last: Holder | None = None
+        mine: list[Entry] = []
         for entry in entries:
-            if entry.state is JobState.HELD and not entry.holder.closed:
-                entry.state = JobState.ACCEPTING
+            if entry.state is HELD:
+                holder = entry.holder
+                if holder is not last:  # a batch's jobs are (almost always) one holder's
+                    if holder.closed:
+                        continue
+                    last = holder
+                    mine = requested.setdefault(holder, [])
+                entry.state = ACCEPTING
                 entry.error = None
-                requested.setdefault(entry.holder, []).append(entry)
+                mine.append(entry)
         for holder, batch in requested.items():
             if self._per_id(holder):
                 for entry in batch:
@@ -546,29 +574,34 @@ class AcceptLedger:
                     done = self._spawn(holder, chunk)
                     for entry in chunk:
                         entry.done = done
-        waiting = [entry for entry in entries if entry.state is JobState.ACCEPTING]
+        waiting = [entry for entry in entries if entry.state is ACCEPTING]
         timed_out: list[Entry] = []
         if waiting:
             at_most = min(holder.accept_timeout for holder in {e.holder for e in waiting})
             timed_out = await self._wait(waiting, at_most)
-        if not timed_out:
-            return [self._outcome(entry) for entry in entries]
         late = {id(entry) for entry in timed_out}
-        return [
-            self._too_slow(entry) if id(entry) in late else self._outcome(entry)
-            for entry in entries
-        ]
+        outcomes: list[bool | BaseException | None] = []
+        append = outcomes.append
+        for entry in entries:
+            if late and id(entry) in late:
+                append(self._too_slow(entry))
+            elif entry.state is ACCEPTED and entry.redelivery != _IN_QUEUE:
+                entry.redelivery = _CLAIMED  # what _outcome() does, without a call per job
+                append(True)
+            else:
+                append(self._outcome(entry))
+        return outcomes
 
     async def accept(self, entry: Entry) -> bool:
         state = entry.state
-        if state is JobState.HELD:
+        if state is HELD:
             holder = entry.holder
             if holder.closed:
                 raise self._closed_error(entry)
-            entry.state = JobState.ACCEPTING
+            entry.state = ACCEPTING
             entry.error = None
             entry.done = self._request(holder, entry)
-        elif state is not JobState.ACCEPTING:
+        elif state is not ACCEPTING:
             outcome = self._outcome(entry)
             if isinstance(outcome, bool):
                 return outcome
@@ -592,15 +625,15 @@ class AcceptLedger:
         If the caller is cancelled first, entries nobody else waits for are abandoned."""
         for entry in entries:
             entry.waiters += 1
-        calls = dict.fromkeys(e.done for e in entries if e.done is not None)  # one per call
-        pending = [done for done in calls if not done.done()]
+        calls = {e.done for e in entries}  # one per call
+        pending = [done for done in calls if done is not None and not done.done()]
         try:
             if pending:
-                await asyncio.wait([asyncio.shield(done) for done in pending], timeout=at_most)
+                await _all_done(pending, at_most)
         except asyncio.CancelledError:
             self._unwait(entries, abandon=True)
             raise
-        late = [entry for entry in entries if entry.state is JobState.ACCEPTING]
+        late = [entry for entry in entries if entry.state is ACCEPTING]
         self._unwait(entries, abandon=False)
         for entry in late:
             if entry.waiters == 0:
@@ -617,22 +650,22 @@ class AcceptLedger:
         """What ``accept()`` says for ``entry`` now: True, False, the exception to raise,
         or None when the job was given back (by this consumer or a cancelled accept)."""
         state = entry.state
-        if state is JobState.ACCEPTED:
+        if state is ACCEPTED:
             self._claim(entry)
             return True
-        if state is JobState.LOST:
+        if state is LOST:
             return False
-        if state is JobState.UNCERTAIN:
+        if state is UNCERTAIN:
             assert isinstance(entry.error, AcceptUncertainError)
             return _again(entry.error)
-        if state is JobState.HELD and entry.error is not None:
+        if state is HELD and entry.error is not None:
             return entry.error  # the call certainly did not act; the job is still held
-        if entry.holder.closed and state is not JobState.ACCEPTING:
+        if entry.holder.closed and state is not ACCEPTING:
             return self._closed_error(entry)
         return None
 
     def release(self, entry: Entry, *, failed: bool) -> None:
-        if entry.state is not JobState.HELD:
+        if entry.state is not HELD:
             return
         self._give_back(entry)
         if failed:
@@ -641,7 +674,7 @@ class AcceptLedger:
     def decline(self, entry: Entry) -> None:
         """The consumer will never accept this job (it cannot run it here): give it back
         and never hand it out again in this process, while the server lists it."""
-        if entry.state is not JobState.HELD:
+        if entry.state is not HELD:
             return
         self._give_back(entry)
         entry.holder.counts.declined += 1
@@ -651,7 +684,7 @@ class AcceptLedger:
         """A consumer failed on a job this process owns: hand it to a consumer again
         after the redelivery delay, or give up on it after ``max_deliveries`` failures
         (``on_give_up``). It is no longer on the server, so it never goes back there."""
-        if entry.state is not JobState.ACCEPTED or entry.redelivery in (_IN_QUEUE, _WAITING):
+        if entry.state is not ACCEPTED or entry.redelivery in (_IN_QUEUE, _WAITING):
             return
         holder = entry.holder
         opts = holder.opts
@@ -671,7 +704,7 @@ class AcceptLedger:
         )
 
     def report_unhandled(self, entry: Entry, why: str) -> None:
-        if entry.state is JobState.ACCEPTED and entry.redelivery not in (_IN_QUEUE, _WAITING):
+        if entry.state is ACCEPTED and entry.redelivery not in (_IN_QUEUE, _WAITING):
             entry.redelivery = _CLAIMED
             # the caller reports the job itself (run() raises it): not kept for closing
             self._unhandled(entry, why, keep=False)
@@ -686,7 +719,7 @@ class AcceptLedger:
     def collected(self, entry: Entry) -> None:
         """The consumer dropped its handle: a job it still held goes back; an accepted job
         it had not claimed yet (cancelled, timed out) waits in the queue for another."""
-        if entry.state is JobState.HELD:
+        if entry.state is HELD:
             log.debug(
                 "cluster %r: job %d was dropped unsettled; released", self.cluster, entry.job.id
             )
@@ -708,15 +741,15 @@ class AcceptLedger:
     def _abandoned(self, entry: Entry) -> None:
         """Every consumer waiting in ``accept()`` for ``entry`` was cancelled."""
         state = entry.state
-        if state is JobState.ACCEPTING:
+        if state is ACCEPTING:
             pending = entry.holder.pending
             if pending is not None and entry in pending:
                 pending.remove(entry)  # never sent: withdraw it
                 self._give_back(entry)
             # else: on the wire; _accepted() hands it out again if it was taken
-        elif state is JobState.ACCEPTED and entry.redelivery == _NOT_NEEDED:
+        elif state is ACCEPTED and entry.redelivery == _NOT_NEEDED:
             self._redeliver(entry)  # taken just as its consumers were cancelled
-        elif state is JobState.HELD:
+        elif state is HELD:
             self._give_back(entry)  # the accept certainly failed; nobody will retry it
 
     def _sweep_holds(self, interval: float) -> None:
@@ -725,7 +758,7 @@ class AcceptLedger:
         self.hold_sweep = None
         now = asyncio.get_running_loop().time()
         held = False
-        for entry in [e for e in self.entries.values() if e.state is JobState.HELD]:
+        for entry in [e for e in self.entries.values() if e.state is HELD]:
             max_hold = entry.holder.opts.max_hold
             if max_hold is not None and now - entry.held_at >= max_hold:
                 self._hold_expired(entry)
@@ -768,7 +801,7 @@ class AcceptLedger:
 
     def _too_slow(self, entry: Entry) -> bool | BaseException | None:
         """What ``accept()`` says of ``entry`` once ``accept_timeout`` ran out."""
-        if entry.state is not JobState.ACCEPTING:
+        if entry.state is not ACCEPTING:
             return self._outcome(entry)  # settled (or withdrawn) meanwhile
         timeout = entry.holder.accept_timeout
         error = AcceptUncertainError(
@@ -886,7 +919,7 @@ class AcceptLedger:
         """The send task ended, however: settle what it left unsettled, wake its waiters."""
         if holder.record_accept is not None and send.began is not None:
             holder.record_accept(time.perf_counter() - send.began)
-        unsettled = [entry for entry in send.batch if entry.state is JobState.ACCEPTING]
+        unsettled = [entry for entry in send.batch if entry.state is ACCEPTING]
         if unsettled and send.began is None:
             # cancelled before it sent anything: the server certainly did not act
             self._refused(
@@ -1049,7 +1082,7 @@ class AcceptLedger:
         """The server certainly did not act: the consumers still hold their jobs and
         ``accept()`` raises ``exc`` (it may be called again)."""
         for entry in batch:
-            entry.state = JobState.HELD
+            entry.state = HELD
             entry.error = exc
             if entry.waiters == 0:
                 self._give_back(entry)
@@ -1082,29 +1115,29 @@ class AcceptLedger:
         """``_accepted`` for each job of one call's batch (all of ``holder``)."""
         entries = self.entries
         records = self.records if self.records or self.records.absent_since else None
-        listings = self.listings if self.listings.running else None
+        ids = []
         for entry in batch:
-            entry.state = JobState.ACCEPTED
+            entry.state = ACCEPTED
             job_id = entry.job.id
+            ids.append(job_id)
             if entries.get(job_id) is entry:
                 del entries[job_id]
             if records is not None:
                 records.forget(job_id)
-            if listings is not None:
-                listings.settled(job_id)
             if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
                 self._redeliver(entry)
+        self.listings.settled_all(ids)
         holder.counts.accepted += len(batch)
 
     def _accepted(self, entry: Entry) -> None:
-        entry.state = JobState.ACCEPTED
+        entry.state = ACCEPTED
         self._retire(entry)
         entry.holder.counts.accepted += 1
         if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
             self._redeliver(entry)
 
     def _lost(self, entry: Entry) -> None:
-        entry.state = JobState.LOST
+        entry.state = LOST
         self._retire(entry)
         entry.holder.counts.lost += 1
 
@@ -1115,7 +1148,7 @@ class AcceptLedger:
             job_id=entry.job.id,
         )
         error.__cause__ = cause
-        entry.state = JobState.UNCERTAIN
+        entry.state = UNCERTAIN
         entry.error = error
         self._retire(entry)
         entry.holder.counts.uncertain += 1
@@ -1135,7 +1168,7 @@ class AcceptLedger:
         holder.queue.put_owned(entry)
 
     def _give_back(self, entry: Entry) -> None:
-        entry.state = JobState.RELEASED
+        entry.state = RELEASED
         self._forget(entry)
         entry.holder.counts.released += 1
 
@@ -1191,7 +1224,8 @@ class _Send:
 
 
 class _Hidden:
-    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``)."""
+    """``job_id in hidden``: whether a listing must skip the id (see ``hidden()``);
+    ``pick(ids)`` asks the same of a whole listing at once."""
 
     __slots__ = ("ledger", "left", "now", "queue", "records", "start", "stones")
 
@@ -1206,6 +1240,21 @@ class _Hidden:
         self.left: int | None = None
         self.stones = False
         self.records = False
+
+    def pick(self, ids: Sequence[int]) -> list[int]:
+        """The ids of ``ids`` (ascending, asked right after the answer arrived) not to
+        skip: what ``not in`` says of each, in passes over the whole listing that make no
+        Python call per id unless there are tombstones or failure records to ask."""
+        ledger = self.ledger
+        entries = ledger.entries
+        new = [job_id for job_id in ids if job_id not in entries]
+        if ledger.listings and new:
+            new = ledger.listings.unhidden(new, self.start)
+        if ledger.records and new:
+            new = ledger.records.unhidden(new, time.monotonic())
+        if self.queue is not None:
+            del new[max(self.queue.room, 1) :]
+        return new
 
     def __contains__(self, job_id: object) -> bool:
         if not isinstance(job_id, int):
@@ -1232,6 +1281,25 @@ class _Hidden:
             return True
         self.left = left - 1
         return False
+
+
+async def _all_done(futures: list[asyncio.Future[None]], timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until every one of ``futures`` is done, or ``timeout`` seconds: what
+    ``asyncio.wait(futures, timeout=timeout)`` does, without a task or a shield per future.
+    The futures are never cancelled, also not when the caller is."""
+    loop = asyncio.get_running_loop()
+    waiter: asyncio.Future[None] = loop.create_future()
+    _resolve_when_all(waiter, futures)
+    timer = loop.call_later(timeout, _wake, waiter)
+    try:
+        await waiter
+    finally:
+        timer.cancel()
+
+
+def _wake(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:

@@ -48,6 +48,19 @@ class ListingClock:
             self.tombstones.pop(job_id, None)
             self.tombstones[job_id] = self.seq
 
+    def settled_all(self, ids: list[int]) -> None:
+        """``settled`` for each of ``ids``."""
+        if self.running:
+            stones, seq = self.tombstones, self.seq
+            for job_id in ids:
+                stones.pop(job_id, None)
+                stones[job_id] = seq
+
     def hides(self, job_id: int, start: int) -> bool:
         """Whether the listing that started at ``start`` must skip ``job_id``."""
         return self.tombstones.get(job_id, -1) >= start
+
+    def unhidden(self, ids: list[int], start: int) -> list[int]:
+        """The ids of ``ids`` that the listing that started at ``start`` may show."""
+        stones = self.tombstones
+        return [job_id for job_id in ids if stones.get(job_id, -1) < start]

@@ -22,7 +22,7 @@ from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
 from .._stopping import Shutdown
 from ._errors import AcceptUncertainError, PollerStoppedError, UnhandledJobsError
-from ._job import JobBatch, JobState, PolledJob
+from ._job import ACCEPTING, HELD, LOST, JobBatch, PolledJob
 from ._ledger import Entry
 from ._options import PollerOptions
 from ._queue import JobQueue
@@ -422,7 +422,7 @@ async def _handle_one(pj: PolledJob, handler: Handler, accept: AcceptWhen, tally
             return
         if accept == "after":
             await handler(pj)
-            if pj.state in (JobState.HELD, JobState.ACCEPTING):
+            if pj.state in (HELD, ACCEPTING):
                 try:
                     ours = await pj.accept()
                 except AcceptUncertainError as exc:
@@ -477,7 +477,7 @@ async def _handle_batch(
             if ran:
                 await _accept_all(batch.subset(ran))
                 for pj in ran:
-                    if pj.state is JobState.LOST:
+                    if pj.state is LOST:
                         _ran_but_lost(pj)
         else:
             await handler(batch)

@@ -193,3 +193,31 @@ async def test_a_full_shared_queue_refills_in_polls_of_max_jobs(
     # max_jobs free slots, so polls that found jobs bring several each (about 10)
     finding = sum(s.polls - s.empty_polls for s in stats)
     assert finding <= total / 4
+
+
+async def test_a_listing_skips_the_same_ids_asked_one_by_one_or_all_at_once(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    cluster = await make_cluster(jobs=12)
+    everything = await rainbow_client.request_jobs(cluster.name, cluster.secret)
+    ids = tuple(job.id for job in everything)
+    ledger = AcceptLedger(rainbow_client, cluster.name)
+    try:
+        queue: JobQueue[Entry] = JobQueue(6)
+        opts = PollerOptions(redelivery_delay=60.0, max_redelivery_delay=60.0)
+        holder = ledger.attach(cluster.secret, queue, opts)
+        ledger.track(holder, [everything[0], everything[4]], ledger.seq)  # in flight
+        running = ledger.begin_listing()
+        ledger.listings.settled(ids[2])  # a tombstone, hiding it from `running`
+        ledger.records.failed(ids[6], opts)  # hidden for a minute
+        ledger.records.declined.add(ids[8])  # hidden while listed
+        for start in (running, ledger.begin_listing()):  # the tombstone hides from the first
+            picked = ledger.hidden(start, queue).pick(ids)
+            asked = ledger.hidden(start, queue)
+            assert picked == [job_id for job_id in ids if job_id not in asked]
+            shown = [i for i in ids if i not in (ids[0], ids[4], ids[6], ids[8])]
+            if start == running:
+                shown.remove(ids[2])
+            assert picked == shown[: queue.room]  # as many new ones as there is room for
+    finally:
+        _accepters.leave(cluster.name, ledger)
