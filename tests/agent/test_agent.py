@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 import grpc
 import pytest
@@ -16,7 +17,14 @@ from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
 from rainbow_aio.agent import Agent, AgentError, JobStateName, Journal
 from rainbow_aio.agent._capacity import Capacity
 
-from .conftest import Site, jobs_alive, kill_job_processes, running_agent, wait_until
+from .conftest import (
+    Site,
+    jobs_alive,
+    kill_job_processes,
+    running_agent,
+    supervisors_alive,
+    wait_until,
+)
 
 S = JobStateName
 
@@ -251,8 +259,16 @@ async def test_no_credential_in_journal_logs_or_job_folders(
     await site.submit("true", nodes=99)
     async with running_agent(site) as (agent, stop, task):
         await wait_until(lambda: ended(agent) == 2 and agent.stats.refused == 1, what="jobs")
+        # the workdir's supervisor, which outlives the agent, holds no credential either
+        environments = [
+            Path(f"/proc/{pid}/environ").read_bytes()  # noqa: ASYNC240
+            for pid in supervisors_alive(site.workdir)
+        ]
+        assert environments
         stop.request("done")
         await task
+    for credential in (site.secret, site.token):
+        assert not [env for env in environments if credential.encode() in env]
     texts = [(r.name, r.getMessage()) for r in caplog.records]
     files = [p for p in site.root.rglob("*") if p.is_file()]
     assert any(p.name == "stdout" for p in files)
