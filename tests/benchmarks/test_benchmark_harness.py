@@ -16,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,7 @@ def _run_toy(args: list[str], *, timeout: float) -> str:
     return output
 
 
+@pytest.mark.slow  # about 40 s: in tox -e soak, which .ci/run calls, not the default run
 def test_every_benchmark_runs_correctly_at_toy_size(tmp_path: Path) -> None:
     # (no __init__.py here: a package named "benchmarks" would shadow the real one)
     listing = subprocess.run(
