@@ -192,8 +192,14 @@ class Supervisor:
         client.inbox += data
         *lines, client.inbox = client.inbox.split(b"\n")
         for line in lines:
-            if line:
+            if not line:
+                continue
+            try:
                 self.handle(client, json.loads(line))
+            except (ValueError, KeyError, TypeError, IndexError, AttributeError):
+                # not a message of this protocol: that peer is dropped, the others served
+                self.drop(client)
+                return
         self.flush(client)
 
     def handle(self, client: _Client, msg: dict[str, Any]) -> None:

@@ -210,3 +210,22 @@ async def test_a_job_of_a_killed_supervisor_is_still_waited_for(tmp_path: Path) 
     finally:
         await ex.aclose()
         kill_job_processes(tmp_path)
+
+
+async def test_a_peer_that_sends_garbage_is_dropped_and_the_supervisor_serves_on(
+    tmp_path: Path,
+) -> None:
+    ex = LocalExecutor()
+    try:
+        assert await run(ex, launch(tmp_path, 1, "true")) == Ended(0, "exit 0")
+        (supervisor,) = supervisors_alive(tmp_path)
+        reader, writer = await asyncio.open_unix_connection(str(tmp_path / ".supervisor.sock"))
+        writer.write(b'{"start": 5}\nnot json\n')
+        assert await reader.read() == b""  # dropped
+        writer.close()
+        await writer.wait_closed()
+        assert supervisors_alive(tmp_path) == [supervisor]
+        assert await run(ex, launch(tmp_path, 2, "true")) == Ended(0, "exit 0")
+    finally:
+        await ex.aclose()
+        kill_job_processes(tmp_path)
