@@ -440,9 +440,11 @@ class Agent:
             # a job the poller took back (held too long, or its poller stopping) is not ours
             # to accept any more
             if any(e.item.state is not JobState.HELD for e in self._waiting):
-                kept = [e for e in self._waiting if e.item.state is JobState.HELD]
+                kept = []
                 for entry in self._waiting:
-                    if entry.item.state is not JobState.HELD:
+                    if entry.item.state is JobState.HELD:
+                        kept.append(entry)
+                    else:
                         self._batch_of.pop(entry.item.id, None)
                 self._waiting = kept
             if self._intending:
