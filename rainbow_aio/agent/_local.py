@@ -484,11 +484,8 @@ _start_time = _supervisor.start_time
 
 
 def _parent(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_bytes()
-    except OSError:
-        return None
-    return int(stat[stat.rfind(b")") + 2 :].split()[1])
+    fields = _supervisor.stat_fields(pid)
+    return None if fields is None else int(fields[1])
 
 
 def _alive(pid: int, start: int, folder: Path) -> bool:

@@ -61,16 +61,22 @@ _SPAWN_FLAGS: Final = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
 _DEVNULL: Final = os.devnull
 
 
-def start_time(pid: int) -> int | None:
-    """The process's start time in clock ticks since boot; None if it is gone or a
-    zombie (it ended, nobody reaped it yet)."""
+def stat_fields(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (state first, then the
+    parent's pid...); None if the process is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
             stat = f.read()
     except OSError:
         return None
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    if fields[0] == b"Z":
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot; None if it is gone or a
+    zombie (it ended, nobody reaped it yet)."""
+    fields = stat_fields(pid)
+    if fields is None or fields[0] == b"Z":
         return None
     return int(fields[19])
 
