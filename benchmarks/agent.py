@@ -28,6 +28,7 @@ Correctness: every job finished exactly once in the journal, none left on the se
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import sqlite3
@@ -231,15 +232,11 @@ def _jobs_base() -> Path:
     return base
 
 
-_FS_COSTS: dict[Path, float] = {}
-
-
+@functools.cache
 def _fs_costs() -> dict[Path, float]:
-    """Microseconds to make a job's folder and its three files, in both places."""
-    if not _FS_COSTS:
-        for base in dict.fromkeys((_work_base(), _jobs_base())):
-            _FS_COSTS[base] = round(fs_cost(base), 1)
-    return _FS_COSTS
+    """Microseconds to make a job's folder and its three files, in both places
+    (measured once per run)."""
+    return {base: round(fs_cost(base), 1) for base in dict.fromkeys((_work_base(), _jobs_base()))}
 
 
 def fs_cost(base: Path, jobs: int = 300) -> float:
