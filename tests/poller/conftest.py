@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
+from support.waiting import wait_until as support_wait_until
 
 from rainbow_aio import RainbowClient, RainbowServer
 
@@ -58,12 +59,7 @@ async def wait_until(
 
     For conditions on counters (stats, queue sizes) that no event announces.
     """
-    try:
-        async with asyncio.timeout(within):
-            while not condition():  # noqa: ASYNC110 - counters have no event to wait on
-                await asyncio.sleep(0.002)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
+    await support_wait_until(condition, within=within, what=what, every=0.002)
 
 
 MakeCluster = Callable[..., Awaitable[Cluster]]

@@ -13,12 +13,12 @@ import random
 import signal
 import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pytest
+from support.waiting import wait_until
 
 from rainbow_aio import PollerOptions, RainbowClient, Shutdown
 from rainbow_aio.agent import (
@@ -84,17 +84,6 @@ class Site:
             if isinstance(exc, JournalCorruptError):
                 raise
             return {}
-
-
-async def wait_until(
-    condition: Callable[[], bool], *, within: float = 30.0, what: str = "condition"
-) -> None:
-    try:
-        async with asyncio.timeout(within):
-            while not condition():  # noqa: ASYNC110 - counters have no event to wait on
-                await asyncio.sleep(0.01)
-    except TimeoutError:
-        pytest.fail(f"timed out waiting for {what}")
 
 
 @contextlib.asynccontextmanager
