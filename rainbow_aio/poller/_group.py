@@ -34,10 +34,6 @@ from ._run import JobSource
 
 __all__ = ["DEFAULT_IDLE_POLLS_PER_SECOND", "PollerGroup"]
 
-# clusters of a group entered whose first polls go out at once (within the idle budget's
-# own burst of a tenth of its rate)
-_FIRST_AT_ONCE = 50
-
 DEFAULT_IDLE_POLLS_PER_SECOND = 500.0
 """The default budget of a group's idle polls: well within what the embedded server (and
 the Go server) answer, whatever the number of clusters."""
@@ -58,14 +54,15 @@ class PollerGroup(JobSource):
     client's channel, one task each, and the merged queue. ``add()`` and ``remove()``
     change the clusters while the group runs. At most ``max_concurrent_polls`` (128)
     RequestJobs of the group are in flight at once, so a slow server faces a bounded
-    load and memory stays bounded; the first 50 clusters poll at once, and the first polls
-    of the others are spread over ``min_interval``
-    per hundred clusters (at most ``max_interval``), so a large group does not start
-    with a burst.
+    load and memory stays bounded. When the group is entered, the first
+    ``max_concurrent_polls`` clusters poll at once (within that bound), and the first
+    polls of the others are spread over ``min_interval`` per hundred clusters (at most
+    ``max_interval``), so a large group does not start with a burst.
 
     Idle polling has a budget for the whole group: at most ``idle_polls_per_second``
-    (500) polls a second that follow a poll which found nothing (or the first poll of a
-    cluster), however many clusters the group has: clusters that found jobs in the last
+    (500) polls a second that follow a poll which found nothing (or that are the first
+    poll of a cluster other than those first ``max_concurrent_polls``), however many
+    clusters the group has: clusters that found jobs in the last
     minute first, while the others keep at least a fifth of the budget (none starves). A
     cluster being drained (its last poll found new jobs) polls again without waiting for
     it. So a job submitted to one of N idle clusters waits about
@@ -214,22 +211,31 @@ class PollerGroup(JobSource):
         self._tg = tg
         self._limiter = asyncio.Semaphore(self._max_polls)
         self._phase = RUNNING
-        # the first _FIRST_AT_ONCE clusters poll at once (a small group hands out its
-        # first jobs as soon as a single poller would); the others' first polls are
-        # spread: at most about 100 per min_interval, within max_interval
+        # The first max_concurrent_polls clusters poll at once, bounded by the limiter
+        # alone: a group drains its clusters' backlogs from the start as fast as one
+        # poller per cluster would (spreading them, or making them wait for the idle
+        # budget, held a short drain of 100 clusters back for a quarter of a second).
+        # The others' first polls are idle polls, spread: at most about 100 per
+        # min_interval, within max_interval.
         opts = self._opts
         spread = min(opts.max_interval, opts.min_interval * max(1.0, len(self._members) / 100))
         for index, member in enumerate(self._members.values()):
-            self._start_member(member, spread if index >= _FIRST_AT_ONCE else 0.0)
+            if index < self._max_polls:
+                self._start_member(member, 0.0, unbudgeted=True)
+            else:
+                self._start_member(member, spread)
         return self
 
-    def _start_member(self, member: ClusterPoller, spread: float) -> None:
+    def _start_member(
+        self, member: ClusterPoller, spread: float, *, unbudgeted: bool = False
+    ) -> None:
         assert self._tg is not None
         member.start(
             self._tg,
             limiter=self._limiter,
             budget=self._budget,
             first_delay=random.random() * spread,
+            first_unbudgeted=unbudgeted,
         )
 
     def halt(self) -> None:

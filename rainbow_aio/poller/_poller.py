@@ -137,6 +137,7 @@ class ClusterPoller:
         "_fatal",
         "_fatal_seen",
         "_first_delay",
+        "_first_unbudgeted",
         "_holder",
         "_jobs_listed",
         "_last_error",
@@ -177,6 +178,7 @@ class ClusterPoller:
         self._limiter: asyncio.Semaphore | None = None
         self._budget: IdleBudget | None = None
         self._first_delay = 0.0
+        self._first_unbudgeted = False
         self._last_found: float | None = None  # loop time of the last poll with new jobs
         self._record_poll: Callable[[float], None] | None = None  # telemetry, if on
         self._holder: Holder | None = None
@@ -279,16 +281,19 @@ class ClusterPoller:
         limiter: asyncio.Semaphore | None = None,
         budget: IdleBudget | None = None,
         first_delay: float = 0.0,
+        first_unbudgeted: bool = False,
     ) -> None:
         """Join the cluster's ledger and start polling in ``tg``: the first poll after
         ``first_delay`` seconds, every poll holding ``limiter`` (a group's bound on polls
-        in flight) if given, and every idle poll (the first, and those after a poll that
-        found nothing new or failed) waiting for its turn in ``budget`` if given."""
+        in flight) if given, and every idle poll (the first, unless ``first_unbudgeted``,
+        and those after a poll that found nothing new or failed) waiting for its turn in
+        ``budget`` if given."""
         if self._phase != NEW:
             raise RuntimeError("a cluster poller can be started only once")
         self._limiter = limiter
         self._budget = budget
         self._first_delay = first_delay
+        self._first_unbudgeted = first_unbudgeted
         telemetry = load_telemetry() if self.client.telemetry_enabled else None
         record_accept = None
         if telemetry is not None:
@@ -368,7 +373,7 @@ class ClusterPoller:
         backoff = 0.0
         delay = self._first_delay
         denials = 0
-        idle = True  # no poll yet found new jobs
+        idle = not self._first_unbudgeted  # no poll yet found new jobs
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import random
 from collections import Counter
 
 import pytest
@@ -214,3 +215,30 @@ async def test_a_small_group_polls_at_once_when_entered(
         async with asyncio.timeout(10):
             taken = {(await group.get()).cluster for _ in range(9)}
     assert taken == {c.name for c in clusters}
+
+
+async def test_the_first_max_concurrent_polls_clusters_poll_at_once_and_the_rest_wait(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When a group is entered, its first ``max_concurrent_polls`` clusters poll at once,
+    waiting neither for a spread nor for the idle budget (here one poll a minute); the
+    first polls of the others are spread (here: all of min_interval, 60 s)."""
+    clusters = [await make_cluster(jobs=2) for _ in range(12)]
+    group = rainbow_client.poll_many(
+        {c.name: c.secret for c in clusters},
+        max_concurrent_polls=8,
+        idle_polls_per_second=1 / 60,
+        min_interval=60,
+        max_interval=60,
+    )
+    with monkeypatch.context() as patch:
+        patch.setattr(random, "random", lambda: 1.0)  # a spread first poll waits it all out
+        await group.__aenter__()
+    try:
+        async with asyncio.timeout(10):
+            taken = [await group.get() for _ in range(16)]
+        assert {j.cluster for j in taken} == {c.name for c in clusters[:8]}
+        assert all(await asyncio.gather(*(j.accept() for j in taken)))
+        assert [group.stats[c.name].polls for c in clusters[8:]] == [0] * 4
+    finally:
+        await group.__aexit__(None, None, None)
