@@ -221,6 +221,8 @@ def batches(d: dict[str, Any]) -> str:
             return None, None
         if mode == "baseline":
             return None, sum(r["rpcs"] for r in rs) / jobs
+        if mode == "bare":  # no poller: the loop counts its own calls and listed jobs
+            return sum(r["jobs_listed"] for r in rs) / jobs, sum(r["rpcs"] for r in rs) / jobs
         listed = sum(r["poller_stats"]["jobs_listed"] for r in rs)
         calls = sum(r["poller_stats"]["polls"] + r["poller_stats"]["accept_calls"] for r in rs)
         return listed / jobs, calls / jobs

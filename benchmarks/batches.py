@@ -6,7 +6,13 @@ call) drains an identical one on the same server, the modes taking turns going f
 
 - ``loop``: ``async for batch in source.batches(max_size=M): for job in await
   batch.accept(): ...`` (one consumer);
-- ``run``: ``await source.run(handler, batch_size=M, concurrency=8)``.
+- ``run``: ``await source.run(handler, batch_size=M, concurrency=8)``;
+- ``bare``: no library, the floor of any grpc.aio client: one channel and a task per
+  cluster looping "RequestJobs(maxJobs=M), parse each job's JSON, AcceptJobs(its ids)"
+  until a listing is empty. It keeps none of the library's promises (no retries, no
+  record of what is in flight, no hand-over to consumers); it shows what two calls per
+  ``M`` jobs cost on this machine, so that a target below it is known to be out of reach
+  of an asyncio gRPC client here.
 
 ``source`` is a ``Poller`` for one cluster and a ``PollerGroup`` for many, at the cell's
 ``max_jobs``, every other option at its default, and ``M = max_jobs``. Each run is timed
@@ -23,6 +29,7 @@ else accepted, every accept succeeded and nothing is left waiting on the server.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +62,7 @@ def baseline(params: dict[str, Any]) -> dict[str, Any]:
 
 async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
     p = SIZES[ctx.size]
-    modes = ["baseline", *FORMS]
+    modes = ["baseline", *FORMS, "bare"]
     if ctx.client_tree is not None:
         modes += [f"{form}_before" for form in FORMS]
     plan = []  # (cell, rep, mode) in run order: each mode takes its turn going first
@@ -87,7 +94,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 "total": sum(len(loaded[c]) for c in cs),
             }
             tree = ctx.client_tree if mode.endswith("_before") else None
-            role = "baseline" if mode == "baseline" else "drain"
+            role = mode if mode in ("baseline", "bare") else "drain"
             label = f"{mode} {kind} {clusters}x{max_jobs} rep {rep}"
             s0 = H.process_cpu(server.pid)
             res = await H.run_worker(
@@ -100,7 +107,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                             f"{NAME}-{mode}-{kind}-{clusters}x{max_jobs}-{rep}", ".pyspy.txt"
                         )
                     )
-                    if ctx.profile and mode != "baseline"
+                    if ctx.profile and role == "drain"
                     else None
                 ),
                 tree=tree,
@@ -111,7 +118,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
                 label,
                 res,
                 tree=tree,
-                library=role != "baseline",
+                library=role == "drain",
                 address=server.address,
                 creds={c: creds[c] for c in cs},
                 loaded={c: loaded[c] for c in cs},
@@ -279,3 +286,58 @@ async def drain(params: dict[str, Any]) -> dict[str, Any]:
         "poller_stats": stats_totals(H.jsonable(source.stats)),
         "rainbow_aio_path": str(Path(rainbow_aio.__file__).parent),
     }
+
+
+async def bare(params: dict[str, Any]) -> dict[str, Any]:
+    """No library: one grpc.aio channel, a task per cluster listing ``max_jobs`` jobs,
+    parsing each job's JSON and accepting the listing's ids, until a listing is empty."""
+    import grpc
+    import orjson
+
+    from rainbow_aio._proto import rainbow_pb2 as pb
+    from rainbow_aio._proto import rainbow_pb2_grpc as pb_grpc
+
+    max_jobs: int = params["max_jobs"]
+    accepted: list[int] = []
+    errors: list[str] = []
+    counters = {"failed_accepts": 0, "rpcs": 0, "jobs_listed": 0}
+    success = pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS
+    async with grpc.aio.insecure_channel(params["address"], options=H.UNLIMITED) as channel:
+        stub = pb_grpc.RainbowSchedulerStub(channel)
+        await channel.channel_ready()
+
+        async def one(cluster: str, secret: str) -> None:
+            try:
+                while True:
+                    listing = await stub.RequestJobs(
+                        pb.RequestJobsRequest(cluster=cluster, secret=secret, maxJobs=max_jobs),
+                        timeout=60,
+                    )
+                    counters["rpcs"] += 1
+                    if not listing.jobs:
+                        return
+                    ids = []
+                    for job_id, text in listing.jobs.items():
+                        _ = orjson.loads(text)["command"]  # what a real consumer reads
+                        ids.append(job_id)
+                    counters["jobs_listed"] += len(ids)
+                    answer = await stub.AcceptJobs(
+                        pb.AcceptJobsRequest(cluster=cluster, secret=secret, jobids=ids),
+                        timeout=60,
+                    )
+                    counters["rpcs"] += 1
+                    if answer.status != success:
+                        counters["failed_accepts"] += 1
+                    accepted.extend(ids)
+            except Exception as exc:
+                errors.append(f"{cluster}: {type(exc).__name__}: {exc}")
+
+        cpu0 = H.cpu_seconds()
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tasks:
+            for cluster, secret in params["secrets"].items():
+                tasks.create_task(one(cluster, secret))
+        seconds = time.perf_counter() - t0
+        cpu = H.cpu_seconds() - cpu0
+    return {"seconds": round(seconds, 4), "cpu_s": round(cpu, 4), "errors": errors,
+            "accepted": accepted, **counters}  # fmt: skip
