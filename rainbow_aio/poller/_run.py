@@ -10,6 +10,8 @@ a cancellation, is one path: no new work, handlers of jobs already accepted fini
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import importlib
 import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -17,6 +19,14 @@ from dataclasses import dataclass, field
 from typing import Final, Literal, TypeVar, overload
 
 import anyio
+
+# anyio loads its asyncio backend (two dozen modules, about 13 ms on a 2-core machine)
+# the first time a task group is made in a running loop: inside the first poller or group
+# entered, on the event loop, before its first poll. Loading it with this package moves
+# that one-time cost to the import, where the rest of the library's (grpc's, protobuf's)
+# already is. The module path is anyio's own: where it moves, it loads lazily as before.
+with contextlib.suppress(ImportError):
+    importlib.import_module("anyio._backends._asyncio")
 
 from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
