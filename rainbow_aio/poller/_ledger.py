@@ -746,7 +746,7 @@ class AcceptLedger:
             if pending is not None and entry in pending:
                 pending.remove(entry)  # never sent: withdraw it
                 self._give_back(entry)
-            # else: on the wire; _accepted() hands it out again if it was taken
+            # else: on the wire; accepted() hands it out again if it was taken
         elif state is ACCEPTED and entry.redelivery == _NOT_NEEDED:
             self._redeliver(entry)  # taken just as its consumers were cancelled
         elif state is HELD:
@@ -922,7 +922,7 @@ class AcceptLedger:
         unsettled = [entry for entry in send.batch if entry.state is ACCEPTING]
         if unsettled and send.began is None:
             # cancelled before it sent anything: the server certainly did not act
-            self._refused(
+            self.refused(
                 unsettled,
                 PollerStoppedError(
                     "the poller closed before this accept was sent; the job was given back",
@@ -931,7 +931,7 @@ class AcceptLedger:
             )
         else:
             for entry in unsettled:
-                self._uncertain(
+                self.uncertain(
                     entry,
                     "the accept was still unanswered when its poller closed (shutdown_timeout)",
                 )
@@ -1000,7 +1000,7 @@ class AcceptLedger:
                 holder.counts.accept_errors += 1
                 holder.counts.last_accept_error = f"{type(exc).__name__}: {exc}"
                 if exc.outcome is CallOutcome.NOT_APPLIED and not maybe_applied:
-                    self._refused(batch, exc)
+                    self.refused(batch, exc)
                     return
                 maybe_applied = maybe_applied or exc.outcome.may_have_acted
                 if isinstance(exc, _DENIALS):
@@ -1043,15 +1043,15 @@ class AcceptLedger:
     ) -> None:
         status = result.status
         if status is AcceptStatus.SUCCESS:
-            self._all_accepted(holder, batch)
+            self.accepted_all(batch)
         elif status is AcceptStatus.PARTIAL and not maybe_applied:
             # nothing of ours can have taken them before: someone else took some of them
             self._other_accepter(holder, "an AcceptJobs it sent came back PARTIAL")
             if len(batch) == 1:
-                self._lost(batch[0])
+                self.lost(batch[0])
             else:
                 for entry in batch:
-                    self._uncertain(
+                    self.uncertain(
                         entry,
                         f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
                         "process took some of them and the answer does not say which",
@@ -1061,10 +1061,10 @@ class AcceptLedger:
             # the cluster, and within it only this ledger did while the call ran, so that
             # earlier attempt took what this one did not
             for entry in batch:
-                self._accepted(entry)
+                self.accepted(entry)
         elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id:
             for entry in batch:
-                self._uncertain(
+                self.uncertain(
                     entry,
                     "AcceptJobs was sent again after its answer was lost and came back "
                     "PARTIAL, and another accepter of this cluster in this process (another "
@@ -1072,24 +1072,15 @@ class AcceptLedger:
                 )
         else:
             for entry in batch:
-                self._uncertain(
+                self.uncertain(
                     entry,
                     "AcceptJobs was sent again after its answer was lost and came back "
                     "PARTIAL: the earlier attempt or another process took the job",
                 )
 
-    def _refused(self, batch: list[Entry], exc: RainbowError) -> None:
-        """The server certainly did not act: the consumers still hold their jobs and
-        ``accept()`` raises ``exc`` (it may be called again)."""
-        for entry in batch:
-            entry.state = HELD
-            entry.error = exc
-            if entry.waiters == 0:
-                self._give_back(entry)
-
     def _unknown(self, batch: list[Entry], exc: BaseException) -> None:
         for entry in batch:
-            self._uncertain(entry, f"AcceptJobs failed and may have taken the job: {exc}", exc)
+            self.uncertain(entry, f"AcceptJobs failed and may have taken the job: {exc}", exc)
 
     def _other_accepter(self, holder: Holder, evidence: str) -> None:
         """Another process accepts jobs of this cluster: in batched mode, that breaks the
@@ -1109,10 +1100,10 @@ class AcceptLedger:
             _PER_ID_COOLDOWN,
         )
 
-    # -- settling -----------------------------------------------------------------------
+    # -- settling: how each AcceptJobs call ended ---------------------------------------
 
-    def _all_accepted(self, holder: Holder, batch: list[Entry]) -> None:
-        """``_accepted`` for each job of one call's batch (all of ``holder``)."""
+    def accepted_all(self, batch: list[Entry]) -> None:
+        """``accepted`` for each job of one call's batch (all of one holder)."""
         entries = self.entries
         records = self.records if self.records or self.records.absent_since else None
         ids = []
@@ -1127,21 +1118,24 @@ class AcceptLedger:
             if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
                 self._redeliver(entry)
         self.listings.settled_all(ids)
-        holder.counts.accepted += len(batch)
+        batch[0].holder.counts.accepted += len(batch)
 
-    def _accepted(self, entry: Entry) -> None:
+    def accepted(self, entry: Entry) -> None:
+        """The job is ours (its call's answer says so)."""
         entry.state = ACCEPTED
         self._retire(entry)
         entry.holder.counts.accepted += 1
         if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
             self._redeliver(entry)
 
-    def _lost(self, entry: Entry) -> None:
+    def lost(self, entry: Entry) -> None:
+        """Someone else took the job first."""
         entry.state = LOST
         self._retire(entry)
         entry.holder.counts.lost += 1
 
-    def _uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
+    def uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
+        """Nobody can tell who took the job: ``accept()`` raises AcceptUncertainError."""
         error = AcceptUncertainError(
             f"cannot tell whether job {entry.job.id} is ours: {why}",
             cluster=self.cluster,
@@ -1153,6 +1147,15 @@ class AcceptLedger:
         self._retire(entry)
         entry.holder.counts.uncertain += 1
         log.warning("cluster %r: job %d: %s", self.cluster, entry.job.id, error.message)
+
+    def refused(self, batch: list[Entry], error: RainbowError) -> None:
+        """The server certainly did not act: the consumers still hold their jobs and
+        ``accept()`` raises ``error`` (it may be called again)."""
+        for entry in batch:
+            entry.state = HELD
+            entry.error = error
+            if entry.waiters == 0:
+                self._give_back(entry)
 
     def _redeliver(self, entry: Entry) -> None:
         """An accepted job lost its consumer: hand it out again, already owned."""
