@@ -16,13 +16,16 @@ Internals, as layers (each imports only the ones before it):
 1. ``_options``, ``_errors``, ``_job`` (job states and the ``PolledJob`` handle);
 2. ``_queue``: the bounded queue between pollers and consumers; ``_failures``: failed
    deliveries of jobs not accepted; ``_listings``: listings in flight and tombstones;
-3. ``_ledger``: one accept ledger per (client, cluster), the only owner of a job's state
-   and of everything about accepting (batches, sends, resends, outcomes), built on the
-   two record keepers of layer 2 and on the process-wide record of accepters
-   (``rainbow_aio/_accepters.py``);
-4. ``_run``: the consumer side (iteration, ``run(handler)`` and how it stops);
-5. ``_poller``: one cluster's poll loop, and ``Poller``;
-6. ``_group``: ``PollerGroup``.
+3. ``_sends``: sending a ledger's accepts (windows, batches, resends) and deciding from
+   each AcceptJobs call's outcome how its jobs ended, which it reports to the ledger
+   (it changes no job's state);
+4. ``_ledger``: one accept ledger per (client, cluster), the only owner of a job's state
+   and of everything about accepting, built on the two record keepers of layer 2, on
+   the sender of layer 3 (which it owns), and on the process-wide record of accepters
+   (``rainbow_aio/_accepters.py``; the sender asks it too);
+5. ``_run``: the consumer side (iteration, ``run(handler)`` and how it stops);
+6. ``_poller``: one cluster's poll loop, and ``Poller``;
+7. ``_group``: ``PollerGroup``.
 """
 
 from __future__ import annotations

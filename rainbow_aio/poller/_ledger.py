@@ -3,8 +3,10 @@
 RequestJobs only lists, and AcceptJobs is the only claim. Between the two, this process
 has to remember which listed jobs it already handed out, which accepts are waiting to be
 sent, which are on the wire or being sent again after a lost answer, and how each one
-ended. All of that lives here, in one :class:`AcceptLedger` per (client, cluster), and
-nowhere else:
+ended. All of that lives in one :class:`AcceptLedger` per (client, cluster), and nowhere
+else. The ledger keeps the jobs and their states; the sending of their accepts is done
+by the :class:`~rainbow_aio.poller._sends.AcceptSender` it owns (``_sends.py``), which
+tells it how each call ended and leaves the states to it:
 
 - **entries**: one :class:`Entry` per job in flight (queued, held by a consumer, being
   accepted). Its state changes only in this module. Consumers see it through a
@@ -15,24 +17,24 @@ nowhere else:
   tombstone records the listing counter at the time, hides the id only from listings
   that started no later, and is dropped once no such listing runs.
 - **holders**: each poller (or group member) attaches as a :class:`Holder`, with its
-  secret, its queue, its options, its counters, its pending accept batch and window, and
-  the tasks sending its accepts. Closing a holder flushes its batch, waits up to
-  ``shutdown_timeout`` for its sends, cancels what is left (those accepts are then
-  reported uncertain, never "not accepted"), and releases its held jobs; only then does
-  it detach. The ledger lives while any holder is attached, so a cluster removed and
-  added again while its old poller is still closing gets the same ledger back, with
-  every job in flight still known.
+  queue, its options, its counters, and its outbox at the sender (its secret, its
+  pending accept batch and window, and the tasks sending its accepts). Closing a holder
+  has the sender send its batch, wait up to ``shutdown_timeout`` for its sends and
+  cancel what is left (those accepts are then reported uncertain, never "not
+  accepted"), and releases its held jobs; only then does it detach. The ledger lives
+  while any holder is attached, so a cluster removed and added again while its old
+  poller is still closing gets the same ledger back, with every job in flight still
+  known.
+- **holds**: a job held longer than ``max_hold`` without ``accept()`` or ``release()``
+  is given back (checked in sweeps, one timer per ledger).
 - **failed deliveries**: a job released because its consumer failed is hidden from
   listings for a growing, jittered delay, and after ``max_deliveries`` failures for good
   (in this process; it stays on the server).
-- **per_id**: set once another accepter is detected in batched mode; from then on every
-  accept of this cluster goes out alone.
-
-How an accept ends is decided from the call's outcome alone (``CallOutcome``): a failure
-that certainly did not act gives the job back to its consumer (``accept()`` raises the
-error, the job is still held); one that may have acted is sent again until an answer
-comes (when the error is retryable) or is reported uncertain; an answer settles every job
-of the call.
+- **settling**: what the sender reports becomes states here. An accepted job leaves the
+  ledger, and is handed out again, already owned, if its consumers were all cancelled
+  meanwhile; a lost or uncertain one leaves it too; each is hidden from the listings
+  still running. The jobs of a call that certainly did not act go back to their
+  consumers, who get the call's error from ``accept()`` and still hold them.
 """
 
 from __future__ import annotations
@@ -43,14 +45,13 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable, Collection, Container, Iterable, Sequence
+from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Protocol
+from typing import Any, Protocol
 
 from .. import _accepters
-from .._exceptions import DeniedError, MissingCredentialError, RainbowError
-from .._models import AcceptResult, AcceptStatus, Job, JobListing
-from .._outcome import CallOutcome
+from .._exceptions import RainbowError
+from .._models import Job, JobListing
 from ._errors import AcceptUncertainError, JobReleasedError, PollerStoppedError
 from ._failures import FailureRecords
 from ._job import (
@@ -66,19 +67,13 @@ from ._job import (
     PolledJob,
 )
 from ._listings import ListingClock
-from ._options import AcceptMode, PollerOptions
+from ._options import PollerOptions
 from ._queue import JobQueue
+from ._sends import AcceptSender, Outbox, SendClient, resolve_when_all
 
 __all__ = ["AcceptClient", "AcceptCounts", "AcceptLedger", "Entry", "Holder", "attach"]
 
 log = logging.getLogger("rainbow_aio.poller")
-
-# first wait before an AcceptJobs whose outcome is unknown is sent again (then doubling)
-_RESEND_BACKOFF: Final = 0.05
-
-
-# seconds the batched mode sends one id per call after it saw another accepter
-_PER_ID_COOLDOWN: Final = 60.0
 
 # Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
 # (_IN_QUEUE), or will be once its retry delay is over (_WAITING)
@@ -86,13 +81,10 @@ _NOT_NEEDED, _IN_QUEUE, _CLAIMED, _WAITING = 0, 1, 2, 3
 
 _GIVEN_BACK = (RELEASED, DROPPED)
 
-# answers that refuse a repeated accept before the server acts: a wrong secret, or the Go
-# server's false "request denied" under load; repeated up to denied_attempts in a row
-_DENIALS = (DeniedError, MissingCredentialError)
 
-
-class AcceptClient(Protocol):
-    """What the ledger and the pollers need from :class:`~rainbow_aio.RainbowClient`."""
+class AcceptClient(SendClient, Protocol):
+    """What the ledger and the pollers need from :class:`~rainbow_aio.RainbowClient`
+    (``accept_jobs()``, for the sender, with it)."""
 
     @property
     def telemetry_enabled(self) -> bool: ...
@@ -110,19 +102,11 @@ class AcceptClient(Protocol):
         timeout: float | None = ...,  # noqa: ASYNC109
     ) -> JobListing: ...
 
-    async def accept_jobs(
-        self,
-        cluster: str,
-        secret: str,
-        job_ids: Iterable[int],
-        *,
-        timeout: float | None = ...,  # noqa: ASYNC109
-    ) -> AcceptResult: ...
-
 
 @dataclass(slots=True)
 class AcceptCounts:
-    """A holder's job counters; written only by its ledger, read by its poller."""
+    """A holder's job counters; written only by its ledger (the AcceptJobs call counters
+    by the ledger's sender), read by its poller."""
 
     handed_out: int = 0
     accepted: int = 0
@@ -235,15 +219,9 @@ class Holder:
         "ledger",
         "opts",
         "orphans",
-        "pending",
-        "pending_done",
+        "outbox",
         "queue",
-        "record_accept",
         "retries",
-        "secret",
-        "sends",
-        "stopping",
-        "timer",
         "unhandled",
     )
 
@@ -256,19 +234,13 @@ class Holder:
         record_accept: Callable[[float], None] | None = None,
     ) -> None:
         self.ledger = ledger
-        # reports how long each AcceptJobs of this holder took (telemetry), if given
-        self.record_accept = record_accept
-        self.secret = secret
         self.queue = queue
         self.opts = opts
         self.counts = AcceptCounts()
-        # accepts waiting for the window (batched mode), the future of the call that will
-        # carry them, and the window's timer
-        self.pending: list[Entry] | None = None
-        self.pending_done: asyncio.Future[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        # tasks sending this holder's accepts (resends included)
-        self.sends: set[asyncio.Task[None]] = set()
+        # what the ledger's sender keeps of this holder's accepts on their way: its
+        # secret, its pending batch and window, the tasks sending them; record_accept
+        # (telemetry), if given, is told how long each of its AcceptJobs took
+        self.outbox: Outbox[Entry] = Outbox(secret, opts, self.counts, record_accept)
         # accepted jobs put back in the queue for want of a consumer, until one takes them
         self.orphans: set[Entry] | None = None
         # accepted jobs whose handler failed, waiting out their retry delay
@@ -277,8 +249,12 @@ class Holder:
         self.unhandled: list[Job] = []
         # how long accept() waits for an answer before it says uncertain
         self.accept_timeout = opts.accept_timeout or 2 * ledger.client.timeout
-        self.stopping = False  # no more polling: accepts go out at once
         self.closed = False  # detached: its jobs can no longer be accepted
+
+    @property
+    def sends(self) -> set[asyncio.Task[None]]:
+        """The tasks sending this holder's accepts (resends included)."""
+        return self.outbox.sends
 
     def track(self, jobs: Sequence[Job], found: int) -> None:
         """A listing found ``jobs`` waiting: record them and queue them."""
@@ -317,10 +293,8 @@ class AcceptLedger:
         "hold_sweep",
         "holders",
         "listings",
-        "per_id_until",
         "records",
-        "send_sizes",
-        "sends_settled",
+        "sender",
     )
 
     def __init__(self, client: AcceptClient, cluster: str) -> None:
@@ -332,14 +306,15 @@ class AcceptLedger:
         # the timer of the next check of holds against max_hold, while jobs are held
         self.hold_sweep: asyncio.TimerHandle | None = None
         self.holders: set[Holder] = set()
-        # monotonic time until which the batched mode sends one id per call
-        self.per_id_until = 0.0
-        # the number of ids of each AcceptJobs call started and not yet settled (resends
-        # included), and the future that resolves when the next of those calls settles
-        self.send_sizes: list[int] = []
-        self.sends_settled: asyncio.Future[None] | None = None
+        # sends the accepts, and reports to this ledger how each call ended
+        self.sender: AcceptSender[Entry] = AcceptSender(self, client, cluster)
         # this ledger accepts for the cluster for as long as it lives
         _accepters.enter(cluster, self)
+
+    @property
+    def per_id(self) -> bool:
+        """Whether the batched mode sends one id per call now (another accepter seen)."""
+        return self.sender.per_id
 
     # -- listings -----------------------------------------------------------------------
 
@@ -436,8 +411,7 @@ class AcceptLedger:
         holder.queue.put_all(new)
 
     def stop_holder(self, holder: Holder) -> None:
-        holder.stopping = True
-        self._flush(holder)
+        self.sender.stop(holder.outbox)
         for entry in self._entries_of(holder):
             if entry.state is QUEUED:
                 entry.state = DROPPED
@@ -446,12 +420,7 @@ class AcceptLedger:
                 holder.counts.released += 1
 
     async def settle_holder(self, holder: Holder) -> None:
-        self._flush(holder)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + holder.opts.shutdown_timeout
-        # accepts requested while this waits are sent at once and waited for too
-        while holder.sends and (remaining := deadline - loop.time()) > 0:
-            await asyncio.wait(set(holder.sends), timeout=remaining)
+        await self.sender.settle(holder.outbox)
 
     async def close_holder(self, holder: Holder) -> None:
         if holder.closed:
@@ -459,11 +428,7 @@ class AcceptLedger:
         self.stop_holder(holder)
         await self.settle_holder(holder)
         holder.closed = True  # from here on, accept() raises PollerStoppedError
-        if holder.sends:
-            sends = set(holder.sends)
-            for task in sends:
-                task.cancel()  # each reports its jobs uncertain as it ends
-            await asyncio.gather(*sends, return_exceptions=True)
+        await self.sender.cancel(holder.outbox)
         for entry in self._entries_of(holder):
             if entry.state is HELD:
                 self._give_back(entry)
@@ -564,16 +529,7 @@ class AcceptLedger:
                 entry.error = None
                 mine.append(entry)
         for holder, batch in requested.items():
-            if self._per_id(holder):
-                for entry in batch:
-                    entry.done = self._spawn(holder, [entry])
-            else:
-                size = holder.opts.accept_batch_size
-                for start in range(0, len(batch), size):
-                    chunk = batch[start : start + size]
-                    done = self._spawn(holder, chunk)
-                    for entry in chunk:
-                        entry.done = done
+            self.sender.send_now(holder.outbox, batch)
         waiting = [entry for entry in entries if entry.state is ACCEPTING]
         timed_out: list[Entry] = []
         if waiting:
@@ -600,7 +556,7 @@ class AcceptLedger:
                 raise self._closed_error(entry)
             entry.state = ACCEPTING
             entry.error = None
-            entry.done = self._request(holder, entry)
+            self.sender.request(holder.outbox, entry)
         elif state is not ACCEPTING:
             outcome = self._outcome(entry)
             if isinstance(outcome, bool):
@@ -742,11 +698,9 @@ class AcceptLedger:
         """Every consumer waiting in ``accept()`` for ``entry`` was cancelled."""
         state = entry.state
         if state is ACCEPTING:
-            pending = entry.holder.pending
-            if pending is not None and entry in pending:
-                pending.remove(entry)  # never sent: withdraw it
-                self._give_back(entry)
-            # else: on the wire; _accepted() hands it out again if it was taken
+            if self.sender.withdraw(entry.holder.outbox, entry):
+                self._give_back(entry)  # never sent
+            # else: on the wire; accepted() hands it out again if it was taken
         elif state is ACCEPTED and entry.redelivery == _NOT_NEEDED:
             self._redeliver(entry)  # taken just as its consumers were cancelled
         elif state is HELD:
@@ -846,273 +800,10 @@ class AcceptLedger:
             cluster=self.cluster,
         )
 
-    # -- sending accepts ----------------------------------------------------------------
+    # -- settling: how each AcceptJobs call ended ---------------------------------------
 
-    @property
-    def per_id(self) -> bool:
-        """Whether the batched mode sends one id per call now (another accepter seen)."""
-        return time.monotonic() < self.per_id_until
-
-    def _per_id(self, holder: Holder) -> bool:
-        return holder.opts.accept_mode is AcceptMode.SHARED or time.monotonic() < self.per_id_until
-
-    def _request(self, holder: Holder, entry: Entry) -> asyncio.Future[None]:
-        """Send ``entry``'s accept, alone or with the others of the window; the future of
-        the call that will carry it."""
-        if self._per_id(holder):
-            return self._spawn(holder, [entry])
-        if holder.pending is None or holder.pending_done is None:
-            holder.pending = []
-            holder.pending_done = asyncio.get_running_loop().create_future()
-        done = holder.pending_done
-        holder.pending.append(entry)
-        if holder.stopping or len(holder.pending) >= holder.opts.accept_batch_size:
-            self._flush(holder)
-        elif holder.timer is None:
-            holder.timer = asyncio.get_running_loop().call_later(
-                holder.opts.accept_window, self._flush, holder
-            )
-        return done
-
-    def _flush(self, holder: Holder) -> None:
-        if holder.timer is not None:
-            holder.timer.cancel()
-            holder.timer = None
-        batch, holder.pending = holder.pending, None
-        done, holder.pending_done = holder.pending_done, None
-        if not batch:
-            if done is not None and not done.done():
-                done.set_result(None)  # every accept of the window was withdrawn
-            return
-        if self._per_id(holder):
-            # one call per job: each its own future; the window's resolves once all did
-            calls = [self._spawn(holder, [entry]) for entry in batch]
-            for entry, call in zip(batch, calls, strict=True):
-                entry.done = call
-            if done is not None:
-                _resolve_when_all(done, calls)
-        else:
-            self._spawn(holder, batch, done)
-
-    def _spawn(
-        self, holder: Holder, batch: list[Entry], done: asyncio.Future[None] | None = None
-    ) -> asyncio.Future[None]:
-        """Start the AcceptJobs call for ``batch``; ``done`` (made if not given) resolves
-        once the call has settled every job of it.
-
-        The jobs are settled by a callback of the send task, not by the task's own code:
-        a task cancelled before its first step never runs a line of its coroutine, and its
-        jobs must be settled all the same (given back if nothing was sent)."""
-        loop = asyncio.get_running_loop()
-        if done is None:
-            done = loop.create_future()
-        send = _Send(batch, done)
-        task = loop.create_task(self._send(holder, send))
-        holder.sends.add(task)
-        task.add_done_callback(holder.sends.discard)
-        size = len(batch)
-        self.send_sizes.append(size)
-        task.add_done_callback(lambda _: self._send_ended(holder, send, size))
-        return done
-
-    def _send_ended(self, holder: Holder, send: _Send, size: int) -> None:
-        """The send task ended, however: settle what it left unsettled, wake its waiters."""
-        if holder.record_accept is not None and send.began is not None:
-            holder.record_accept(time.perf_counter() - send.began)
-        unsettled = [entry for entry in send.batch if entry.state is ACCEPTING]
-        if unsettled and send.began is None:
-            # cancelled before it sent anything: the server certainly did not act
-            self._refused(
-                unsettled,
-                PollerStoppedError(
-                    "the poller closed before this accept was sent; the job was given back",
-                    cluster=self.cluster,
-                ),
-            )
-        else:
-            for entry in unsettled:
-                self._uncertain(
-                    entry,
-                    "the accept was still unanswered when its poller closed (shutdown_timeout)",
-                )
-        if not send.done.done():
-            send.done.set_result(None)
-        self.send_sizes.remove(size)
-        settled, self.sends_settled = self.sends_settled, None
-        if settled is not None and not settled.done():
-            settled.set_result(None)
-
-    def _sending_listings(self, listing: int, calls: int, ids: int) -> bool:
-        """Whether at least ``calls`` AcceptJobs calls on the wire each carry a listing's
-        worth of ids (``listing``, and more than one), ``ids`` or more in all."""
-        big = [n for n in self.send_sizes if n > 1 and n >= listing]
-        return len(big) >= calls and sum(big) >= ids
-
-    async def wait_for_sends(self, listing: int, calls: int, ids: int, at_most: float) -> None:
-        """Return once fewer than ``calls`` AcceptJobs calls carrying a listing's worth of
-        ids each (``ids`` in all) are on the wire, or after ``at_most`` seconds."""
-        if not self._sending_listings(listing, calls, ids):
-            return
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + at_most
-        while self._sending_listings(listing, calls, ids):
-            left = deadline - loop.time()
-            if left <= 0:
-                return
-            if self.sends_settled is None:
-                self.sends_settled = loop.create_future()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self.sends_settled), left)
-
-    async def _send(self, holder: Holder, send: _Send) -> None:
-        """Accept ``batch`` with one AcceptJobs and settle each job from the outcome.
-
-        A failure that certainly did not act hands the jobs back to their consumers. One
-        that may have acted is sent again (with backoff): SUCCESS then proves the jobs
-        ours; PARTIAL means some were already gone, which in batched mode (this process
-        the only accepter) means the lost attempt took them. Without this, a job deleted
-        by a lost attempt would be owned by nobody. A repeat that is refused (denied,
-        busy, not connected) did not act either, so it says nothing about the lost
-        attempt: it is sent again too, except after ``denied_attempts`` refusals in a row
-        that repeating cannot cure (a real denial is permanent; the Go server also gives
-        false ones under load), or once the client is closed. Then, and for whatever is
-        still unsettled when this task ends (cancelled at shutdown), the jobs are
-        uncertain (see ``_send_ended``).
-
-        The inference "PARTIAL after a lost attempt means ours" is made only while this
-        ledger has been the process's only accepter of the cluster since before the first
-        attempt (``_accepters``): another client's poller, or a direct ``accept_jobs()``,
-        could have taken the jobs too, and then the answer is uncertain.
-        """
-        batch = send.batch
-        ids = [entry.job.id for entry in batch]
-        _accepters.current.set(self)  # this task's calls are this ledger's accepts
-        since = _accepters.epoch(self.cluster)
-        send.began = time.perf_counter()
-        maybe_applied = False
-        refusals = 0  # repeats refused in a row with an error repeating cannot cure
-        backoff = 0.0
-        while True:
-            try:
-                result = await self.client.accept_jobs(self.cluster, holder.secret, ids)
-            except RainbowError as exc:
-                holder.counts.accept_calls += exc.attempts or 1
-                holder.counts.accept_errors += 1
-                holder.counts.last_accept_error = f"{type(exc).__name__}: {exc}"
-                if exc.outcome is CallOutcome.NOT_APPLIED and not maybe_applied:
-                    self._refused(batch, exc)
-                    return
-                maybe_applied = maybe_applied or exc.outcome.may_have_acted
-                if isinstance(exc, _DENIALS):
-                    refusals += 1  # real (permanent) or one of the Go server's false ones
-                elif exc.retryable:
-                    refusals = 0
-                else:  # the client is closed, or an answer repeating cannot clear up
-                    self._unknown(batch, exc)
-                    return
-                if refusals >= holder.opts.denied_attempts:
-                    self._unknown(batch, exc)
-                    return
-                log.info(
-                    "cluster %r: AcceptJobs of %d job(s) may or may not have taken "
-                    "them (%s); sending it again to find out",
-                    self.cluster,
-                    len(ids),
-                    exc,
-                )
-                backoff = min(backoff * 2 or _RESEND_BACKOFF, holder.opts.max_interval)
-                await asyncio.sleep(backoff * (0.5 + random.random() / 2))
-                continue
-            except Exception as exc:  # a bug: never guess the outcome
-                log.exception("cluster %r: AcceptJobs failed unexpectedly", self.cluster)
-                self._unknown(batch, exc)
-                return
-            holder.counts.accept_calls += result.attempts
-            alone = _accepters.sole(self.cluster, self, since)
-            self._answered(holder, batch, result, maybe_applied=maybe_applied, alone=alone)
-            return
-
-    def _answered(
-        self,
-        holder: Holder,
-        batch: list[Entry],
-        result: AcceptResult,
-        *,
-        maybe_applied: bool,
-        alone: bool,
-    ) -> None:
-        status = result.status
-        if status is AcceptStatus.SUCCESS:
-            self._all_accepted(holder, batch)
-        elif status is AcceptStatus.PARTIAL and not maybe_applied:
-            # nothing of ours can have taken them before: someone else took some of them
-            self._other_accepter(holder, "an AcceptJobs it sent came back PARTIAL")
-            if len(batch) == 1:
-                self._lost(batch[0])
-            else:
-                for entry in batch:
-                    self._uncertain(
-                        entry,
-                        f"AcceptJobs for {len(batch)} jobs came back PARTIAL: another "
-                        "process took some of them and the answer does not say which",
-                    )
-        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id and alone:
-            # PARTIAL after an attempt that may have acted: only this process accepts for
-            # the cluster, and within it only this ledger did while the call ran, so that
-            # earlier attempt took what this one did not
-            for entry in batch:
-                self._accepted(entry)
-        elif holder.opts.accept_mode is AcceptMode.BATCHED and not self.per_id:
-            for entry in batch:
-                self._uncertain(
-                    entry,
-                    "AcceptJobs was sent again after its answer was lost and came back "
-                    "PARTIAL, and another accepter of this cluster in this process (another "
-                    "client's poller, or a direct accept_jobs() call) may have taken the job",
-                )
-        else:
-            for entry in batch:
-                self._uncertain(
-                    entry,
-                    "AcceptJobs was sent again after its answer was lost and came back "
-                    "PARTIAL: the earlier attempt or another process took the job",
-                )
-
-    def _refused(self, batch: list[Entry], exc: RainbowError) -> None:
-        """The server certainly did not act: the consumers still hold their jobs and
-        ``accept()`` raises ``exc`` (it may be called again)."""
-        for entry in batch:
-            entry.state = HELD
-            entry.error = exc
-            if entry.waiters == 0:
-                self._give_back(entry)
-
-    def _unknown(self, batch: list[Entry], exc: BaseException) -> None:
-        for entry in batch:
-            self._uncertain(entry, f"AcceptJobs failed and may have taken the job: {exc}", exc)
-
-    def _other_accepter(self, holder: Holder, evidence: str) -> None:
-        """Another process accepts jobs of this cluster: in batched mode, that breaks the
-        assumption batching relies on, so the cluster's accepts go out one id per call."""
-        if holder.opts.accept_mode is not AcceptMode.BATCHED:
-            return
-        quiet = time.monotonic() < self.per_id_until
-        self.per_id_until = time.monotonic() + _PER_ID_COOLDOWN
-        if quiet:
-            return
-        log.warning(
-            "cluster %r: another process accepts jobs of this cluster (%s), although the "
-            "batched accept mode assumes it does not; accepts go out one id per call for "
-            "the next %g s (use accept_mode='shared' for clusters shared between processes)",
-            self.cluster,
-            evidence,
-            _PER_ID_COOLDOWN,
-        )
-
-    # -- settling -----------------------------------------------------------------------
-
-    def _all_accepted(self, holder: Holder, batch: list[Entry]) -> None:
-        """``_accepted`` for each job of one call's batch (all of ``holder``)."""
+    def accepted_all(self, batch: list[Entry]) -> None:
+        """``accepted`` for each job of one call's batch (all of one holder)."""
         entries = self.entries
         records = self.records if self.records or self.records.absent_since else None
         ids = []
@@ -1127,21 +818,24 @@ class AcceptLedger:
             if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
                 self._redeliver(entry)
         self.listings.settled_all(ids)
-        holder.counts.accepted += len(batch)
+        batch[0].holder.counts.accepted += len(batch)
 
-    def _accepted(self, entry: Entry) -> None:
+    def accepted(self, entry: Entry) -> None:
+        """The job is ours (its call's answer says so)."""
         entry.state = ACCEPTED
         self._retire(entry)
         entry.holder.counts.accepted += 1
         if entry.waiters == 0:  # its consumers were cancelled while it was on the wire
             self._redeliver(entry)
 
-    def _lost(self, entry: Entry) -> None:
+    def lost(self, entry: Entry) -> None:
+        """Someone else took the job first."""
         entry.state = LOST
         self._retire(entry)
         entry.holder.counts.lost += 1
 
-    def _uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
+    def uncertain(self, entry: Entry, why: str, cause: BaseException | None = None) -> None:
+        """Nobody can tell who took the job: ``accept()`` raises AcceptUncertainError."""
         error = AcceptUncertainError(
             f"cannot tell whether job {entry.job.id} is ours: {why}",
             cluster=self.cluster,
@@ -1153,6 +847,15 @@ class AcceptLedger:
         self._retire(entry)
         entry.holder.counts.uncertain += 1
         log.warning("cluster %r: job %d: %s", self.cluster, entry.job.id, error.message)
+
+    def refused(self, batch: list[Entry], error: RainbowError) -> None:
+        """The server certainly did not act: the consumers still hold their jobs and
+        ``accept()`` raises ``error`` (it may be called again)."""
+        for entry in batch:
+            entry.state = HELD
+            entry.error = error
+            if entry.waiters == 0:
+                self._give_back(entry)
 
     def _redeliver(self, entry: Entry) -> None:
         """An accepted job lost its consumer: hand it out again, already owned."""
@@ -1209,18 +912,6 @@ class AcceptLedger:
         self._forget(entry)
         self.records.forget(entry.job.id)
         self.listings.settled(entry.job.id)
-
-
-class _Send:
-    """One AcceptJobs call of the ledger (with its resends): its jobs, the future that
-    resolves once they are settled, and when it began (None until it sends)."""
-
-    __slots__ = ("batch", "began", "done")
-
-    def __init__(self, batch: list[Entry], done: asyncio.Future[None]) -> None:
-        self.batch = batch
-        self.done = done
-        self.began: float | None = None
 
 
 class _Hidden:
@@ -1289,7 +980,7 @@ async def _all_done(futures: list[asyncio.Future[None]], timeout: float) -> None
     The futures are never cancelled, also not when the caller is."""
     loop = asyncio.get_running_loop()
     waiter: asyncio.Future[None] = loop.create_future()
-    _resolve_when_all(waiter, futures)
+    resolve_when_all(waiter, futures)
     timer = loop.call_later(timeout, _wake, waiter)
     try:
         await waiter
@@ -1300,20 +991,6 @@ async def _all_done(futures: list[asyncio.Future[None]], timeout: float) -> None
 def _wake(waiter: asyncio.Future[None]) -> None:
     if not waiter.done():
         waiter.set_result(None)
-
-
-def _resolve_when_all(done: asyncio.Future[None], calls: list[asyncio.Future[None]]) -> None:
-    """Resolve ``done`` once every future of ``calls`` is resolved."""
-    left = len(calls)
-
-    def one_more(_: asyncio.Future[None]) -> None:
-        nonlocal left
-        left -= 1
-        if left == 0 and not done.done():
-            done.set_result(None)
-
-    for call in calls:
-        call.add_done_callback(one_more)
 
 
 def _again(error: AcceptUncertainError) -> AcceptUncertainError:

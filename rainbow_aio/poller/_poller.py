@@ -383,7 +383,9 @@ class ClusterPoller:
             # skip ids): while that would be most of the listing, wait for an accept first
             # (checked once there is room: a consumer taking a batch makes the room, and
             # starts its accept, just before this poller runs again)
-            await ledger.wait_for_sends(opts.max_jobs, _RELIST_CALLS, _RELIST_IDS, _RELIST_WAIT)
+            await ledger.sender.wait_for_sends(
+                opts.max_jobs, _RELIST_CALLS, _RELIST_IDS, _RELIST_WAIT
+            )
             while not queue.pollable:  # in a group, other clusters' polls may fill it
                 await queue.wait_room()
             if budget is not None and idle:

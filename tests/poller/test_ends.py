@@ -559,7 +559,7 @@ async def test_one_id_per_call_after_another_accepter_lasts_a_cool_down(
 ) -> None:
     """A PARTIAL answer in batched mode sends accepts one id per call for a while, not
     for the rest of the ledger's life."""
-    monkeypatch.setattr("rainbow_aio.poller._ledger._PER_ID_COOLDOWN", 0.2)
+    monkeypatch.setattr("rainbow_aio.poller._sends._PER_ID_COOLDOWN", 0.2)
     cluster = await make_cluster(jobs=2)
     async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as p:
         first = await p.get()
