@@ -198,9 +198,10 @@ class PolledJob:
             pass
 
 
-AcceptTogether = Callable[[Sequence[PolledJob]], Awaitable[list[bool | BaseException | None]]]
-"""Accepts jobs of one batch together; per job: True (owned), False (taken by someone
-else), the exception ``accept()`` would raise, or None (given back before, skipped)."""
+AcceptTogether = Callable[[list[JobEntry]], Awaitable[list[bool | BaseException | None]]]
+"""Accepts the jobs of one batch together, given their ledger entries; per job: True
+(owned), False (taken by someone else), the exception ``accept()`` would raise, or None
+(given back before, skipped)."""
 
 
 class JobBatch(Sequence[PolledJob]):
@@ -255,7 +256,7 @@ class JobBatch(Sequence[PolledJob]):
         """Claim the jobs still held, together; return those this process now owns.
 
         Cancelling the caller never loses a job (see :meth:`PolledJob.accept`)."""
-        outcomes = await self._accept_together(self._jobs)
+        outcomes = await self._accept_together([job._entry for job in self._jobs])
         owned = [job for job, outcome in zip(self._jobs, outcomes, strict=True) if outcome is True]
         if len(owned) == len(self._jobs):
             self._all_owned = True

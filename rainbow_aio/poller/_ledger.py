@@ -47,7 +47,7 @@ import time
 import weakref
 from collections.abc import Callable, Collection, Container, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from .. import _accepters
 from .._exceptions import RainbowError
@@ -64,6 +64,7 @@ from ._job import (
     RELEASED,
     UNCERTAIN,
     JobBatch,
+    JobEntry,
     PolledJob,
 )
 from ._listings import ListingClock
@@ -78,8 +79,6 @@ log = logging.getLogger("rainbow_aio.poller")
 # Entry.redelivery: an accepted job whose consumers were all cancelled is handed out again
 # (_IN_QUEUE), or will be once its retry delay is over (_WAITING)
 _NOT_NEEDED, _IN_QUEUE, _CLAIMED, _WAITING = 0, 1, 2, 3
-
-_GIVEN_BACK = (RELEASED, DROPPED)
 
 
 class AcceptClient(SendClient, Protocol):
@@ -501,12 +500,11 @@ class AcceptLedger:
         return handles
 
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
-        return JobBatch(self.cluster, self.hand_out_all(entries), self._accept_handles)
+        return JobBatch(self.cluster, self.hand_out_all(entries), self._accept_entries)
 
-    async def _accept_handles(self, jobs: Sequence[PolledJob]) -> list[bool | BaseException | None]:
-        # a batch's handles, all made by this ledger (JobBatch.subset() checks membership)
-        entries: list[Entry] = [job._entry for job in jobs]  # type: ignore[misc]
-        return await self.accept_batch(entries)
+    async def _accept_entries(self, entries: list[JobEntry]) -> list[bool | BaseException | None]:
+        # the entries of a batch this ledger handed out (JobBatch.subset() keeps to them)
+        return await self.accept_batch(cast("list[Entry]", entries))
 
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per
