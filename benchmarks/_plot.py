@@ -127,6 +127,7 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
     ax.set_xticks(xs, labels, fontsize=8)
     ax.set_ylabel("CPU µs per job, log (client solid, server stacked, hatched)")
     ax.set_yscale("log")
+    ax.set_ylim(bottom=1)
     ax.set_title("CPU per job (dotted: half the original's client CPU)", fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     ax.set_ylim(top=ax.get_ylim()[1] * 8)
