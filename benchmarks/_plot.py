@@ -58,6 +58,17 @@ def _save(fig: Any, source: str, path: Path) -> Path:
     return path
 
 
+def _plain_numbers(axis: Any) -> None:
+    """Tick labels of a log axis as plain numbers (``20``, not ``2 x 10^1``), at the
+    powers of ten and at 2 and 5 times them."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    plain = FuncFormatter(lambda value, _: f"{value:g}")
+    axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0)))
+    axis.set_major_formatter(plain)
+    axis.set_minor_formatter(plain)
+
+
 def _cells(summary: list[dict[str, Any]]) -> list[tuple[str, int, int]]:
     order = {"short": 0, "steady": 1}
     cells = {(s["kind"], s["clusters"], s["max_jobs"]) for s in summary}
@@ -128,6 +139,7 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
     ax.set_ylabel("CPU µs per job, log (client solid, server stacked, hatched)")
     ax.set_yscale("log")
     ax.set_ylim(bottom=1)
+    _plain_numbers(ax.yaxis)
     ax.set_title("CPU per job (dotted: half the original's client CPU)", fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     ax.set_ylim(top=ax.get_ylim()[1] * 8)
@@ -154,6 +166,7 @@ def _scale(data: dict[str, Any], source: str, path: Path) -> Path:
         ax.set_title(title, fontsize=10)
         if title.startswith("memory"):
             ax.set_yscale("log")
+            _plain_numbers(ax.yaxis)
         ax.grid(True, alpha=0.3)
     axes[0].axhline(500, color="k", linestyle="dotted", linewidth=1)
     axes[0].annotate("budget: 500/s", (n[0], 500), fontsize=7, va="bottom")
@@ -173,6 +186,7 @@ def _first_job(data: dict[str, Any], source: str, path: Path) -> Path:
                     bar.get_height()), ha="center", va="bottom", fontsize=8)  # fmt: skip
     ax.axhline(10, color="k", linestyle="dotted", linewidth=1)
     ax.set_yscale("log")
+    _plain_numbers(ax.yaxis)
     ax.set_ylabel("ms, median (log)")
     ax.set_title("Entering a poller or group with jobs waiting, to its first batch "
                  "(dotted: 10 ms)", fontsize=9)  # fmt: skip
