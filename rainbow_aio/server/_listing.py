@@ -67,9 +67,6 @@ _SUCCESS: Final = pb.RequestJobsResponse(
 # the smallest id SQLite can store: the first piece starts after it
 _BEFORE_ANY_ID: Final = -(2**63)
 
-# One row as the store reads it: id, name, nodes, tasks, command.
-Row = JobRow
-
 
 class AnswerTooLarge(Exception):
     """The answer would be larger than the server allows; nothing was sent."""
@@ -221,7 +218,7 @@ class Listing:
             return PIECE_ROWS
         return min(PIECE_ROWS, self._limit - self._count)
 
-    def add(self, rows: Iterable[Row], asked: int) -> bool:
+    def add(self, rows: Iterable[JobRow], asked: int) -> bool:
         """Encode one piece read with ``LIMIT asked``; True when the answer is complete.
 
         ``rows`` is read one at a time (a cursor) until the names and commands read
@@ -231,7 +228,7 @@ class Listing:
         the jobs encoded so far would pass the size limit, before any more are read.
         """
         self.pieces += 1
-        taken: list[Row] = []
+        taken: list[JobRow] = []
         text = 0  # characters of names and commands read
         full = False
         for row in rows:
