@@ -378,7 +378,7 @@ class AcceptLedger:
                 entry.state = DROPPED
                 self._forget(entry)
                 entry.holder.counts.vanished += 1
-                entry.holder.queue.discard()
+                entry.holder.queue.discard(entry)
         self.records.observe(seen, complete=complete)
 
     # -- holders ------------------------------------------------------------------------
@@ -415,7 +415,7 @@ class AcceptLedger:
             if entry.state is QUEUED:
                 entry.state = DROPPED
                 self._forget(entry)
-                holder.queue.discard()
+                holder.queue.discard(entry)
                 holder.counts.released += 1
 
     async def settle_holder(self, holder: Holder) -> None:
@@ -436,7 +436,7 @@ class AcceptLedger:
         for entry in list(holder.orphans or ()):
             if entry.redelivery == _IN_QUEUE:
                 entry.redelivery = _CLAIMED
-                holder.queue.discard()
+                holder.queue.discard(entry)
                 self._unhandled(entry, "nobody took it again before its poller closed")
         holder.orphans = None
         for entry, timer in list(holder.retries.items()):
@@ -682,7 +682,7 @@ class AcceptLedger:
     def _claim(self, entry: Entry) -> None:
         """A consumer has the accepted job: never hand it out again."""
         if entry.redelivery == _IN_QUEUE:
-            entry.holder.queue.discard()  # its queued copy is no longer deliverable
+            entry.holder.queue.discard(entry)  # its queued copy is no longer deliverable
             self._adopted(entry)
         entry.redelivery = _CLAIMED
 

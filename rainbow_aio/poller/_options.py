@@ -68,9 +68,13 @@ class PollerOptions:
 
     Polling:
 
-    - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight).
+    - ``max_jobs`` (10): new jobs to ask for per poll (on top of those in flight). A
+      cluster polls only while fewer than ``max_jobs`` of its jobs wait in the queue:
+      each listing shows the queued jobs again, so keeping more of them queued would
+      make the server read them over and over. So each cluster keeps fewer than
+      ``2 * max_jobs`` jobs queued; raise it to keep more at hand.
     - ``queue_size`` (100; a group's default is 1,000): listed jobs that may wait for a
-      consumer. While the queue is full, nothing is polled.
+      consumer, all clusters together. While the queue is full, nothing is polled.
     - ``min_interval`` / ``max_interval`` (0.25 s / 5 s): after an empty poll (or an
       error) the wait doubles from ``min_interval`` up to ``max_interval``, each wait
       randomised to between half and all of it; a poll that finds new jobs is followed
@@ -313,8 +317,9 @@ DEFAULTS: PollerOptions = PollerOptions()
 GROUP_QUEUE_SIZE = 1000
 """The default ``queue_size`` of a :class:`PollerGroup`, whose clusters share one queue.
 
-A single poller's 100 slots hold ten polls' worth of jobs at the default ``max_jobs``.
-Shared by tens of clusters, 100 slots are two or three jobs per cluster: polls then
+A single poller keeps fewer than two polls' worth of jobs (``2 * max_jobs``) queued, so
+its 100 slots leave room for a larger ``max_jobs``. Shared by tens of clusters, 100
+slots are two or three jobs per cluster: polls then
 bring back a job or two each (listing the cluster's in-flight jobs again every time),
 and a backlog drains at the pace of consumers waiting for room rather than at the pace
 of the server. A thousand slots keep a poll's worth per cluster for up to a hundred

@@ -46,6 +46,11 @@ class JobQueue(Generic[_Item]):
     the front, and may exceed the bound (there is at most one per cancelled ``accept()``);
     pollers only add listed jobs while there is room.
 
+    Each lane also counts its deliverable jobs (:meth:`waiting`), and a lane's poller
+    can wait until fewer than some number of them wait (:meth:`wait_lane`): a poll lists
+    every job of its cluster still queued again, so a cluster polls only while less than
+    a listing's worth of its jobs waits for a consumer.
+
     ``refill`` (1 for a single poller; a group's) is the room a poll is worth once the
     queue has been full: from then on pollers wait (:meth:`wait_room`) until that many
     slots are free again, and each slot freed wakes at most one poller per ``refill``
@@ -60,6 +65,8 @@ class JobQueue(Generic[_Item]):
     __slots__ = (
         "_closed",
         "_getters",
+        "_lane_live",
+        "_lane_waiters",
         "_lanes",
         "_live",
         "_order",
@@ -82,6 +89,9 @@ class JobQueue(Generic[_Item]):
         self._run = 0
         self._order: deque[Hashable] = deque()  # lanes with items, in turn order
         self._live = 0  # items that will be handed out (dropped ones excluded)
+        self._lane_live: dict[Hashable, int] = {}  # the same, per lane (lanes with items)
+        # pollers waiting for a lane to go below a count (a lane's poller, as a rule)
+        self._lane_waiters: dict[Hashable, list[tuple[int, asyncio.Future[None]]]] = {}
         self._stored = 0  # items in the lanes, dropped ones included
         self._getters: deque[asyncio.Future[None]] = deque()
         self._room_waiters: deque[asyncio.Future[None]] = deque()
@@ -93,6 +103,10 @@ class JobQueue(Generic[_Item]):
     @property
     def room(self) -> int:
         return self.maxsize - self._live
+
+    def waiting(self, lane: Hashable) -> int:
+        """How many deliverable jobs of ``lane`` the queue holds."""
+        return self._lane_live.get(lane, 0)
 
     @property
     def pollable(self) -> bool:
@@ -124,6 +138,7 @@ class JobQueue(Generic[_Item]):
         lane.extend([(run, job) for job in jobs])
         self._stored += len(jobs)
         self._live += len(jobs)
+        self._lane_live[key] = self._lane_live.get(key, 0) + len(jobs)
         if self._live >= self.maxsize and self.refill > 1:
             self._refilling = True
         for _ in jobs:  # one consumer per job, as many puts would wake
@@ -142,11 +157,13 @@ class JobQueue(Generic[_Item]):
         lane.appendleft((-1, job))
         self._stored += 1
         self._live += 1
+        self._lane_live[key] = self._lane_live.get(key, 0) + 1
         self._wake_getter()
 
-    def discard(self) -> None:
-        """One queued job was dropped in place (its state is no longer deliverable)."""
+    def discard(self, item: _Item) -> None:
+        """``item``, queued, was dropped in place (its state is no longer deliverable)."""
         self._live -= 1
+        self._left_lane(item.lane, 1)
         # dropped entries are skipped when taken; compact when they dominate
         if self._stored > 2 * self._live + 64:
             for key in list(self._order):
@@ -198,6 +215,42 @@ class JobQueue(Generic[_Item]):
                 fut.set_result(None)
                 free -= self.refill
 
+    async def wait_lane(self, lane: Hashable, below: int) -> None:
+        """Return once fewer than ``below`` deliverable jobs of ``lane`` are queued (at
+        once if they are)."""
+        if self.waiting(lane) < below:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._lane_waiters.setdefault(lane, []).append((below, fut))
+        try:
+            await fut
+        finally:  # woken (and removed already), or cancelled: remove it
+            waiters = self._lane_waiters.get(lane)
+            if waiters is not None:
+                waiters[:] = [waiter for waiter in waiters if waiter[1] is not fut]
+                if not waiters:
+                    del self._lane_waiters[lane]
+
+    def _left_lane(self, lane: Hashable, count: int) -> None:
+        """``count`` jobs of ``lane`` were taken or dropped: wake its pollers that may
+        poll now."""
+        live = self._lane_live[lane] - count
+        if live:
+            self._lane_live[lane] = live
+        else:
+            del self._lane_live[lane]
+        waiters = self._lane_waiters.get(lane)
+        if waiters is None:
+            return
+        waiting = [(below, fut) for below, fut in waiters if live >= below and not fut.done()]
+        for below, fut in waiters:
+            if live < below and not fut.done():
+                fut.set_result(None)
+        if waiting:
+            self._lane_waiters[lane] = waiting
+        else:
+            del self._lane_waiters[lane]
+
     # consumers
 
     def take(self, most: int = 1, allowed: Callable[[_Item], bool] | None = None) -> list[_Item]:
@@ -224,6 +277,7 @@ class JobQueue(Generic[_Item]):
                 order.rotate(-1)  # the next lane's turn
             if out:
                 self._live -= len(out)
+                self._left_lane(key, len(out))
                 self.wake_room()
                 return out
         return []
@@ -257,6 +311,7 @@ class JobQueue(Generic[_Item]):
                 del lanes[key]
             if out:
                 self._live -= len(out)
+                self._left_lane(key, len(out))
                 self.wake_room()
                 return out
         return []

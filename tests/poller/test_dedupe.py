@@ -31,6 +31,34 @@ async def test_repeated_listings_hand_each_job_out_once(
     assert await waiting(rainbow_client, cluster) == set()
 
 
+async def test_a_slow_consumer_keeps_a_listings_worth_queued_not_the_whole_queue(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """Every poll lists the cluster's queued jobs again (RequestJobs cannot skip ids), so
+    a cluster polls only while fewer than max_jobs of its jobs wait. With a queue twenty
+    times a listing and a consumer slower than the polls, the queue holds less than two
+    listings' worth, and the rows the server reads stay near two per job handed out
+    (filling the queue instead would list every queued job again for each new one)."""
+    cluster = await make_cluster(jobs=200)
+    max_jobs = 5
+    most_queued = 0
+    owned: list[int] = []
+    async with rainbow_client.poller(
+        cluster.name, cluster.secret, max_jobs=max_jobs, queue_size=100, **FAST
+    ) as poller:
+        while len(owned) < 200:
+            job = await poller.get()
+            most_queued = max(most_queued, poller.qsize())
+            assert await job.accept()
+            owned.append(job.id)
+            await asyncio.sleep(0.002)  # the consumer's work: slower than a poll
+        stats = poller.stats
+    assert most_queued < 2 * max_jobs
+    assert stats.jobs_listed <= 3 * stats.handed_out, stats
+    assert sorted(owned) == sorted(cluster.ids)
+    assert await waiting(rainbow_client, cluster) == set()
+
+
 async def test_backlog_of_1000_is_fully_handed_out_with_max_jobs_10(
     rainbow_client: RainbowClient, make_cluster: MakeCluster
 ) -> None:
@@ -66,6 +94,9 @@ async def test_the_queue_never_holds_more_than_its_size(
     async with rainbow_client.poller(
         cluster.name, cluster.secret, max_jobs=5, queue_size=size, **FAST
     ) as poller:
+        # a listing's worth (max_jobs) of the cluster's jobs waiting stops polling
+        await wait_until(lambda: poller.qsize() == 5, what="a listing's worth queued")
+        first = await poller.get()  # four wait: the next poll fills the queue's last 3 slots
         await wait_until(lambda: poller.qsize() == size, what="a full queue")
         # a full queue stops polling: nothing more is listed while nobody consumes
         polls = poller.stats.polls
@@ -78,7 +109,7 @@ async def test_the_queue_never_holds_more_than_its_size(
                 seen.append(poller.qsize())
                 await asyncio.sleep(0.001)
 
-        owned: list[PolledJob] = []
+        owned: list[PolledJob] = [first] if await first.accept() else []
         async with anyio.create_task_group() as tg:
             tg.start_soon(watch)
             while len(owned) < 120:

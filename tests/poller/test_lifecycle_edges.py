@@ -341,7 +341,8 @@ async def test_a_listing_that_misses_rows_neither_loses_jobs_nor_suspects_others
     make_cluster: MakeCluster,
 ) -> None:
     cluster = await make_cluster(jobs=4)
-    async with client.poller(cluster.name, cluster.secret, max_jobs=4, **FAST) as poller:
+    # max_jobs 5: with fewer than a listing's worth queued, the cluster keeps polling
+    async with client.poller(cluster.name, cluster.secret, max_jobs=5, **FAST) as poller:
         await wait_until(lambda: poller.qsize() == 4, what="the jobs queued")
         faults.truncate("RequestJobs", times=1)  # the server "forgets" its rows once
         await wait_until(lambda: poller.stats.vanished == 4, what="the queue emptied")

@@ -221,3 +221,39 @@ async def test_a_listing_skips_the_same_ids_asked_one_by_one_or_all_at_once(
             assert picked == shown[: queue.room]  # as many new ones as there is room for
     finally:
         _accepters.leave(cluster.name, ledger)
+
+
+class _Item:
+    """A queue item of a lane, deliverable until dropped."""
+
+    def __init__(self, lane: str) -> None:
+        self.lane = lane
+        self.deliverable = True
+
+
+async def test_a_lane_counts_its_waiting_jobs_and_wakes_its_pollers_below_a_count() -> None:
+    queue: JobQueue[_Item] = JobQueue(100)
+    a = [_Item("a") for _ in range(5)]
+    queue.put_all(a)
+    queue.put_all([_Item("b") for _ in range(3)])
+    assert (queue.waiting("a"), queue.waiting("b"), queue.waiting("c")) == (5, 3, 0)
+    await asyncio.wait_for(queue.wait_lane("a", 6), 1)  # below already: at once
+    below_4 = asyncio.create_task(queue.wait_lane("a", 4))
+    below_3 = asyncio.create_task(queue.wait_lane("a", 3))
+    cancelled = asyncio.create_task(queue.wait_lane("a", 4))
+    await asyncio.sleep(0)
+    cancelled.cancel()
+    assert queue.take(2) == a[:2]  # a's turn first: 3 left
+    await asyncio.sleep(0)
+    assert below_4.done() and not below_3.done()
+    a[2].deliverable = False  # dropped in place: 2 left
+    queue.discard(a[2])
+    await asyncio.sleep(0)
+    assert below_3.done()
+    assert queue.waiting("a") == 2
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    assert queue.waiting("b") == 3
+    assert len(queue.take(10)) == 3  # b's turn
+    assert queue.take(10) == a[3:]
+    assert (queue.waiting("a"), queue.waiting("b")) == (0, 0)

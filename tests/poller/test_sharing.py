@@ -17,7 +17,7 @@ async def test_two_pollers_of_one_cluster_never_hand_out_the_same_job(
     cluster = await make_cluster(jobs=200)
     owned: dict[str, list[int]] = {"a": [], "b": []}
     lost = 0
-    opts = {"max_jobs": 10, "queue_size": 20, **FAST}
+    opts = {"max_jobs": 20, "queue_size": 20, **FAST}
     async with (
         rainbow_client.poller(cluster.name, cluster.secret, **opts) as pa,
         rainbow_client.poller(cluster.name, cluster.secret, **opts) as pb,

@@ -18,7 +18,9 @@ async def test_jobs_in_the_queue_remain_on_the_server(
     rainbow_client: RainbowClient, make_cluster: MakeCluster
 ) -> None:
     cluster = await make_cluster(jobs=20)
-    async with rainbow_client.poller(cluster.name, cluster.secret, queue_size=50, **FAST) as poller:
+    async with rainbow_client.poller(
+        cluster.name, cluster.secret, max_jobs=20, queue_size=50, **FAST
+    ) as poller:
         await wait_until(lambda: poller.qsize() == 20, what="all 20 queued")
         taken = await poller.get()
         held = await poller.get()
