@@ -23,6 +23,8 @@ _FORM_NAMES = {
     "baseline": "original usage (thread per cluster, channel per call)",
     "loop": "batch loop, one consumer",
     "run": "run(batch_size, concurrency=8)",
+    "run_wide": "run(batch_size, concurrency=one per cluster)",
+    "run_wide_before": "run(), one worker per cluster, before",
     "loop_before": "batch loop, before",
     "run_before": "run(), before",
     "bare": "bare grpc.aio loop, no library",
@@ -89,7 +91,7 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
         (c["kind"], c["clusters"], c["max_jobs"]): c["clusters"] * c["jobs_per_cluster"]
         for c in data["params"]["cells"]
     }
-    forms = [m for m in ("loop", "run", "bare") if any(s["mode"] == m for s in summary)]
+    forms = [m for m in ("loop", "run", "run_wide", "bare") if any(s["mode"] == m for s in summary)]
     by = {(s["kind"], s["clusters"], s["max_jobs"], s["mode"]): s for s in summary}
     labels = [_cell_label(c, jobs) for c in cells]
     xs = list(range(len(cells)))

@@ -7,6 +7,9 @@ call) drains an identical one on the same server, the modes taking turns going f
 - ``loop``: ``async for batch in source.batches(max_size=M): for job in await
   batch.accept(): ...`` (one consumer);
 - ``run``: ``await source.run(handler, batch_size=M, concurrency=8)``;
+- ``run_wide``: the same with ``concurrency`` one per cluster (8 at least), what the
+  batches page gives for many clusters: each of run()'s workers waits out its batch's
+  accept, so with 8 workers at most 8 clusters' accepts are on the wire at once;
 - ``bare``: no library, the floor of any grpc.aio client: one channel and a task per
   cluster looping "RequestJobs(maxJobs=M), parse each job's JSON, AcceptJobs(its ids)"
   until a listing is empty. It keeps none of the library's promises (no retries, no
@@ -42,8 +45,14 @@ NAME = "batches"
 TITLE = "the documented batch loop and run() vs the original bindings' usage"
 GOAL_SPEED = 1.5  # at least this times the original's jobs/s
 GOAL_CPU = 0.5  # at most this times its client CPU per job
-FORMS = ("loop", "run")
+FORMS = ("loop", "run", "run_wide")
 RUN_CONCURRENCY = 8
+
+
+def wide_concurrency(clusters: int) -> int:
+    """run_wide's ``concurrency``: one worker per cluster, ``RUN_CONCURRENCY`` at least."""
+    return max(RUN_CONCURRENCY, clusters)
+
 
 # (kind, clusters, max_jobs) -> jobs per cluster
 SIZES: dict[str, dict[str, Any]] = {
@@ -85,12 +94,16 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             kind, clusters, max_jobs = cell
             cs = cluster_sets[(cell, rep, mode)]
             form = mode.removesuffix("_before")
+            concurrency = RUN_CONCURRENCY
+            if form == "run_wide":
+                form, concurrency = "run", wide_concurrency(clusters)
             params = {
                 "address": server.address,
                 "secrets": {c: creds[c][1] for c in cs},
                 "max_jobs": max_jobs,
                 "batch": max_jobs,
                 "form": form,
+                "concurrency": concurrency,
                 "total": sum(len(loaded[c]) for c in cs),
             }
             tree = ctx.client_tree if mode.endswith("_before") else None
@@ -165,6 +178,7 @@ async def run(ctx: H.RunContext, checks: H.Checks) -> dict[str, Any]:
             "modes": modes,
             "batch": "max_jobs",
             "run_concurrency": RUN_CONCURRENCY,
+            "run_wide_concurrency": "one per cluster, 8 at least",
             "client_tree": None if ctx.client_tree is None else str(ctx.client_tree),
         },
         "preload": note,
@@ -275,7 +289,7 @@ async def drain(params: dict[str, Any]) -> dict[str, Any]:
                     if done_at:
                         await source.stop()
 
-                await source.run(handler, batch_size=size, concurrency=RUN_CONCURRENCY)
+                await source.run(handler, batch_size=size, concurrency=params["concurrency"])
     end_t, end_cpu = done_at[0] if done_at else (time.perf_counter(), H.cpu_seconds())
     return {
         "seconds": round(end_t - t0, 4),
