@@ -245,7 +245,8 @@ async def test_a_lane_counts_its_waiting_jobs_and_wakes_its_pollers_below_a_coun
     cancelled.cancel()
     assert queue.take(2) == a[:2]  # a's turn first: 3 left
     await asyncio.sleep(0)
-    assert below_4.done() and not below_3.done()
+    assert below_4.done()
+    assert not below_3.done()
     a[2].deliverable = False  # dropped in place: 2 left
     queue.discard(a[2])
     await asyncio.sleep(0)
