@@ -377,13 +377,14 @@ class ClusterPoller:
         while True:
             if delay > 0:
                 await asyncio.sleep(delay)
-            while not queue.pollable:
-                await queue.wait_room()
             # a poll lists every queued job of this cluster again (RequestJobs cannot skip
             # ids): wait until less than a listing's worth of them waits for a consumer, so
             # that the rows the server reads per new job stay bounded however slow the
-            # consumers and however large the queue
+            # consumers and however large the queue. Waited for before the room, so that
+            # the room a consumer frees wakes the pollers that can use it.
             await queue.wait_lane(ledger, opts.max_jobs)
+            while not queue.pollable:
+                await queue.wait_room()
             # every job whose accept is on the wire is listed again (RequestJobs cannot
             # skip ids): while that would be most of the listing, wait for an accept first
             # (checked once there is room: a consumer taking a batch makes the room, and
