@@ -24,9 +24,6 @@ _FORM_NAMES = {
     "loop": "batch loop, one consumer",
     "run": "run(batch_size, concurrency=8)",
     "run_wide": "run(batch_size, concurrency=one per cluster)",
-    "run_wide_before": "run(), one worker per cluster, before",
-    "loop_before": "batch loop, before",
-    "run_before": "run(), before",
     "bare": "bare grpc.aio loop, no library",
 }
 
