@@ -132,7 +132,7 @@ class Telemetry:
             "rainbow.poller.queue.depth",
             callbacks=[self._observe_queued],
             unit="{job}",
-            description="Listed jobs waiting in pollers' queues for a consumer",
+            description="Jobs waiting in pollers' queues for a consumer",
         )
 
     # spans

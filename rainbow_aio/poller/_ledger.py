@@ -264,8 +264,9 @@ class Holder:
         self.ledger.stop_holder(self)
 
     def queued(self) -> int:
-        """How many of this holder's jobs wait in its queue."""
-        return self.ledger.queued_of(self)
+        """How many of this holder's jobs wait in its queue for a consumer: listed ones,
+        and accepted ones waiting to be handed out again (the queue keeps the count)."""
+        return self.queue.waiting(self.ledger)
 
     def held(self) -> int:
         """How many of this holder's jobs consumers hold now (handed out, not settled)."""
@@ -393,11 +394,6 @@ class AcceptLedger:
         holder = Holder(self, secret, queue, opts, record_accept)
         self.holders.add(holder)
         return holder
-
-    def queued_of(self, holder: Holder) -> int:
-        return sum(
-            1 for entry in self.entries.values() if entry.holder is holder and entry.state is QUEUED
-        )
 
     def track(self, holder: Holder, jobs: Sequence[Job], found: int) -> None:
         entries = self.entries

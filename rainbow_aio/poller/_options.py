@@ -253,6 +253,8 @@ class PollerStats:
     ================== ==================================================================
 
     State now: ``held`` (jobs handed out and neither accepted nor given back),
+    ``queued`` (jobs waiting in the queue for a consumer: listed ones, and accepted ones
+    to be handed out again),
     ``last_error`` (the latest poll error), ``last_accept_error`` (the latest accept
     error), ``last_poll_latency`` (seconds the latest successful RequestJobs took) and
     ``cluster``. Errors are shown as type and message, never with a secret.
@@ -293,6 +295,9 @@ class PollerStats:
     """The latest accept error (type and message; never a secret)."""
     held: int = 0
     """Jobs consumers hold now: handed out, neither accepted nor given back."""
+    queued: int = 0
+    """Jobs waiting in the queue for a consumer now: listed ones, and accepted ones whose
+    consumer left before the answer came (handed out again, already owned)."""
     hold_expired: int = 0
     """Jobs given back because a consumer held them longer than ``max_hold``."""
     unhandled: int = 0

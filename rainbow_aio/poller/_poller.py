@@ -233,6 +233,7 @@ class ClusterPoller:
             accept_errors=counts.accept_errors if counts else 0,
             last_accept_error=counts.last_accept_error if counts else None,
             held=self._holder.held() if self._holder is not None else 0,
+            queued=self._holder.queued() if self._holder is not None else 0,
             hold_expired=counts.hold_expired if counts else 0,
             unhandled=counts.unhandled if counts else 0,
             declined=counts.declined if counts else 0,
@@ -256,7 +257,7 @@ class ClusterPoller:
         }
 
     def queued(self) -> int:
-        """Jobs of this cluster waiting in the queue (for telemetry)."""
+        """Jobs of this cluster waiting in the queue for a consumer (for telemetry)."""
         return 0 if self._holder is None else self._holder.queued()
 
     def unhandled(self) -> list[Job]:

@@ -338,8 +338,11 @@ async def test_accept_is_bounded_and_a_late_answer_hands_the_job_out_again(
             await job.accept()
         assert caught.value.resolving
         faults.clear("AcceptJobs")  # the resends get through: PARTIAL, so it was ours
+        # waiting in the queue again, already owned: counted as queued until handed out
+        await wait_until(lambda: poller.stats.queued == 1, what="the job queued again")
         async with asyncio.timeout(10):
             again = await poller.get()
+        assert poller.stats.queued == 0
         assert again.id == job.id
         assert again.accepted
         assert await again.accept() is True

@@ -20,7 +20,7 @@ from rainbow_aio import (
     RainbowServer,
 )
 
-from .conftest import FAST, MakeCluster, waiting
+from .conftest import FAST, MakeCluster, wait_until, waiting
 
 
 async def test_client_factories_build_pollers_with_options(
@@ -89,6 +89,20 @@ async def test_stats_are_frozen_snapshots(
         assert after.last_poll_latency is not None
         with pytest.raises(dataclasses.FrozenInstanceError):
             after.polls = 0  # type: ignore[misc]
+
+
+async def test_stats_say_how_many_jobs_wait_in_the_queue_and_how_many_are_held(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    c = await make_cluster(jobs=5)
+    async with rainbow_client.poll_many({c.name: c.secret}, max_jobs=5, **FAST) as group:
+        await wait_until(lambda: group.stats[c.name].queued == 5, what="five jobs queued")
+        batch = await group.get_batch(3)
+        stats = group.stats[c.name]
+        assert (stats.queued, stats.held) == (2, 3)
+        assert len(await batch.accept()) == 3
+        stats = group.stats[c.name]
+        assert (stats.queued, stats.held, stats.accepted) == (2, 0, 3)
 
 
 async def test_secrets_never_show_in_reprs_stats_or_logs(

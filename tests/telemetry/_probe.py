@@ -50,7 +50,7 @@ async def main() -> dict[str, Any]:
         async with client:
             reg = await client.register("alpha", server.secret)
             out["credentials"] += [reg.token, reg.secret]
-            ids = [await client.submit_job("alpha", reg.token, f"job {i}") for i in range(3)]
+            ids = [await client.submit_job("alpha", reg.token, f"job {i}") for i in range(5)]
             if MODE == "late":  # a tracer provider set while the client is in use
                 exporters = sdk()
             with contextlib.suppress(DeniedError):
@@ -60,14 +60,15 @@ async def main() -> dict[str, Any]:
             listing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listing
-            async with client.poller("alpha", reg.secret, max_jobs=3) as poller:
-                batch = await poller.get_batch(3)
+            async with client.poller("alpha", reg.secret, max_jobs=5) as poller:
+                batch = await poller.get_batch(3)  # of the five listed: two stay queued
                 first, second, third = batch
                 assert len(await batch.subset([first, second]).accept()) == 2  # one call
                 third.release()
                 out["stats"] = {
                     "polls": poller.stats.polls,
                     "jobs_listed": poller.stats.jobs_listed,
+                    "queued": poller.stats.queued,
                 }
                 if exporters is not None:  # while the poller lives: its counters are read
                     data = exporters[1].get_metrics_data()

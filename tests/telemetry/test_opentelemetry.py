@@ -53,9 +53,9 @@ def sdk() -> dict[str, Any]:
 def test_each_call_is_one_client_span_named_by_its_rpc(sdk: dict[str, Any]) -> None:
     ours = [s for s in sdk["spans"] if s["name"].startswith(SERVICE + "/")]
     methods = [attributes(s)["rpc.method"] for s in ours]
-    # register, three submits, the denied listing, a cancelled one; then the poller's
+    # register, five submits, the denied listing, a cancelled one; then the poller's
     # listings and accept
-    assert methods[:5] == ["Register", "SubmitJob", "SubmitJob", "SubmitJob", "RequestJobs"]
+    assert methods[:7] == ["Register", *["SubmitJob"] * 5, "RequestJobs"]
     assert methods.count("AcceptJobs") == 1  # the two accepts went out as one call
     assert methods.count("RequestJobs") >= 1 + sdk["stats"]["polls"]  # it may poll on
     for span in ours:
@@ -106,6 +106,11 @@ def test_poller_metrics_count_what_happened_per_cluster(sdk: dict[str, Any]) -> 
     [accepts] = points(metrics, "rainbow.poller.accept.duration")
     assert accepts["count"] == 1
     assert accepts["sum"] > 0
+    # two of the five listed jobs were never handed out: the gauge says what stats says
+    assert sdk["stats"]["queued"] == 2
+    [depth] = points(metrics, "rainbow.poller.queue.depth")
+    assert depth["attributes"] == {"rainbow.cluster": "alpha"}
+    assert depth["value"] == 2
 
 
 def test_no_credential_in_any_span_or_metric(sdk: dict[str, Any]) -> None:
