@@ -1,7 +1,7 @@
 """The consumer side shared by :class:`Poller` and :class:`PollerGroup`: iteration, batches
 and the handler style (``run(handler)``), written against their queue of entries.
 
-``run()`` owns its handlers' tasks itself (not a task group that a cancellation would
+``run()`` owns its worker tasks itself (not a task group that a cancellation would
 tear down at once), so that stopping it, by a :class:`~rainbow_aio.Shutdown`, a signal or
 a cancellation, is one path: no new work, handlers of jobs already accepted finish within
 ``shutdown_timeout``, and whatever is cut short is handed to the application.
@@ -208,7 +208,9 @@ class JobSource:
           released (as failed if it raised).
 
         A handler's exception is logged and does not stop the loop. New work is taken
-        only when a handler slot is free.
+        only when a handler slot is free: ``run()`` keeps ``concurrency`` worker tasks,
+        each running its handlers one after another (a context variable a handler sets
+        and does not reset is seen by the next handler of that worker).
 
         Stopping, one path for every cause: ``stop`` requested (a
         :class:`~rainbow_aio.Shutdown`), a signal with ``stop_on_signals=True`` (SIGINT or
@@ -288,9 +290,14 @@ class _Batches:
 
 
 class _Driver:
-    """One ``run()``: takes work while there is a slot (and room in its cluster's
-    limit), runs each handler in a task of its own, and stops along the one path
-    described in :meth:`JobSource.run`."""
+    """One ``run()``: ``concurrency`` workers, each taking work while the intake is open
+    (and its cluster is under ``per_cluster``) and running the handler itself, and one
+    path to stop, described in :meth:`JobSource.run`.
+
+    A worker runs its handlers in its own task, one after another: no task per job or
+    batch (a task per handler cost a sixth of the client's CPU with a hundred clusters
+    and small batches). The workers waiting for work are the only ones cut off when the
+    intake ends: waiting in the queue is safe to cancel, a handler is not."""
 
     def __init__(
         self,
@@ -309,9 +316,11 @@ class _Driver:
         self.per_cluster = per_cluster
         self.batch = batch
         self.shutdown = shutdown
-        self.running: dict[asyncio.Task[None], str] = {}
-        self.by_cluster: Counter[str] = Counter()
-        self.changed: asyncio.Future[None] | None = None
+        self.by_cluster: Counter[str] = Counter()  # running handlers (with per_cluster)
+        self.waiting: set[asyncio.Task[None]] = set()  # workers waiting for work
+        self.workers: list[asyncio.Task[None]] = []
+        self.failure: Exception | None = None  # what the source raised, if it failed
+        self.over: asyncio.Future[None] | None = None  # done: take no more work
 
     def _allowed(self, entry: Entry) -> bool:
         assert self.per_cluster is not None
@@ -325,70 +334,84 @@ class _Driver:
         first, *others = await self.queue.get(self.batch, allowed)
         return first.hand_out_with(others)
 
-    def _ended(self, task: asyncio.Task[None]) -> None:
-        cluster = self.running.pop(task)
-        self.by_cluster[cluster] -= 1
-        if not self.by_cluster[cluster]:
-            del self.by_cluster[cluster]
-        if self.per_cluster is not None:
-            self.queue.wake_consumers()  # a cluster at its limit may have room again
-        self._wake()
+    def _end_intake(self, failure: Exception | None = None) -> None:
+        if failure is not None and self.failure is None:
+            self.failure = failure
+        if self.over is not None and not self.over.done():
+            self.over.set_result(None)
 
-    def _wake(self) -> None:
-        changed, self.changed = self.changed, None
-        if changed is not None and not changed.done():
-            changed.set_result(None)
+    def _open(self) -> bool:
+        return not (self.over is None or self.over.done() or self.shutdown.requested)
 
-    async def _slot(self) -> None:
-        while len(self.running) >= self.concurrency and not self.shutdown.requested:
-            self.changed = self.changed or asyncio.get_running_loop().create_future()
-            await self.changed
+    async def _work(self) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        limit = self.per_cluster
+        while self._open():
+            self.waiting.add(me)
+            try:
+                work = await self._take()
+            except PollerStoppedError:
+                self._end_intake()
+                return
+            except Exception as exc:  # the source failed: let running handlers finish
+                self._end_intake(exc)
+                return
+            finally:
+                self.waiting.discard(me)
+            if limit is None:
+                await self.handle(work)
+                continue
+            self.by_cluster[work.cluster] += 1
+            try:
+                await self.handle(work)
+            finally:
+                left = self.by_cluster[work.cluster] = self.by_cluster[work.cluster] - 1
+                if not left:
+                    del self.by_cluster[work.cluster]
+                if left == limit - 1:  # it was at its limit: its queued jobs may go now
+                    self.queue.wake_consumers()
 
     async def drive(self) -> None:
         loop = asyncio.get_running_loop()
+        self.over = loop.create_future()
+        self.workers = [loop.create_task(self._work()) for _ in range(self.concurrency)]
         watcher = loop.create_task(self._halt_on_stop())
-        failure: Exception | None = None
         cancelled: asyncio.CancelledError | None = None
         try:
-            while True:
-                await self._slot()
-                if self.shutdown.requested:
-                    break
-                try:
-                    work = await self._take()
-                except PollerStoppedError:
-                    break
-                except Exception as exc:  # the source failed: let running handlers finish
-                    failure = exc
-                    break
-                task = loop.create_task(self.handle(work))
-                self.running[task] = work.cluster
-                self.by_cluster[work.cluster] += 1
-                task.add_done_callback(self._ended)
-        except asyncio.CancelledError as exc:
+            await self.over
+        except asyncio.CancelledError as exc:  # (which also ends the intake: over is done)
             cancelled = exc
         finally:
             watcher.cancel()
         stopping = cancelled is not None or self.shutdown.requested
         if stopping:
+            # queued jobs go back; waiting workers still get the accepted ones, then
+            # PollerStoppedError
             self.source.halt()
+        else:
+            # the source stopped or failed by itself: nothing more will be taken (a
+            # group's queue could even open again if a cluster were added)
+            for worker in list(self.waiting):
+                worker.cancel()
         await self._drain(stopping)
         if cancelled is not None:
             raise cancelled
-        if failure is not None:
-            raise failure
+        if self.failure is not None:
+            raise self.failure
 
     async def _halt_on_stop(self) -> None:
         await self.shutdown.wait()
-        self.source.halt()  # a waiting get() ends the intake
-        self._wake()  # so does a wait for a free slot
+        self.source.halt()  # waiting workers get what is left to hand out, then stop
+        self._end_intake()
 
     async def _drain(self, stopping: bool) -> None:
-        """Wait for the running handlers: without a bound when the source simply stopped,
-        within ``shutdown_timeout`` after a stop request or a cancellation, not at all
-        once forced; then cut short what is left. Shielded from the cancellation that
-        may have started it; a further cancellation forces the stop."""
-        if not self.running:
+        """Wait for the workers: without a bound when the source simply stopped, within
+        ``shutdown_timeout`` after a stop request or a cancellation, not at all once
+        forced; then cut short the handlers still running. Shielded from the
+        cancellation that may have started it; a further cancellation forces the stop."""
+        alive = {worker for worker in self.workers if not worker.done()}
+        if not alive:
             return
         grace = self.source.options.shutdown_timeout if stopping else None
         why = "shutdown_timeout ran out"
@@ -397,21 +420,24 @@ class _Driver:
                 with anyio.move_on_after(grace):
                     forced = asyncio.ensure_future(self.shutdown.wait_forced())
                     try:
-                        while self.running and not self.shutdown.forced:
+                        while alive and not self.shutdown.forced:
                             await asyncio.wait(
-                                [*self.running, forced], return_when=asyncio.FIRST_COMPLETED
+                                [*alive, forced], return_when=asyncio.FIRST_COMPLETED
                             )
+                            alive = {worker for worker in alive if not worker.done()}
                     finally:
                         forced.cancel()
             except asyncio.CancelledError:
                 why = "cancelled again"
             if self.shutdown.forced:
                 why = f"stop forced: {self.shutdown.forced_reason}"
-            left = list(self.running)
+            left = [worker for worker in self.workers if not worker.done()]
             if left:
-                log.error("run() stopping (%s): cutting short %d handler(s)", why, len(left))
-                for task in left:
-                    task.cancel()
+                running = sum(1 for worker in left if worker not in self.waiting)
+                if running:
+                    log.error("run() stopping (%s): cutting short %d handler(s)", why, running)
+                for worker in left:
+                    worker.cancel()
                 await asyncio.wait(left)
 
 

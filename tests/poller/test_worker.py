@@ -49,6 +49,56 @@ async def test_both_limits_hold_at_once(
     assert all(n <= 2 for n in most.values())
 
 
+async def test_handlers_run_in_concurrency_worker_tasks_not_a_task_each(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """run() keeps ``concurrency`` workers: a handler runs in the worker that took its
+    job, so 40 jobs are handled in at most 3 tasks (a task per job made 40)."""
+    cluster = await make_cluster(jobs=40)
+    tasks: set[asyncio.Task[object] | None] = set()
+    done = 0
+
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+
+        async def handler(job: PolledJob) -> None:
+            nonlocal done
+            tasks.add(asyncio.current_task())
+            await asyncio.sleep(0)
+            done += 1
+            if done == 40:
+                await poller.stop()
+
+        report = await poller.run(handler, concurrency=3)
+    assert (done, report.handled) == (40, 40)
+    assert None not in tasks
+    assert 1 <= len(tasks) <= 3
+
+
+async def test_a_cluster_at_its_limit_goes_on_as_each_handler_ends(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """One cluster, ``per_cluster=1``, four workers: three always wait while the cluster
+    is at its limit, and each handler's end lets the next job go (none is stranded)."""
+    cluster = await make_cluster(jobs=20)
+    running = most = done = 0
+
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+
+        async def handler(job: PolledJob) -> None:
+            nonlocal running, most, done
+            running += 1
+            most = max(most, running)
+            await asyncio.sleep(0.002)
+            running -= 1
+            done += 1
+            if done == 20:
+                await poller.stop()
+
+        async with asyncio.timeout(20):
+            await poller.run(handler, concurrency=4, per_cluster=1)
+    assert (done, most) == (20, 1)
+
+
 async def test_run_stops_on_sigint_and_returns(
     rainbow_client: RainbowClient, make_cluster: MakeCluster
 ) -> None:
