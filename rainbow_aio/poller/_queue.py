@@ -74,6 +74,7 @@ class JobQueue(Generic[_Item]):
         "_room_waiters",
         "_run",
         "_stored",
+        "_woken",
         "listing",
         "maxsize",
         "refill",
@@ -93,7 +94,11 @@ class JobQueue(Generic[_Item]):
         # pollers waiting for a lane to go below a count (a lane's poller, as a rule)
         self._lane_waiters: dict[Hashable, list[tuple[int, asyncio.Future[None]]]] = {}
         self._stored = 0  # items in the lanes, dropped ones included
-        self._getters: deque[asyncio.Future[None]] = deque()
+        # consumers waiting for items: each one's future, and how many it takes at most
+        self._getters: deque[tuple[asyncio.Future[None], int]] = deque()
+        # how many items the consumers woken and not yet back will take, at most: a
+        # consumer is woken only for items these will not take
+        self._woken = 0
         self._room_waiters: deque[asyncio.Future[None]] = deque()
         self._closed: Callable[[], BaseException] | None = None
 
@@ -141,10 +146,7 @@ class JobQueue(Generic[_Item]):
         self._lane_live[key] = self._lane_live.get(key, 0) + len(jobs)
         if self._live >= self.maxsize and self.refill > 1:
             self._refilling = True
-        for _ in jobs:  # one consumer per job, as many puts would wake
-            if not self._getters:
-                break
-            self._wake_getter()
+        self._wake_enough()
 
     def put_owned(self, job: _Item) -> None:
         key = job.lane
@@ -158,7 +160,7 @@ class JobQueue(Generic[_Item]):
         self._stored += 1
         self._live += 1
         self._lane_live[key] = self._lane_live.get(key, 0) + 1
-        self._wake_getter()
+        self._wake_enough()
 
     def discard(self, item: _Item) -> None:
         """``item``, queued, was dropped in place (its state is no longer deliverable)."""
@@ -179,10 +181,7 @@ class JobQueue(Generic[_Item]):
     def close(self, error: Callable[[], BaseException]) -> None:
         """After the queued jobs, ``get()`` raises ``error()``."""
         self._closed = error
-        while self._getters:
-            fut = self._getters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+        self.wake_consumers()
 
     def reopen(self) -> None:
         self._closed = None
@@ -319,9 +318,7 @@ class JobQueue(Generic[_Item]):
     def wake_consumers(self) -> None:
         """Wake every waiting consumer to look again (what it may take has changed)."""
         while self._getters:
-            fut = self._getters.popleft()
-            if not fut.done():
-                fut.set_result(None)
+            self._wake_getter()
 
     async def get(
         self, most: int = 1, allowed: Callable[[_Item], bool] | None = None
@@ -331,27 +328,39 @@ class JobQueue(Generic[_Item]):
         while True:
             out = self.take(most, allowed)
             if out:
-                if self._live and self._getters:
-                    self._wake_getter()  # more left: the next consumer need not wait
+                self._wake_enough()  # more left than the others woken will take
                 return out
             if self._closed is not None:
                 raise self._closed()
             fut = asyncio.get_running_loop().create_future()
-            self._getters.append(fut)
+            waiter = (fut, most)
+            self._getters.append(waiter)
             try:
                 await fut
             except asyncio.CancelledError:
-                if fut.done() and not fut.cancelled():
-                    self._wake_getter()
+                if fut.done() and not fut.cancelled():  # woken: pass it on
+                    self._woken -= most
+                    self._wake_enough()
                 else:
-                    _remove(self._getters, fut)
+                    with contextlib.suppress(ValueError):
+                        self._getters.remove(waiter)
                 raise
+            self._woken -= most
+
+    def _wake_enough(self) -> None:
+        """Wake waiting consumers, longest-waiting first, until those woken will take
+        every deliverable item: one per job for consumers of single jobs, one for a
+        poll's worth when a consumer takes batches that large (waking each consumer
+        once per job put sent most of them back to wait with nothing)."""
+        while self._live > self._woken and self._getters:
+            self._wake_getter()
 
     def _wake_getter(self) -> None:
         while self._getters:
-            fut = self._getters.popleft()
+            fut, most = self._getters.popleft()
             if not fut.done():
                 fut.set_result(None)
+                self._woken += most
                 return
 
 

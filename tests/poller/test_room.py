@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Container
+from collections.abc import Callable, Container
 
 import pytest
 
@@ -258,3 +258,46 @@ async def test_a_lane_counts_its_waiting_jobs_and_wakes_its_pollers_below_a_coun
     assert len(queue.take(10)) == 3  # b's turn
     assert queue.take(10) == a[3:]
     assert (queue.waiting("a"), queue.waiting("b")) == (0, 0)
+
+
+class _CountingQueue(JobQueue[_Item]):
+    """A queue that counts its consumers' looks (a look that finds nothing is a wasted
+    wake-up)."""
+
+    looks = 0
+
+    def take(self, most: int = 1, allowed: Callable[[_Item], bool] | None = None) -> list[_Item]:
+        self.looks += 1
+        return super().take(most, allowed)
+
+
+async def test_a_poll_wakes_as_many_waiting_consumers_as_its_jobs_can_serve() -> None:
+    """A hundred jobs put at once go to one consumer asking for a hundred: the nine others
+    waiting are not woken to find nothing (they were, one per job, before). Consumers of
+    single jobs are still woken one per job."""
+    queue = _CountingQueue(1000)
+    batches = [asyncio.create_task(queue.get(100)) for _ in range(10)]
+    await asyncio.sleep(0)
+    queue.looks = 0
+    queue.put_all([_Item("a") for _ in range(100)])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    served = [task for task in batches if task.done()]
+    assert [len(task.result()) for task in served] == [100]
+    assert queue.looks == 1
+    for task in batches:
+        task.cancel()
+    await asyncio.gather(*batches, return_exceptions=True)
+
+    singles = [asyncio.create_task(queue.get(1)) for _ in range(5)]
+    await asyncio.sleep(0)
+    queue.looks = 0
+    queue.put_all([_Item("b") for _ in range(3)])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert sum(task.done() for task in singles) == 3
+    assert queue.looks == 3
+    for task in singles:
+        task.cancel()
+    await asyncio.gather(*singles, return_exceptions=True)
+    assert len(queue) == 0
