@@ -61,7 +61,7 @@ SIZES: dict[str, dict[str, Any]] = {
                         ("short", 100, 10): 10}, "reps": 1},
     "full": {"cells": {("short", 100, 100): 100, ("short", 1, 100): 3000,
                        ("short", 100, 10): 30, ("steady", 1, 100): 30000,
-                       ("steady", 100, 100): 600}, "reps": 3},
+                       ("steady", 100, 10): 300, ("steady", 100, 100): 600}, "reps": 3},
 }  # fmt: skip
 
 
