@@ -271,33 +271,35 @@ class _CountingQueue(JobQueue[_Item]):
         return super().take(most, allowed)
 
 
+async def _put_before_waiting_consumers(
+    queue: _CountingQueue, consumers: int, most: int, jobs: int
+) -> list[list[_Item] | None]:
+    """``consumers`` consumers wait for up to ``most`` items each; ``jobs`` items of one
+    lane are put at once, the loop turns a few times: what each consumer got (None:
+    still waiting, then cancelled). ``queue.looks`` counts the looks after the put."""
+    waiting = [asyncio.create_task(queue.get(most)) for _ in range(consumers)]
+    await asyncio.sleep(0)
+    queue.looks = 0
+    queue.put_all([_Item("a") for _ in range(jobs)])
+    for _ in range(3):
+        await asyncio.sleep(0)
+    got = [task.result() if task.done() else None for task in waiting]
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+    return got
+
+
 async def test_a_poll_wakes_as_many_waiting_consumers_as_its_jobs_can_serve() -> None:
     """A hundred jobs put at once go to one consumer asking for a hundred: the nine others
     waiting are not woken to find nothing (they were, one per job, before). Consumers of
     single jobs are still woken one per job."""
     queue = _CountingQueue(1000)
-    batches = [asyncio.create_task(queue.get(100)) for _ in range(10)]
-    await asyncio.sleep(0)
-    queue.looks = 0
-    queue.put_all([_Item("a") for _ in range(100)])
-    for _ in range(3):
-        await asyncio.sleep(0)
-    served = [task for task in batches if task.done()]
-    assert [len(task.result()) for task in served] == [100]
+    got = await _put_before_waiting_consumers(queue, consumers=10, most=100, jobs=100)
+    assert [len(items) for items in got if items is not None] == [100]
     assert queue.looks == 1
-    for task in batches:
-        task.cancel()
-    await asyncio.gather(*batches, return_exceptions=True)
 
-    singles = [asyncio.create_task(queue.get(1)) for _ in range(5)]
-    await asyncio.sleep(0)
-    queue.looks = 0
-    queue.put_all([_Item("b") for _ in range(3)])
-    for _ in range(3):
-        await asyncio.sleep(0)
-    assert sum(task.done() for task in singles) == 3
+    got = await _put_before_waiting_consumers(queue, consumers=5, most=1, jobs=3)
+    assert [len(items) for items in got if items is not None] == [1, 1, 1]
     assert queue.looks == 3
-    for task in singles:
-        task.cancel()
-    await asyncio.gather(*singles, return_exceptions=True)
     assert len(queue) == 0
