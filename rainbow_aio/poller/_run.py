@@ -295,9 +295,11 @@ class _Driver:
     path to stop, described in :meth:`JobSource.run`.
 
     A worker runs its handlers in its own task, one after another: no task per job or
-    batch (a task per handler cost a sixth of the client's CPU with a hundred clusters
-    and small batches). The workers waiting for work are the only ones cut off when the
-    intake ends: waiting in the queue is safe to cancel, a handler is not."""
+    batch (a task per handler cost about a fifth of the client's CPU with a hundred
+    clusters and small batches). The workers waiting for work are the only ones cut off
+    when the intake ends: waiting in the queue is safe to cancel, a handler is not. A
+    worker that dies of what run() does not catch (a ``BaseException`` from a handler)
+    ends the intake, and run() raises it once the others are done."""
 
     def __init__(
         self,
@@ -376,6 +378,8 @@ class _Driver:
         loop = asyncio.get_running_loop()
         self.over = loop.create_future()
         self.workers = [loop.create_task(self._work()) for _ in range(self.concurrency)]
+        for worker in self.workers:
+            worker.add_done_callback(self._worker_ended)
         watcher = loop.create_task(self._halt_on_stop())
         cancelled: asyncio.CancelledError | None = None
         try:
@@ -399,6 +403,14 @@ class _Driver:
             raise cancelled
         if self.failure is not None:
             raise self.failure
+        for worker in self.workers:
+            died = None if worker.cancelled() else worker.exception()
+            if died is not None:
+                raise died
+
+    def _worker_ended(self, worker: asyncio.Task[None]) -> None:
+        if not worker.cancelled() and worker.exception() is not None:
+            self._end_intake()  # nothing catches it in the worker: stop taking work
 
     async def _halt_on_stop(self) -> None:
         await self.shutdown.wait()

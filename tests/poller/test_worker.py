@@ -244,3 +244,28 @@ async def test_a_second_sigint_cuts_handlers_short_and_says_what_was_left(
         await interrupter
         assert [job.id for job in caught.value.jobs] == cluster.ids
         assert poller.stats.unhandled == 1
+
+
+class _Abort(BaseException):
+    """What a handler may raise that run() does not catch (not an Exception)."""
+
+
+async def test_a_handler_raising_past_run_ends_it_with_that_error_not_a_hang(
+    rainbow_client: RainbowClient, make_cluster: MakeCluster
+) -> None:
+    """run() catches a handler's Exception; anything else kills the worker that ran the
+    handler, which ends the intake: run() lets the other handlers finish and raises it,
+    rather than going on with one worker fewer (or none, and waiting forever)."""
+    cluster = await make_cluster(jobs=6)
+    seen: list[int] = []
+
+    async with rainbow_client.poller(cluster.name, cluster.secret, **FAST) as poller:
+
+        async def handler(job: PolledJob) -> None:
+            seen.append(job.id)
+            raise _Abort
+
+        async with asyncio.timeout(20):
+            with pytest.raises(_Abort):
+                await poller.run(handler, concurrency=1)
+    assert len(seen) == 1
