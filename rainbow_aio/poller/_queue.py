@@ -342,8 +342,7 @@ class JobQueue(Generic[_Item]):
                     self._woken -= most
                     self._wake_enough()
                 else:
-                    with contextlib.suppress(ValueError):
-                        self._getters.remove(waiter)
+                    _remove(self._getters, waiter)
                 raise
             self._woken -= most
 
@@ -364,6 +363,9 @@ class JobQueue(Generic[_Item]):
                 return
 
 
-def _remove(waiters: deque[asyncio.Future[None]], fut: asyncio.Future[None]) -> None:
+_Waiter = TypeVar("_Waiter")
+
+
+def _remove(waiters: deque[_Waiter], waiter: _Waiter) -> None:
     with contextlib.suppress(ValueError):
-        waiters.remove(fut)
+        waiters.remove(waiter)

@@ -321,7 +321,8 @@ class _Driver:
         self.by_cluster: Counter[str] = Counter()  # running handlers (with per_cluster)
         self.waiting: set[asyncio.Task[None]] = set()  # workers waiting for work
         self.workers: list[asyncio.Task[None]] = []
-        self.failure: Exception | None = None  # what the source raised, if it failed
+        # why run() raises once drained: what the source raised, or what killed a worker
+        self.failure: BaseException | None = None
         self.over: asyncio.Future[None] | None = None  # done: take no more work
 
     def _allowed(self, entry: Entry) -> bool:
@@ -336,7 +337,7 @@ class _Driver:
         first, *others = await self.queue.get(self.batch, allowed)
         return first.hand_out_with(others)
 
-    def _end_intake(self, failure: Exception | None = None) -> None:
+    def _end_intake(self, failure: BaseException | None = None) -> None:
         if failure is not None and self.failure is None:
             self.failure = failure
         if self.over is not None and not self.over.done():
@@ -403,14 +404,11 @@ class _Driver:
             raise cancelled
         if self.failure is not None:
             raise self.failure
-        for worker in self.workers:
-            died = None if worker.cancelled() else worker.exception()
-            if died is not None:
-                raise died
 
     def _worker_ended(self, worker: asyncio.Task[None]) -> None:
-        if not worker.cancelled() and worker.exception() is not None:
-            self._end_intake()  # nothing catches it in the worker: stop taking work
+        died = None if worker.cancelled() else worker.exception()
+        if died is not None:
+            self._end_intake(died)  # nothing caught it in the worker: stop taking work
 
     async def _halt_on_stop(self) -> None:
         await self.shutdown.wait()
