@@ -16,6 +16,10 @@ One :class:`Agent` serves one cluster. Its life:
    start to re-attach (the default) or cancelled (``cancel_on_stop``); the journal says
    which.
 
+The jobs started are watched and stopped by ``Runs`` (``_runs.py``), and the journal's
+commits go through a ``JournalWriter`` (``_writer.py``); this module holds the steps
+above, the counters and the nodes (:class:`Capacity`).
+
 The secret is given to the poller and to the one listing of the reconcile step, and to
 nothing else: not the journal, not the logs, not the jobs' environment or folders.
 """
@@ -23,9 +27,7 @@ nothing else: not the journal, not the logs, not the jobs' environment or folder
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import functools
 import logging
 import os
 import shlex
@@ -33,16 +35,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Literal
 
 from .._exceptions import InvalidArgumentError, RainbowError
 from .._models import Job
 from .._stopping import Shutdown
 from ..poller import AcceptUncertainError, JobBatch, JobState, PolledJob, PollerOptions
 from ._capacity import Capacity, Waiting
-from ._executor import Ended, Executor, Launch, LaunchError
+from ._executor import Executor, Launch
 from ._journal import JobRecord, JobStateName, Journal, Sync
 from ._local import LocalExecutor
+from ._runs import Runs
+from ._writer import JournalWriter
 
 if TYPE_CHECKING:
     from .._client import RainbowClient
@@ -50,11 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentError", "AgentOptions", "AgentStats"]
 
 log = logging.getLogger("rainbow_aio.agent")
-
-T = TypeVar("T")
-
-FLUSH_DELAY = 0.01
-"""Seconds the journal's deferred writes (handles, ends) wait to be committed together."""
 
 S = JobStateName
 
@@ -159,14 +158,6 @@ class AgentStats:
         return text
 
 
-@dataclass(slots=True)
-class _Running:
-    launch: Launch
-    task: asyncio.Task[None] | None = None
-    handle: str | None = None
-    cancelling: bool = False
-
-
 class Agent:
     """Runs the jobs of one cluster that this process accepts (see the module's text).
 
@@ -198,12 +189,12 @@ class Agent:
         self.options = options
         self.executor: Executor = executor if executor is not None else LocalExecutor()
         self._on_change = on_change
-        self._journal: Journal | None = None
+        self._writer: JournalWriter | None = None  # and through it, the journal
+        self._runs: Runs | None = None
         self._capacity: Capacity | None = None
         self._waiting: list[Waiting[PolledJob]] = []
         self._batch_of: dict[int, JobBatch] = {}  # a waiting job's batch, by job id
         self._owned: list[Waiting[JobRecord]] = []  # accepted before a restart, not started
-        self._running: dict[int, _Running] = {}
         self._accepting: set[asyncio.Task[None]] = set()
         self._intending = 0  # accepts not answered yet (at most one: see _schedule)
         self._wake = asyncio.Event()
@@ -222,10 +213,6 @@ class Agent:
             ],
             0,
         )
-        self._telemetry = _Telemetry.load(options.cluster, self.executor.name)
-        self._flush_handle: asyncio.TimerHandle | None = None
-        # commits (and their fsyncs) run on this thread, off the event loop, in order
-        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- public -------------------------------------------------------------------------
 
@@ -235,7 +222,7 @@ class Agent:
         cap = self._capacity
         blocked = cap.blocked(self._waiting) if cap is not None else None
         return AgentStats(
-            running=len(self._running),
+            running=len(self._runs) if self._runs is not None else 0,
             nodes_total=cap.total if cap else 0,
             nodes_in_use=cap.used if cap else 0,
             waiting=len(self._waiting) + len(self._owned),
@@ -267,10 +254,8 @@ class Agent:
         except OSError as exc:
             raise AgentError(f"cannot create the workdir {opts.workdir}: {exc}") from None
         journal = Journal.open(opts.journal, sync=opts.journal_sync)
-        self._journal = journal
-        self._writer = concurrent.futures.ThreadPoolExecutor(
-            1, thread_name_prefix="rainbow-agent-journal"
-        )
+        writer = self._writer = JournalWriter(journal)
+        self._runs = Runs(self.executor, writer, opts.cluster, self._ended, self._changed)
         try:
             total = opts.nodes
             if total is None:
@@ -298,14 +283,9 @@ class Agent:
         finally:
             with contextlib.suppress(Exception):
                 await self.executor.aclose()
-            if self._flush_handle is not None:
-                self._flush_handle.cancel()
-                self._flush_handle = None
-            if self._writer is not None:
-                await asyncio.to_thread(self._writer.shutdown, wait=True)
-                self._writer = None
+            await writer.aclose()
             journal.close()
-            self._journal = None
+            self._writer = None
             self._changed()
         return self.stats
 
@@ -355,21 +335,13 @@ class Agent:
             self._jl.ended(record.cluster, record.id, S.FAILED, None, launch)
             self._counts["failed"] += 1
             return
-        found = await self.executor.reattach(launch, record.handle)
-        self._cap.take(launch.nodes)
-        run = _Running(launch, handle=record.handle)
-        self._running[record.id] = run
+        self._cap.take(launch.nodes)  # (given back by _ended, if it ended already)
+        try:
+            await self._rs.reattach(launch, record.handle)
+        except BaseException:
+            self._cap.give(launch.nodes)
+            raise
         self._counts["reattached"] += 1
-        if isinstance(found, Ended):
-            self._record_end(run, found)
-            return
-        if found is None:
-            log.info("job %d was never started: starting it", record.id)
-        else:
-            run.handle = found
-            if found != record.handle:
-                self._jl.running(record.cluster, record.id, self.executor.name, found)
-        run.task = asyncio.create_task(self._run_job(run, started=found is not None))
 
     # -- serving ------------------------------------------------------------------------
 
@@ -480,7 +452,7 @@ class Agent:
     def _start_owned(self) -> None:
         """Start the jobs accepted before a restart, as nodes allow (oldest first)."""
         while self._owned and (
-            self._owned[0].nodes <= self._cap.free or not self._running  # bigger than now
+            self._owned[0].nodes <= self._cap.free or not self._rs  # bigger than now
         ):
             record = self._owned.pop(0).item
             launch = self._launch_of(record.job)
@@ -491,15 +463,13 @@ class Agent:
             self._cap.take(launch.nodes)
             _set_aside_old_folders([launch])
             self._jl.running(record.cluster, record.id, self.executor.name, None)
-            run = _Running(launch)
-            self._running[record.id] = run
-            run.task = asyncio.create_task(self._run_job(run, started=False))
+            self._rs.start(launch)
 
     async def _accept(self, jobs: list[PolledJob]) -> None:
         journal = self._jl
         cluster = self.options.cluster
         try:
-            await self._write(journal.intend, [pj.job for pj in jobs], cluster)
+            await self._jw.call(journal.intend, [pj.job for pj in jobs], cluster)
             outcomes = await self._accept_together(jobs)
         finally:
             # the next batch may go now, while this one is launched
@@ -532,7 +502,7 @@ class Agent:
             )
 
         if lost or unsure or retry:
-            await self._write(settle)
+            await self._jw.call(settle)
         for pj in retry:
             pj.release(failed=True)
         self._counts["not_taken"] += len(lost) + len(retry)
@@ -547,19 +517,17 @@ class Agent:
         # folders of older jobs of the same ids out of the way, before the journal says
         # these are being launched (then the folders, made by the executor after, are
         # theirs); one trip to the writer thread for both, in this order
-        await self._in_writer(_launching, journal, cluster, [pj.id for pj in ours], ready)
+        await self._jw.call(_launching, journal, cluster, [pj.id for pj in ours], ready)
         self._counts["accepted"] += len(ours)
         for pj, launch in launches:
             if isinstance(launch, str):
                 journal.ended(cluster, pj.id, S.FAILED, None, launch, defer=True)
-                self._flush_soon()
+                self._jw.flush_soon()
                 self._counts["failed"] += 1
                 self._cap.give(pj.job.nodes)
                 log.warning("job %d failed: %s", pj.id, launch)
                 continue
-            run = _Running(launch)
-            self._running[pj.id] = run
-            run.task = asyncio.create_task(self._run_job(run, started=False))
+            self._rs.start(launch)
         self._wake.set()
         self._changed()
 
@@ -622,45 +590,9 @@ class Agent:
             time_limit=self.options.time_limit,
         )
 
-    async def _run_job(self, run: _Running, *, started: bool) -> None:
-        """Start (unless ``started``), wait, record."""
-        launch = run.launch
-        journal = self._jl
-        span = self._telemetry.start(launch) if self._telemetry else None
-        try:
-            if not started:
-                run.handle = await self.executor.start(launch)
-                journal.running(
-                    launch.cluster, launch.job_id, self.executor.name, run.handle, defer=True
-                )
-                self._flush_soon()
-                self._changed()
-            assert run.handle is not None
-            ended = await self.executor.wait(launch, run.handle)
-        except LaunchError as exc:
-            ended = Ended(None, exc.reason)
-        except asyncio.CancelledError:
-            if span is not None:
-                span.end_left()
-            raise
-        self._record_end(run, ended)
-        if span is not None:
-            span.end(ended)
-
-    def _record_end(self, run: _Running, ended: Ended) -> None:
-        launch = run.launch
-        if run.cancelling and ended.exit_code != 0:
-            state = S.INTERRUPTED
-        else:
-            state = S.FINISHED if ended.ok else S.FAILED
-        self._jl.ended(
-            launch.cluster, launch.job_id, state, ended.exit_code, ended.reason, defer=True
-        )
-        self._flush_soon()
+    def _ended(self, launch: Launch, state: JobStateName) -> None:
+        """A job this agent started has ended (the journal has it): its nodes are free."""
         self._counts[state.value] += 1
-        if state is S.FAILED:
-            log.warning("job %d failed: %s", launch.job_id, ended.reason)
-        self._running.pop(launch.job_id, None)
         self._cap.give(launch.nodes)
         self._wake.set()
         self._changed()
@@ -668,96 +600,32 @@ class Agent:
     # -- stopping -----------------------------------------------------------------------
 
     async def _drain(self, stop: Shutdown, *, at_once: bool = False) -> None:
-        tasks = [r.task for r in self._running.values() if r.task is not None]
-        if tasks and not stop.forced and not at_once:
-            log.info(
-                "stopping: waiting up to %g s for %d running jobs",
-                self.options.drain_timeout,
-                len(tasks),
-            )
-            all_done = asyncio.create_task(asyncio.wait(tasks))
-            forced = asyncio.create_task(stop.wait_forced())
-            try:
-                await asyncio.wait(
-                    {all_done, forced},
-                    timeout=self.options.drain_timeout,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-            finally:
-                all_done.cancel()
-                forced.cancel()
-                await asyncio.gather(all_done, forced, return_exceptions=True)
-        left = [r for r in self._running.values() if r.task is not None and not r.task.done()]
-        if not left:
-            return
-        cancel = self.options.cancel_on_stop and not at_once
-        if cancel:
-            for run in left:
-                run.cancelling = True
-            await asyncio.gather(
-                *(
-                    self.executor.cancel(run.launch, run.handle)
-                    for run in left
-                    if run.handle is not None
-                ),
-                return_exceptions=True,
-            )
-            await asyncio.wait([r.task for r in left if r.task is not None], timeout=30)
-        still = [r for r in left if r.task is not None and not r.task.done()]
-        for run in still:
-            assert run.task is not None
-            run.task.cancel()  # stop watching; the job itself keeps running
-        # (a cancellation of the agent itself still propagates from here)
-        await asyncio.gather(*(r.task for r in still if r.task), return_exceptions=True)
-        for run in still:
-            self._jl.note(
-                run.launch.cluster,
-                run.launch.job_id,
-                "left running when the agent stopped; the next start re-attaches to it",
-            )
-            self._counts["left_running"] += 1
-        log.info(
-            "stopped: %d jobs cancelled, %d left running for the next start",
-            len(left) - len(still),
-            len(still),
+        opts = self.options
+        left = await self._rs.stop(
+            stop, grace=opts.drain_timeout, cancel=opts.cancel_on_stop, at_once=at_once
         )
+        self._counts["left_running"] += left
 
     # -- helpers ------------------------------------------------------------------------
 
     @property
     def _jl(self) -> Journal:
-        assert self._journal is not None
-        return self._journal
+        return self._jw.journal
+
+    @property
+    def _jw(self) -> JournalWriter:
+        assert self._writer is not None
+        return self._writer
+
+    @property
+    def _rs(self) -> Runs:
+        assert self._runs is not None
+        return self._runs
 
     @property
     def _cap(self) -> Capacity:
         assert self._capacity is not None
         return self._capacity
-
-    def _flush_soon(self) -> None:
-        """Commit the deferred journal writes (handles, ends) a few ms from now, together.
-
-        Deferring them is safe: a restart learns both again from the executor (the
-        folder's claim and exit files), and every write that must come first (the
-        intent before AcceptJobs, the launch before the spawn) is written at once."""
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_later(FLUSH_DELAY, self._flush)
-
-    def _flush(self) -> None:
-        self._flush_handle = None
-        if self._journal is not None and self._writer is not None:
-            future = self._writer.submit(self._journal.flush)
-            future.add_done_callback(_log_failure)
-
-    async def _write(self, fn: Callable[..., object], *args: Any, **kwargs: Any) -> None:
-        """Run one journal write on the writer thread and wait until it is committed."""
-        await self._in_writer(fn, *args, **kwargs)
-
-    async def _in_writer(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn`` on the writer thread, in order with the journal's writes."""
-        assert self._writer is not None
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
 
     def _changed(self) -> None:
         if self._on_change is not None:
@@ -785,84 +653,3 @@ def _set_aside_old_folders(launches: list[Launch]) -> None:
                 n += 1
             with contextlib.suppress(OSError):
                 folder.rename(aside)
-
-
-def _log_failure(future: concurrent.futures.Future[None]) -> None:
-    exc = future.exception()
-    if exc is not None:
-        log.error("journal write failed: %s", exc)
-
-
-class _Telemetry:
-    """Spans and metrics of job runs, when opentelemetry-api is installed (the ``otel``
-    extra), with the client's conventions: scope ``rainbow_aio``, ``rainbow.*``
-    attributes, no command text and no credential on either."""
-
-    def __init__(self, cluster: str, executor: str, trace_api: Any, metrics_api: Any) -> None:
-        from .._version import __version__
-
-        self._attrs = {"rainbow.cluster": cluster, "rainbow.agent.executor": executor}
-        self._tracer = trace_api.get_tracer("rainbow_aio", __version__)
-        meter = metrics_api.get_meter("rainbow_aio", __version__)
-        self._jobs = meter.create_counter(
-            "rainbow.agent.jobs", unit="{job}", description="Jobs the agent ran, by end state"
-        )
-        self._duration = meter.create_histogram(
-            "rainbow.agent.job.duration", unit="s", description="How long each job ran"
-        )
-        self._nodes = meter.create_up_down_counter(
-            "rainbow.agent.nodes.in_use", unit="{node}", description="Nodes taken by running jobs"
-        )
-
-    @classmethod
-    def load(cls, cluster: str, executor: str) -> _Telemetry | None:
-        try:
-            from opentelemetry import metrics, trace
-        except ImportError:
-            return None
-        return cls(cluster, executor, trace, metrics)
-
-    def start(self, launch: Launch) -> _JobSpan:
-        span = self._tracer.start_span(
-            "rainbow.agent/run",
-            attributes={
-                **self._attrs,
-                "rainbow.job.id": launch.job_id,
-                "rainbow.job.nodes": launch.nodes,
-                "rainbow.job.tasks": launch.tasks,
-            },
-        )
-        self._nodes.add(launch.nodes, self._attrs)
-        return _JobSpan(self, span, launch.nodes, time.monotonic())
-
-
-@dataclass(slots=True)
-class _JobSpan:
-    owner: _Telemetry
-    span: Any
-    nodes: int
-    began: float
-
-    def end(self, ended: Ended) -> None:
-        state = "finished" if ended.ok else "failed"
-        self.span.set_attribute("rainbow.job.state", state)
-        if ended.exit_code is not None:
-            self.span.set_attribute("rainbow.job.exit_code", ended.exit_code)
-        if not ended.ok:
-            from opentelemetry.trace import Status, StatusCode
-
-            # not ended.reason: it can quote the command (a program not found)
-            code = ended.exit_code
-            self.span.set_status(
-                Status(StatusCode.ERROR, f"exit {code}" if code is not None else "failed")
-            )
-        self.span.end()
-        attrs = {**self.owner._attrs, "rainbow.job.state": state}
-        self.owner._jobs.add(1, attrs)
-        self.owner._duration.record(time.monotonic() - self.began, self.owner._attrs)
-        self.owner._nodes.add(-self.nodes, self.owner._attrs)
-
-    def end_left(self) -> None:
-        self.span.set_attribute("rainbow.job.state", "left_running")
-        self.span.end()
-        self.owner._nodes.add(-self.nodes, self.owner._attrs)
