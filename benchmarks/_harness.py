@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -87,6 +88,29 @@ def cpu_seconds() -> float:
     """User + system CPU seconds used so far by this process (all its threads)."""
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
+
+
+class GcTime:
+    """Seconds the cyclic garbage collector ran (in any thread) while this is entered:
+    its collections hold the GIL, so this is CPU the process spent on nothing else."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._began: float | None = None
+
+    def __enter__(self) -> GcTime:
+        gc.callbacks.append(self._collecting)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        gc.callbacks.remove(self._collecting)
+
+    def _collecting(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._began = time.perf_counter()
+        elif self._began is not None:
+            self.seconds += time.perf_counter() - self._began
+            self._began = None
 
 
 def rss_bytes() -> int:

@@ -196,10 +196,15 @@ def summarise(runs: list[dict[str, Any]], modes: list[str]) -> list[dict[str, An
               (*cell, mode)]  # fmt: skip
         jobs = sum(r["jobs"] for r in rs)
         server = [r["server_us_per_job"] for r in rs if r["server_us_per_job"] is not None]
+        gc_s = [r["gc_s"] for r in rs if "gc_s" in r]
         return {
             "jobs_per_s": jobs / sum(r["seconds"] for r in rs),
             "client_us": 1e6 * sum(r["cpu_s"] for r in rs) / jobs,
             "server_us": sum(server) / len(server) if server else float("nan"),
+            # the share of the client's CPU spent in the cyclic garbage collector
+            "gc_share": (
+                sum(gc_s) / sum(r["cpu_s"] for r in rs) if len(gc_s) == len(rs) else float("nan")
+            ),
         }
 
     out = []
@@ -221,6 +226,8 @@ def summarise(runs: list[dict[str, Any]], modes: list[str]) -> list[dict[str, An
                 "cpu_ratio": round(a["client_us"] / b["client_us"], 3),
                 "baseline_server_us_per_job": round(b["server_us"], 2),
                 "server_us_per_job": round(a["server_us"], 2),
+                "baseline_gc_share": round(b["gc_share"], 3),
+                "gc_share": round(a["gc_share"], 3),
             }
             if f"{mode}_before" in modes:
                 before = agg(cell, f"{mode}_before")
@@ -255,7 +262,8 @@ async def drain(params: dict[str, Any]) -> dict[str, Any]:
     accepted: list[int] = []
     errors: list[str] = []
     failed = 0
-    done_at: list[tuple[float, float]] = []
+    done_at: list[tuple[float, float, float]] = []
+    gc_time = H.GcTime()
     async with RainbowClient(params["address"]) as client:
         if len(secrets) == 1:
             ((cluster, secret),) = secrets.items()
@@ -268,32 +276,36 @@ async def drain(params: dict[str, Any]) -> dict[str, Any]:
                 _ = job.job.command  # what a real consumer reads
                 accepted.append(job.id)
             if len(accepted) >= total and not done_at:
-                done_at.append((time.perf_counter(), H.cpu_seconds()))
+                done_at.append((time.perf_counter(), H.cpu_seconds(), gc_time.seconds))
 
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
-        async with source:
-            if params["form"] == "loop":
-                async for batch in source.batches(max_size=size):
-                    try:
-                        owned(await batch.accept())
-                    except Exception as exc:
-                        errors.append(f"{type(exc).__name__}: {exc}")
-                    failed += len(batch.lost) + len(batch.uncertain)
-                    if done_at:
-                        await source.stop()
-            else:
+        with gc_time:
+            async with source:
+                if params["form"] == "loop":
+                    async for batch in source.batches(max_size=size):
+                        try:
+                            owned(await batch.accept())
+                        except Exception as exc:
+                            errors.append(f"{type(exc).__name__}: {exc}")
+                        failed += len(batch.lost) + len(batch.uncertain)
+                        if done_at:
+                            await source.stop()
+                else:
 
-                async def handler(batch: Any) -> None:
-                    owned(batch)
-                    if done_at:
-                        await source.stop()
+                    async def handler(batch: Any) -> None:
+                        owned(batch)
+                        if done_at:
+                            await source.stop()
 
-                await source.run(handler, batch_size=size, concurrency=params["concurrency"])
-    end_t, end_cpu = done_at[0] if done_at else (time.perf_counter(), H.cpu_seconds())
+                    await source.run(handler, batch_size=size, concurrency=params["concurrency"])
+    end_t, end_cpu, end_gc = (
+        done_at[0] if done_at else (time.perf_counter(), H.cpu_seconds(), gc_time.seconds)
+    )
     return {
         "seconds": round(end_t - t0, 4),
         "cpu_s": round(end_cpu - cpu0, 4),
+        "gc_s": round(end_gc, 4),
         "failed_accepts": failed,
         "errors": errors,
         "accepted": accepted,
@@ -348,10 +360,12 @@ async def bare(params: dict[str, Any]) -> dict[str, Any]:
 
         cpu0 = H.cpu_seconds()
         t0 = time.perf_counter()
-        async with asyncio.TaskGroup() as tasks:
-            for cluster, secret in params["secrets"].items():
-                tasks.create_task(one(cluster, secret))
+        with H.GcTime() as gc_time:
+            async with asyncio.TaskGroup() as tasks:
+                for cluster, secret in params["secrets"].items():
+                    tasks.create_task(one(cluster, secret))
         seconds = time.perf_counter() - t0
         cpu = H.cpu_seconds() - cpu0
-    return {"seconds": round(seconds, 4), "cpu_s": round(cpu, 4), "errors": errors,
-            "accepted": accepted, **counters}  # fmt: skip
+    return {"seconds": round(seconds, 4), "cpu_s": round(cpu, 4),
+            "gc_s": round(gc_time.seconds, 4), "errors": errors, "accepted": accepted,
+            **counters}  # fmt: skip

@@ -388,15 +388,17 @@ def baseline(params: dict[str, Any]) -> dict[str, Any]:
     ]
     cpu0 = H.cpu_seconds()
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    with H.GcTime() as gc_time:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
     seconds = time.perf_counter() - t0
     cpu = H.cpu_seconds() - cpu0
     return {
         "seconds": round(seconds, 4),
         "cpu_s": round(cpu, 4),
+        "gc_s": round(gc_time.seconds, 4),
         "rpcs": counters["rpcs"],
         "channels_opened": counters["rpcs"],
         "failed_accepts": counters["failed_accepts"],
