@@ -20,7 +20,7 @@ import grpc.aio
 
 from . import _accepters
 from . import _protocol as P
-from ._calls import Calls, now, serial_request
+from ._calls import Calls, Methods, now, serial_request
 from ._config import (
     KeepAliveConfig,
     RetryPolicy,
@@ -57,6 +57,12 @@ _log = logging.getLogger(__name__)
 DEFAULT_MAX_RESPONSE_BYTES: Final = 256 << 20
 DEFAULT_TIMEOUT: Final = 30.0
 DEFAULT_ATTEMPT_TIMEOUT: Final = 10.0
+
+# the answers a listing may carry (class attributes: the enum wrapper's lookups by name
+# cost a few microseconds a call)
+_LISTED: Final = frozenset(
+    (pb.RequestJobsResponse.REQUEST_JOBS_SUCCESS, pb.RequestJobsResponse.REQUEST_JOBS_NORESULTS)
+)
 
 
 class RainbowClient:
@@ -280,7 +286,7 @@ class RainbowClient:
         _check_str("secret", secret)
         request = pb.RegisterRequest(name=cluster, secret=secret, sent=now())
         resp, _ = await self._calls.unary(
-            "Register", lambda m: m.register, request, cluster=cluster, timeout=timeout
+            "Register", _register, request, cluster=cluster, timeout=timeout
         )
         status = pb.RegisterResponse.ResultType
         if resp.status == status.REGISTER_EXISTS:
@@ -330,7 +336,7 @@ class RainbowClient:
             sent=now(),
         )
         resp, _ = await self._calls.unary(
-            "SubmitJob", lambda m: m.submit_job, request, cluster=cluster, timeout=timeout
+            "SubmitJob", _submit_job, request, cluster=cluster, timeout=timeout
         )
         if resp.status != pb.SubmitJobResponse.ResultType.SUBMIT_SUCCESS:
             raise _unexpected(
@@ -391,11 +397,11 @@ class RainbowClient:
             cluster=cluster, secret=secret, maxJobs=max_jobs or 0, sent=now()
         )
         resp, _ = await self._calls.unary(
-            "RequestJobs", lambda m: m.request_jobs, request, cluster=cluster, timeout=timeout
+            "RequestJobs", _request_jobs, request, cluster=cluster, timeout=timeout
         )
-        status = pb.RequestJobsResponse.ResultType
-        if resp.status not in (status.REQUEST_JOBS_SUCCESS, status.REQUEST_JOBS_NORESULTS):
-            raise _unexpected("RequestJobs", cluster, status.Name(resp.status))
+        if resp.status not in _LISTED:
+            name = pb.RequestJobsResponse.ResultType.Name(resp.status)
+            raise _unexpected("RequestJobs", cluster, name)
         return resp.jobs
 
     async def accept_jobs(
@@ -424,15 +430,15 @@ class RainbowClient:
         # process infers from a PARTIAL answer that a job this call took is its own
         with _accepters.accepting(cluster):
             resp, trace = await self._calls.unary(
-                "AcceptJobs", lambda m: m.accept_jobs, request, cluster=cluster, timeout=timeout
+                "AcceptJobs", _accept_jobs, request, cluster=cluster, timeout=timeout
             )
-        status = pb.AcceptJobsResponse.ResultType
-        if resp.status == status.RESULT_TYPE_SUCCESS:
+        if resp.status == pb.AcceptJobsResponse.RESULT_TYPE_SUCCESS:
             outcome = AcceptStatus.SUCCESS
-        elif resp.status == status.RESULT_TYPE_PARTIAL:
+        elif resp.status == pb.AcceptJobsResponse.RESULT_TYPE_PARTIAL:
             outcome = AcceptStatus.UNCERTAIN if trace.maybe_ran_before else AcceptStatus.PARTIAL
         else:
-            raise _unexpected("AcceptJobs", cluster, status.Name(resp.status))
+            name = pb.AcceptJobsResponse.ResultType.Name(resp.status)
+            raise _unexpected("AcceptJobs", cluster, name)
         return AcceptResult(job_ids=ids, status=outcome, attempts=trace.attempts)
 
     async def ping(self, *, timeout: float | None = None) -> float:
@@ -440,7 +446,7 @@ class RainbowClient:
         request_id = uuid.uuid4().hex
         request = serial_request(request_id)
         resp, trace = await self._calls.unary(
-            "Serial", lambda m: m.serial, request, cluster=None, timeout=timeout
+            "Serial", _serial, request, cluster=None, timeout=timeout
         )
         if resp.request_id != request_id:
             raise ProtocolError(
@@ -555,6 +561,37 @@ class RainbowClient:
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+# Which of the channel's multicallables each RPC takes: functions made once, not a lambda
+# per call (each call's objects are work for the garbage collector).
+
+
+def _register(
+    m: Methods,
+) -> grpc.aio.UnaryUnaryMultiCallable[pb.RegisterRequest, pb.RegisterResponse]:
+    return m.register
+
+
+def _submit_job(
+    m: Methods,
+) -> grpc.aio.UnaryUnaryMultiCallable[pb.SubmitJobRequest, pb.SubmitJobResponse]:
+    return m.submit_job
+
+
+def _request_jobs(
+    m: Methods,
+) -> grpc.aio.UnaryUnaryMultiCallable[pb.RequestJobsRequest, pb.RequestJobsResponse]:
+    return m.request_jobs
+
+
+def _accept_jobs(
+    m: Methods,
+) -> grpc.aio.UnaryUnaryMultiCallable[pb.AcceptJobsRequest, pb.AcceptJobsResponse]:
+    return m.accept_jobs
+
+
+def _serial(m: Methods) -> grpc.aio.UnaryUnaryMultiCallable[pb.Request, pb.Response]:
+    return m.serial
 
 
 def _unexpected(rpc: str, cluster: str | None, status: str) -> ProtocolError:

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -330,14 +331,16 @@ class AcceptSender(Generic[_Entry]):
         send = _Send(batch, done)
         task = loop.create_task(self._send(outbox, send))
         outbox.sends.add(task)
-        task.add_done_callback(outbox.sends.discard)
         size = len(batch)
         self.send_sizes.append(size)
-        task.add_done_callback(lambda _: self._send_ended(outbox, send, size))
+        task.add_done_callback(functools.partial(self._send_ended, outbox, send, size))
         return done
 
-    def _send_ended(self, outbox: Outbox[_Entry], send: _Send[_Entry], size: int) -> None:
+    def _send_ended(
+        self, outbox: Outbox[_Entry], send: _Send[_Entry], size: int, task: asyncio.Task[None]
+    ) -> None:
         """The send task ended, however: report what it left unsettled, wake its waiters."""
+        outbox.sends.discard(task)
         if outbox.record_accept is not None and send.began is not None:
             outbox.record_accept(time.perf_counter() - send.began)
         unsettled = [entry for entry in send.batch if entry.state is ACCEPTING]
