@@ -85,8 +85,7 @@ class JobQueue(Generic[_Item]):
         self.refill = max(1, min(refill, maxsize))
         self._refilling = False  # full since room was last >= refill
         self.listing = 0  # polls in flight (kept by the pollers)
-        # each item with the run (poll) that put it; -1 for one put back by put_owned
-        self._lanes: dict[Hashable, deque[tuple[int, _Item]]] = {}
+        self._lanes: dict[Hashable, _Lane[_Item]] = {}
         self._run = 0
         self._order: deque[Hashable] = deque()  # lanes with items, in turn order
         self._live = 0  # items that will be handed out (dropped ones excluded)
@@ -137,10 +136,10 @@ class JobQueue(Generic[_Item]):
         key = jobs[0].lane
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = deque()
+            lane = self._lanes[key] = _Lane()
             self._order.append(key)
-        run = self._run
-        lane.extend([(run, job) for job in jobs])
+        lane.items.extend(jobs)
+        lane.runs.extend([self._run] * len(jobs))
         self._stored += len(jobs)
         self._live += len(jobs)
         self._lane_live[key] = self._lane_live.get(key, 0) + len(jobs)
@@ -152,11 +151,12 @@ class JobQueue(Generic[_Item]):
         key = job.lane
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = deque()
+            lane = self._lanes[key] = _Lane()
         else:
             self._order.remove(key)
         self._order.appendleft(key)
-        lane.appendleft((-1, job))
+        lane.items.appendleft(job)
+        lane.runs.appendleft(-1)
         self._stored += 1
         self._live += 1
         self._lane_live[key] = self._lane_live.get(key, 0) + 1
@@ -169,9 +169,10 @@ class JobQueue(Generic[_Item]):
         # dropped entries are skipped when taken; compact when they dominate
         if self._stored > 2 * self._live + 64:
             for key in list(self._order):
-                kept = deque(item for item in self._lanes[key] if item[1].deliverable)
-                self._stored -= len(self._lanes[key]) - len(kept)
-                if kept:
+                lane = self._lanes[key]
+                kept = lane.kept()
+                self._stored -= len(lane.items) - len(kept.items)
+                if kept.items:
                     self._lanes[key] = kept
                 else:
                     del self._lanes[key]
@@ -262,17 +263,19 @@ class JobQueue(Generic[_Item]):
         while order:
             key = order[0]
             lane = lanes[key]
+            items, runs = lane.items, lane.runs
             out: list[_Item] = []
             run = -1
-            while lane and len(out) < most:
-                run, job = lane.popleft()
+            while items and len(out) < most:
+                job = items.popleft()
+                run = runs.popleft()
                 self._stored -= 1
                 if job.deliverable:
                     out.append(job)
-            if not lane:
+            if not items:
                 del lanes[key]
                 order.popleft()
-            elif out and (most > 1 or run < 0 or lane[0][0] != run):
+            elif out and (most > 1 or run < 0 or runs[0] != run):
                 order.rotate(-1)  # the next lane's turn
             if out:
                 self._live -= len(out)
@@ -287,24 +290,27 @@ class JobQueue(Generic[_Item]):
         while index < len(order):
             key = order[index]
             lane = lanes[key]
-            while lane and not lane[0][1].deliverable:  # dropped in place: skip them now
-                lane.popleft()
+            items, runs = lane.items, lane.runs
+            while items and not items[0].deliverable:  # dropped in place: skip them now
+                items.popleft()
+                runs.popleft()
                 self._stored -= 1
-            if not lane:
+            if not items:
                 del lanes[key]
                 del order[index]
                 continue
-            if not allowed(lane[0][1]):
+            if not allowed(items[0]):
                 index += 1
                 continue
             out: list[_Item] = []
-            while lane and len(out) < most:
-                _, job = lane.popleft()
+            while items and len(out) < most:
+                job = items.popleft()
+                runs.popleft()
                 self._stored -= 1
                 if job.deliverable:
                     out.append(job)
             del order[index]
-            if lane:
+            if items:
                 order.append(key)  # its turn is over
             else:
                 del lanes[key]
@@ -361,6 +367,28 @@ class JobQueue(Generic[_Item]):
                 fut.set_result(None)
                 self._woken += most
                 return
+
+
+class _Lane(Generic[_Item]):
+    """One cluster's queued items, first in first out, and beside each the run (poll)
+    that put it (-1 for one put back by ``put_owned``). Two deques in step rather than a
+    tuple per item: a poll's jobs share one run number, and a tuple per job was one more
+    object per job for the garbage collector."""
+
+    __slots__ = ("items", "runs")
+
+    def __init__(self) -> None:
+        self.items: deque[_Item] = deque()
+        self.runs: deque[int] = deque()
+
+    def kept(self) -> _Lane[_Item]:
+        """A lane of the items still deliverable, in order, with their runs."""
+        lane: _Lane[_Item] = _Lane()
+        for item, run in zip(self.items, self.runs, strict=True):
+            if item.deliverable:
+                lane.items.append(item)
+                lane.runs.append(run)
+        return lane
 
 
 _Waiter = TypeVar("_Waiter")

@@ -260,6 +260,31 @@ async def test_a_lane_counts_its_waiting_jobs_and_wakes_its_pollers_below_a_coun
     assert (queue.waiting("a"), queue.waiting("b")) == (0, 0)
 
 
+def test_dropping_most_queued_jobs_keeps_their_order_and_each_polls_turn() -> None:
+    """Jobs dropped in place are skipped, and once they outnumber the live ones the lanes
+    are rebuilt without them: the jobs left come out in order, and a consumer of single
+    jobs still keeps a lane's turn exactly while the next job is of the same poll."""
+    queue: JobQueue[_Item] = JobQueue(1000)
+    queue.begin_run()
+    first = [_Item("a") for _ in range(100)]
+    queue.put_all(first)
+    queue.begin_run()
+    second = [_Item("a") for _ in range(100)]
+    queue.put_all(second)
+    queue.begin_run()
+    other = [_Item("b") for _ in range(5)]
+    queue.put_all(other)
+    dropped = [item for n, item in enumerate(first + second) if n % 10]  # 180 of 200
+    for item in dropped:
+        item.deliverable = False
+        queue.discard(item)
+    assert len(queue) == 25
+    taken = [queue.take(1)[0] for _ in range(25)]
+    assert queue.take(1) == []
+    # a's first poll, then b's (a's next job is of another poll), then a's second poll
+    assert taken == first[::10] + other + second[::10]
+
+
 class _CountingQueue(JobQueue[_Item]):
     """A queue that counts its consumers' looks (a look that finds nothing is a wasted
     wake-up)."""
