@@ -45,7 +45,7 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Callable, Collection, Container, Sequence
+from collections.abc import Callable, Collection, Container, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -498,9 +498,12 @@ class AcceptLedger:
     def hand_out_batch(self, entries: list[Entry]) -> JobBatch:
         return JobBatch(self.cluster, self.hand_out_all(entries), self._accept_entries)
 
-    async def _accept_entries(self, entries: list[JobEntry]) -> list[bool | BaseException | None]:
-        # the entries of a batch this ledger handed out (JobBatch.subset() keeps to them)
-        return await self.accept_batch(cast("list[Entry]", entries))
+    def _accept_entries(
+        self, entries: list[JobEntry]
+    ) -> Coroutine[Any, Any, list[bool | BaseException | None]]:
+        # the entries of a batch this ledger handed out (JobBatch.subset() keeps to them);
+        # accept_batch's own coroutine, not one more around it
+        return self.accept_batch(cast("list[Entry]", entries))
 
     async def accept_batch(self, entries: list[Entry]) -> list[bool | BaseException | None]:
         """Accept ``entries`` together: the held ones go out at once, in one AcceptJobs per

@@ -245,16 +245,16 @@ class JobSource:
         if size is None:
             one: Handler = handler  # type: ignore[assignment]
 
-            async def handle(work: PolledJob | JobBatch) -> None:
+            def handle(work: PolledJob | JobBatch) -> Coroutine[object, object, None]:
                 assert isinstance(work, PolledJob)
-                await _handle_one(work, one, accept, tally)
+                return _handle_one(work, one, accept, tally)
 
         else:
             many: BatchHandler = handler  # type: ignore[assignment]
 
-            async def handle(work: PolledJob | JobBatch) -> None:
+            def handle(work: PolledJob | JobBatch) -> Coroutine[object, object, None]:
                 assert isinstance(work, JobBatch)
-                await _handle_batch(work, many, accept, tally)
+                return _handle_batch(work, many, accept, tally)
 
         driver = _Driver(self, queue, handle, concurrency, per_cluster, size, shutdown)
         if stop_on_signals:
