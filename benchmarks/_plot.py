@@ -135,11 +135,14 @@ def _batches(data: dict[str, Any], source: str, out: Path) -> list[Path]:
         half = 0.5 * by[(*c, forms[0])]["baseline_client_us_per_job"]
         ax.hlines(half, x - 0.4, x + 0.4, colors="k", linestyles="dotted", linewidth=1)
     ax.set_xticks(xs, labels, fontsize=8)
-    ax.set_ylabel("CPU µs per job, log (client solid, server stacked, hatched)")
+    ax.set_ylabel("CPU µs per job (log)")
     ax.set_yscale("log")
     ax.set_ylim(bottom=1)
     _plain_numbers(ax.yaxis)
-    ax.set_title("CPU per job (dotted: half the original's client CPU)", fontsize=10)
+    ax.set_title(
+        "CPU per job: client solid, server hatched on top (dotted: half the original's client CPU)",
+        fontsize=10,
+    )
     ax.legend(fontsize=7, ncol=3, loc="upper center")
     ax.set_ylim(top=ax.get_ylim()[1] * 8)
     ax.grid(True, axis="y", alpha=0.3)
