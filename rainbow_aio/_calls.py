@@ -347,31 +347,23 @@ class Calls:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(closing.wait(), seconds)
 
-    def _final(
-        self,
-        error: RainbowError,
-        rpc: str,
-        cluster: str | None,
-        trace: Trace,
-        *,
-        budget: float,
-        deadline: float,
-    ) -> RainbowError:
-        """The error a call ends with: mapped again, by the one mapping function, so that
+    def _final(self, error: RainbowError, call: _Call) -> RainbowError:
+        """The error ``call`` ends with: mapped again, by the one mapping function, so that
         it names the host, the attempts made and a budget that ran out, with the whole
         call's outcome (UNKNOWN as soon as one attempt may have reached the server)."""
+        trace = call.trace
         outcome = CallOutcome.UNKNOWN if trace.maybe_ran_before else error.outcome
         if error.code is not None:
-            spent = time.monotonic() >= deadline - _BUDGET_SLACK
+            spent = time.monotonic() >= call.deadline - _BUDGET_SLACK
             error = error_from_status(
                 error.code,
                 error.details,
-                rpc=rpc,
-                cluster=cluster,
+                rpc=call.rpc,
+                cluster=call.cluster,
                 host=self.host,
                 attempts=trace.attempts,
                 tls=self.tls is not None,
-                budget=budget if spent else None,
+                budget=call.budget if spent else None,
             )
         error.outcome = outcome
         return error
@@ -449,9 +441,7 @@ class Calls:
             return await self._attempt(call, pick, request), call.trace
         except RainbowError as error:
             if not self._retry_if(rpc, error) or self.retry.max_attempts < 2:
-                raise self._final(
-                    error, rpc, cluster, call.trace, budget=budget, deadline=call.deadline
-                ) from error.__cause__
+                raise self._final(error, call) from error.__cause__
             first = error
         return await self._retry(call, pick, request, first), call.trace
 
@@ -528,14 +518,7 @@ class Calls:
         try:
             resp: _Resp = await retrying(replay_first_then_attempt)
         except RainbowError as error:
-            raise self._final(
-                error,
-                call.rpc,
-                call.cluster,
-                call.trace,
-                budget=call.budget,
-                deadline=call.deadline,
-            ) from error.__cause__
+            raise self._final(error, call) from error.__cause__
         return resp
 
 
